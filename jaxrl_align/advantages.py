@@ -1,0 +1,209 @@
+"""Advantage and return estimators that keep termination and truncation apart.
+
+All arrays are time-major, ``[T, *B]``: ``T`` steps of a rollout followed by
+any batch shape (empty for a single stream). Element ``t`` describes the
+transition ``s_t --a_t--> s_{t+1}``:
+
+* ``reward[t]``: reward for ``a_t``;
+* ``value[t] = V(s_t)``;
+* ``next_value[t] = V(s_{t+1})`` where ``s_{t+1}`` is the true successor, i.e.
+  the final observation when the episode ended at ``t`` (never the
+  observation an auto-reset put in its place);
+* ``terminated[t]``: ``s_{t+1}`` is terminal, its value is zero;
+* ``truncated[t]``: the episode was cut after ``t`` (a time limit), so we
+  bootstrap from ``next_value[t]``, but no trace crosses into the next episode.
+
+The last step of a rollout is always treated as a cut: estimators bootstrap
+from ``next_value[T-1]`` there.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_align import _checks
+
+Array = jax.Array
+
+
+def _prepare(reward, value, next_value, terminated, truncated):
+  """Validates shapes and dtypes; returns float arrays and the dtype."""
+  arrays = dict(reward=reward, next_value=next_value, terminated=terminated,
+                truncated=truncated)
+  if value is not None:
+    arrays["value"] = value
+  _checks.check_same_shape(**arrays)
+  _checks.check_min_rank("reward", reward, 1)
+  for name in ("reward", "next_value") + (("value",) if value is not None else ()):
+    _checks.check_floating(name, arrays[name])
+  dtype = jnp.result_type(*(arrays[n] for n in ("reward", "next_value")))
+  cast = lambda x: jnp.asarray(x).astype(dtype)
+  return (cast(reward), None if value is None else cast(value),
+          cast(next_value), cast(terminated), cast(truncated), dtype)
+
+
+def _check_gamma_lam(gamma, lam):
+  _checks.check_scalar_in_range("gamma", gamma, 0.0, 1.0)
+  if lam is not None:
+    _checks.check_scalar_in_range("lam", lam, 0.0, 1.0)
+
+
+def gae(
+    reward: Array,
+    value: Array,
+    next_value: Array,
+    terminated: Array,
+    truncated: Array,
+    *,
+    gamma: float | Array,
+    lam: float | Array,
+) -> tuple[Array, Array]:
+  r"""Generalised advantage estimation with separate termination and truncation.
+
+  .. math::
+
+    \delta_t = r_t + \gamma (1 - d_t) V(s_{t+1}) - V(s_t)
+
+    A_t = \delta_t + \gamma \lambda (1 - d_t)(1 - c_t) A_{t+1},
+    \qquad A_T = 0
+
+  with ``d = terminated`` and ``c = truncated``. A truncated step still
+  bootstraps from ``next_value`` (the value of the true final observation);
+  only a terminated one does not.
+
+  Args:
+    reward: ``[T, *B]`` float rewards.
+    value: ``[T, *B]`` float, ``V(s_t)``.
+    next_value: ``[T, *B]`` float, ``V(s_{t+1})`` of the true successor.
+    terminated: ``[T, *B]`` bool (or 0/1), the successor is terminal.
+    truncated: ``[T, *B]`` bool (or 0/1), the episode was cut after ``t``.
+    gamma: scalar discount in ``[0, 1]`` (may be traced, e.g. under ``vmap``).
+    lam: scalar λ in ``[0, 1]`` (may be traced).
+
+  Returns:
+    ``(advantages, returns)``, both ``[T, *B]`` in the dtype of ``reward``,
+    with ``returns = advantages + value``.
+
+  Raises:
+    ValueError: shapes differ, ``reward`` has no time axis, or a concrete
+      ``gamma``/``lam`` is outside ``[0, 1]``.
+
+  References:
+    Schulman et al., 2016, "High-Dimensional Continuous Control Using
+    Generalized Advantage Estimation", https://arxiv.org/abs/1506.02438.
+    Pardo et al., 2018, "Time Limits in Reinforcement Learning",
+    https://arxiv.org/abs/1712.00378.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> adv, ret = gae(jnp.ones(3), jnp.zeros(3), jnp.zeros(3),
+    ...                jnp.array([False, False, True]), jnp.zeros(3, bool),
+    ...                gamma=0.5, lam=1.0)
+    >>> adv.tolist()
+    [1.75, 1.5, 1.0]
+  """
+  reward, value, next_value, terminated, truncated, dtype = _prepare(
+      reward, value, next_value, terminated, truncated)
+  _check_gamma_lam(gamma, lam)
+  gamma = jnp.asarray(gamma, dtype)
+  lam = jnp.asarray(lam, dtype)
+
+  not_terminal = 1 - terminated
+  delta = reward + gamma * not_terminal * next_value - value
+  trace = gamma * lam * not_terminal * (1 - truncated)
+
+  def _backward(next_advantage, inputs):
+    delta_t, trace_t = inputs
+    advantage = delta_t + trace_t * next_advantage
+    return advantage, advantage
+
+  _, advantages = jax.lax.scan(
+      _backward, jnp.zeros_like(delta[0]), (delta, trace), reverse=True)
+  return advantages, advantages + value
+
+
+def lambda_returns(
+    reward: Array,
+    next_value: Array,
+    terminated: Array,
+    truncated: Array,
+    *,
+    gamma: float | Array,
+    lam: float | Array,
+) -> Array:
+  r"""TD(λ) returns, bootstrapping at truncations and at the rollout's end.
+
+  .. math::
+
+    G_t = r_t + \gamma (1 - d_t)\big[(1-\lambda) V(s_{t+1})
+          + \lambda\, \tilde G_{t+1}\big],
+    \qquad \tilde G_{t+1} = \begin{cases} V(s_{t+1}) & c_t \text{ or } t = T-1
+    \\ G_{t+1} & \text{otherwise.}\end{cases}
+
+  When ``next_value[t] == value[t+1]`` inside every episode, this equals the
+  ``returns`` of :func:`gae`.
+
+  Args:
+    reward: ``[T, *B]`` float rewards.
+    next_value: ``[T, *B]`` float, ``V(s_{t+1})`` of the true successor.
+    terminated: ``[T, *B]`` bool, the successor is terminal.
+    truncated: ``[T, *B]`` bool, the episode was cut after ``t``.
+    gamma: scalar discount in ``[0, 1]``.
+    lam: scalar λ in ``[0, 1]``.
+
+  Returns:
+    ``[T, *B]`` λ-returns in the dtype of ``reward``.
+
+  References:
+    Sutton & Barto, 2018, "Reinforcement Learning: An Introduction", ch. 12.
+  """
+  reward, _, next_value, terminated, truncated, dtype = _prepare(
+      reward, None, next_value, terminated, truncated)
+  _check_gamma_lam(gamma, lam)
+  gamma = jnp.asarray(gamma, dtype)
+  lam = jnp.asarray(lam, dtype)
+  discount = gamma * (1 - terminated)
+
+  def _backward(next_return, inputs):
+    r_t, discount_t, next_value_t, truncated_t = inputs
+    tail = jnp.where(truncated_t > 0, next_value_t, next_return)
+    ret = r_t + discount_t * ((1 - lam) * next_value_t + lam * tail)
+    return ret, ret
+
+  _, returns = jax.lax.scan(
+      _backward, next_value[-1], (reward, discount, next_value, truncated),
+      reverse=True)
+  return returns
+
+
+def discounted_returns(
+    reward: Array,
+    next_value: Array,
+    terminated: Array,
+    truncated: Array,
+    *,
+    gamma: float | Array,
+) -> Array:
+  r"""Discounted returns, bootstrapping at truncations and the rollout's end.
+
+  .. math::
+
+    G_t = r_t + \gamma (1 - d_t)\,\begin{cases} V(s_{t+1}) & c_t
+    \text{ or } t = T-1 \\ G_{t+1} & \text{otherwise.}\end{cases}
+
+  Pass ``next_value = zeros`` for pure Monte-Carlo returns. This is
+  :func:`lambda_returns` with ``lam = 1``.
+
+  Args:
+    reward: ``[T, *B]`` float rewards.
+    next_value: ``[T, *B]`` float, ``V(s_{t+1})`` of the true successor.
+    terminated: ``[T, *B]`` bool, the successor is terminal.
+    truncated: ``[T, *B]`` bool, the episode was cut after ``t``.
+    gamma: scalar discount in ``[0, 1]``.
+
+  Returns:
+    ``[T, *B]`` returns in the dtype of ``reward``.
+  """
+  return lambda_returns(reward, next_value, terminated, truncated,
+                        gamma=gamma, lam=1.0)

@@ -1,0 +1,303 @@
+"""Policy-gradient objectives, value losses and their diagnostics.
+
+Every loss is a scalar to *minimise*. Inputs share one shape ``[*N]`` (any
+batch of samples: ``[T, B]``, a flat minibatch, tokens...). An optional boolean
+``mask`` of the same shape selects the entries that count (padding tokens,
+for instance); the mean is over selected entries, and is 0 when none is.
+
+KL estimators follow Schulman (2020), "Approximating KL Divergence",
+http://joschu.net/blog/kl-approx.html. With samples ``x ~ old`` and
+``log r = log_prob - old_log_prob``, each estimates ``KL(old || new)``:
+``k1 = -log r`` (unbiased, high variance, can be negative),
+``k2 = (log r)^2 / 2`` (biased, low variance),
+``k3 = (r - 1) - log r`` (unbiased, non-negative, low variance).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_align import _checks
+
+Array = jax.Array
+
+
+def _check_mask(mask, shape):
+  if mask is not None and jnp.shape(mask) != tuple(shape):
+    raise ValueError(f"`mask` must have shape {tuple(shape)}, got "
+                     f"{jnp.shape(mask)}.")
+
+
+def masked_mean(x: Array, mask: Array | None = None) -> Array:
+  """Mean of ``x`` over the entries where ``mask`` is true (all when None).
+
+  Args:
+    x: ``[*N]`` float.
+    mask: ``[*N]`` bool, or None.
+
+  Returns:
+    Scalar in the dtype of ``x``; 0 when the mask selects nothing.
+  """
+  if mask is None:
+    return jnp.mean(x)
+  _check_mask(mask, jnp.shape(x))
+  mask = jnp.asarray(mask).astype(jnp.result_type(x))
+  count = jnp.sum(mask)
+  return jnp.sum(x * mask) / jnp.maximum(count, 1)
+
+
+def _log_ratio(log_prob, old_log_prob, mask, **others):
+  _checks.check_same_shape(log_prob=log_prob, old_log_prob=old_log_prob,
+                           **others)
+  _checks.check_floating("log_prob", log_prob)
+  _check_mask(mask, jnp.shape(log_prob))
+  return log_prob - old_log_prob
+
+
+def ppo_clip_loss(
+    log_prob: Array,
+    old_log_prob: Array,
+    advantage: Array,
+    *,
+    clip_eps: float | Array,
+    mask: Array | None = None,
+) -> Array:
+  r"""PPO's clipped surrogate objective, negated.
+
+  .. math::
+
+    L = -\operatorname{mean}\big[\min(\rho A,\
+        \operatorname{clip}(\rho, 1-\epsilon, 1+\epsilon) A)\big],
+    \qquad \rho = \exp(\log\pi - \log\pi_{old})
+
+  Args:
+    log_prob: ``[*N]`` log-probabilities under the current policy.
+    old_log_prob: ``[*N]`` log-probabilities under the behaviour policy.
+    advantage: ``[*N]`` advantage estimates (normalise them beforehand if
+      wanted; this function does not).
+    clip_eps: ε > 0 (may be traced).
+    mask: optional ``[*N]`` bool of the entries to average over.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Schulman et al., 2017, "Proximal Policy Optimization Algorithms",
+    https://arxiv.org/abs/1707.06347, eq. (7).
+  """
+  log_ratio = _log_ratio(log_prob, old_log_prob, mask, advantage=advantage)
+  _checks.check_scalar_in_range("clip_eps", clip_eps, 0.0, float("inf"),
+                                low_inclusive=False)
+  eps = jnp.asarray(clip_eps, log_ratio.dtype)
+  ratio = jnp.exp(log_ratio)
+  surrogate = jnp.minimum(ratio * advantage,
+                          jnp.clip(ratio, 1 - eps, 1 + eps) * advantage)
+  return -masked_mean(surrogate, mask)
+
+
+def clip_fraction(
+    log_prob: Array,
+    old_log_prob: Array,
+    *,
+    clip_eps: float | Array,
+    mask: Array | None = None,
+) -> Array:
+  r"""Fraction of samples whose ratio left ``[1-ε, 1+ε]``: ``mean(|ρ-1| > ε)``.
+
+  Args:
+    log_prob: ``[*N]`` current log-probabilities.
+    old_log_prob: ``[*N]`` behaviour log-probabilities.
+    clip_eps: ε > 0.
+    mask: optional ``[*N]`` bool.
+
+  Returns:
+    Scalar in ``[0, 1]``.
+  """
+  log_ratio = _log_ratio(log_prob, old_log_prob, mask)
+  _checks.check_scalar_in_range("clip_eps", clip_eps, 0.0, float("inf"),
+                                low_inclusive=False)
+  clipped = jnp.abs(jnp.exp(log_ratio) - 1) > jnp.asarray(clip_eps,
+                                                           log_ratio.dtype)
+  return masked_mean(clipped.astype(log_ratio.dtype), mask)
+
+
+def kl_k1(log_prob: Array, old_log_prob: Array) -> Array:
+  r"""Per-sample ``k1 = log π_old(x) - log π(x)``, estimating ``KL(old || new)``.
+
+  Unbiased for samples ``x ~ π_old``. For RLHF's penalty ``KL(π || π_ref)``
+  on samples from ``π``, pass ``log_prob = log π_ref``, ``old_log_prob =
+  log π``.
+
+  Args:
+    log_prob: ``[*N]`` log-probabilities under the new (or reference) policy.
+    old_log_prob: ``[*N]`` log-probabilities under the sampling policy.
+
+  Returns:
+    ``[*N]`` estimates.
+  """
+  return -_log_ratio(log_prob, old_log_prob, None)
+
+
+def kl_k2(log_prob: Array, old_log_prob: Array) -> Array:
+  r"""Per-sample ``k2 = ½ (log π(x) - log π_old(x))²`` (see :func:`kl_k1`).
+
+  Args:
+    log_prob: ``[*N]``.
+    old_log_prob: ``[*N]``, the sampling policy.
+
+  Returns:
+    ``[*N]`` non-negative estimates, biased but low-variance.
+  """
+  log_ratio = _log_ratio(log_prob, old_log_prob, None)
+  return 0.5 * log_ratio * log_ratio
+
+
+def kl_k3(log_prob: Array, old_log_prob: Array) -> Array:
+  r"""Per-sample ``k3 = (ρ - 1) - log ρ``, ``ρ = π(x)/π_old(x)`` (see :func:`kl_k1`).
+
+  Args:
+    log_prob: ``[*N]``.
+    old_log_prob: ``[*N]``, the sampling policy.
+
+  Returns:
+    ``[*N]`` non-negative, unbiased estimates of ``KL(old || new)``.
+  """
+  log_ratio = _log_ratio(log_prob, old_log_prob, None)
+  return jnp.expm1(log_ratio) - log_ratio
+
+
+def approx_kl(log_prob: Array, old_log_prob: Array, *,
+              mask: Array | None = None) -> Array:
+  """Mean ``k3`` estimate of ``KL(old || new)``: PPO's usual diagnostic.
+
+  Args:
+    log_prob: ``[*N]`` current log-probabilities.
+    old_log_prob: ``[*N]`` behaviour log-probabilities (the samples' policy).
+    mask: optional ``[*N]`` bool.
+
+  Returns:
+    Scalar.
+  """
+  _check_mask(mask, jnp.shape(log_prob))
+  return masked_mean(kl_k3(log_prob, old_log_prob), mask)
+
+
+def ppo_kl_penalty_loss(
+    log_prob: Array,
+    old_log_prob: Array,
+    advantage: Array,
+    kl: Array,
+    *,
+    beta: float | Array,
+    mask: Array | None = None,
+) -> Array:
+  r"""PPO's KL-penalised surrogate objective, negated.
+
+  .. math::
+
+    L = -\operatorname{mean}\big[\rho A - \beta\,
+        \mathrm{KL}(\pi_{old}(\cdot|s) \,\|\, \pi(\cdot|s))\big]
+
+  Adapt ``beta`` between updates with :func:`jaxrl_align.ppo_kl_controller`
+  (halve it when the measured KL is below ``d_targ / 1.5``, double it above
+  ``1.5 d_targ``).
+
+  Args:
+    log_prob: ``[*N]`` current log-probabilities.
+    old_log_prob: ``[*N]`` behaviour log-probabilities.
+    advantage: ``[*N]`` advantages.
+    kl: ``[*N]`` per-state ``KL(old || new)``: analytic (e.g.
+      :func:`categorical_kl` of old and new logits) or an estimate such as
+      :func:`kl_k3`.
+    beta: penalty coefficient ≥ 0 (may be traced).
+    mask: optional ``[*N]`` bool.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Schulman et al., 2017, "Proximal Policy Optimization Algorithms",
+    https://arxiv.org/abs/1707.06347, section 4, eq. (8).
+  """
+  log_ratio = _log_ratio(log_prob, old_log_prob, mask, advantage=advantage,
+                         kl=kl)
+  _checks.check_scalar_in_range("beta", beta, 0.0, float("inf"))
+  beta = jnp.asarray(beta, log_ratio.dtype)
+  return -masked_mean(jnp.exp(log_ratio) * advantage - beta * kl, mask)
+
+
+def value_loss(value: Array, target: Array, *,
+               mask: Array | None = None) -> Array:
+  r"""Squared error ``½ mean[(V - R)²]``.
+
+  Args:
+    value: ``[*N]`` predicted values.
+    target: ``[*N]`` regression targets (e.g. GAE returns).
+    mask: optional ``[*N]`` bool.
+
+  Returns:
+    Scalar loss.
+  """
+  _checks.check_same_shape(value=value, target=target)
+  _checks.check_floating("value", value)
+  _check_mask(mask, jnp.shape(value))
+  error = value - target
+  return 0.5 * masked_mean(error * error, mask)
+
+
+def clipped_value_loss(
+    value: Array,
+    old_value: Array,
+    target: Array,
+    *,
+    clip_eps: float | Array,
+    mask: Array | None = None,
+) -> Array:
+  r"""PPO2's clipped value loss.
+
+  .. math::
+
+    L = \tfrac12 \operatorname{mean}\big[\max\big((V - R)^2,\
+        (V_{old} + \operatorname{clip}(V - V_{old}, -\epsilon, \epsilon)
+        - R)^2\big)\big]
+
+  Args:
+    value: ``[*N]`` predicted values.
+    old_value: ``[*N]`` values predicted when the data was collected.
+    target: ``[*N]`` regression targets.
+    clip_eps: ε > 0, in the units of the value (may be traced).
+    mask: optional ``[*N]`` bool.
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Huang et al., 2022, "The 37 Implementation Details of Proximal Policy
+    Optimization", ICLR Blog Track, detail 9.
+  """
+  _checks.check_same_shape(value=value, old_value=old_value, target=target)
+  _checks.check_floating("value", value)
+  _check_mask(mask, jnp.shape(value))
+  _checks.check_scalar_in_range("clip_eps", clip_eps, 0.0, float("inf"),
+                                low_inclusive=False)
+  eps = jnp.asarray(clip_eps, jnp.result_type(value))
+  clipped = old_value + jnp.clip(value - old_value, -eps, eps)
+  error = jnp.maximum((value - target) ** 2, (clipped - target) ** 2)
+  return 0.5 * masked_mean(error, mask)
+
+
+def entropy_loss(entropy: Array, *, mask: Array | None = None) -> Array:
+  """Entropy bonus as a loss to minimise: ``-mean(entropy)``.
+
+  Add ``ent_coef * entropy_loss(...)`` to the objective.
+
+  Args:
+    entropy: ``[*N]`` per-state entropies (e.g. :func:`categorical_entropy`).
+    mask: optional ``[*N]`` bool.
+
+  Returns:
+    Scalar.
+  """
+  _checks.check_floating("entropy", entropy)
+  return -masked_mean(entropy, mask)

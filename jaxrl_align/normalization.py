@@ -1,0 +1,152 @@
+"""Running mean and variance (Welford / Chan et al.) and normalisation.
+
+The state keeps the population mean and variance of every sample seen so far
+and their count. A batch is merged in one exact step (Chan, Golub & LeVeque's
+parallel formula), so merging a batch equals feeding its samples one by one::
+
+    stats = running_mean_std_init((obs_dim,))
+    stats = running_mean_std_update(stats, obs_batch)      # [N, obs_dim]
+    obs_n = normalize(stats, obs_batch, clip=10.0)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_align import _checks
+
+Array = jax.Array
+
+
+class RunningMeanStd(NamedTuple):
+  """Running statistics of a stream of ``[*S]``-shaped samples.
+
+  Attributes:
+    mean: ``[*S]`` mean of the samples seen.
+    var: ``[*S]`` population variance (divided by ``count``).
+    count: scalar number of samples seen (float, so it can be traced).
+  """
+  mean: Array
+  var: Array
+  count: Array
+
+
+def running_mean_std_init(shape: tuple[int, ...] = (),
+                          dtype=jnp.float32) -> RunningMeanStd:
+  """Empty statistics for samples of shape ``shape``.
+
+  ``normalize`` of an empty state is the identity up to ``eps``: mean 0, var 1.
+
+  Args:
+    shape: the shape ``[*S]`` of one sample.
+    dtype: float dtype of the statistics.
+
+  Returns:
+    A :class:`RunningMeanStd` with count 0.
+  """
+  shape = tuple(shape)
+  return RunningMeanStd(mean=jnp.zeros(shape, dtype),
+                        var=jnp.ones(shape, dtype),
+                        count=jnp.zeros((), dtype))
+
+
+def running_mean_std_update(state: RunningMeanStd, x: Array, *,
+                            mask: Array | None = None) -> RunningMeanStd:
+  r"""Merges a batch of samples into the statistics, exactly.
+
+  With the batch's count ``n``, mean ``m_b`` and population variance ``v_b``,
+  and ``δ = m_b - m``, ``N = c + n``:
+
+  .. math::
+
+    m' = m + \delta \frac{n}{N}, \qquad
+    v' = \frac{v c + v_b n + \delta^2 c n / N}{N}, \qquad c' = N.
+
+  Args:
+    state: current statistics over samples of shape ``[*S]``.
+    x: ``[*N, *S]``: any number of leading batch axes, then one sample.
+    mask: optional ``[*N]`` bool; only selected samples are merged.
+
+  Returns:
+    Updated :class:`RunningMeanStd`. An empty batch leaves it unchanged.
+
+  References:
+    Chan, Golub & LeVeque, 1979, "Updating Formulae and a Pairwise Algorithm
+    for Computing Sample Variances", Stanford CS tech report STAN-CS-79-773.
+  """
+  sample_rank = state.mean.ndim
+  _checks.check_min_rank("x", x, sample_rank)
+  if jnp.shape(x)[jnp.ndim(x) - sample_rank:] != state.mean.shape:
+    raise ValueError(f"`x` must end with the sample shape {state.mean.shape}, "
+                     f"got {jnp.shape(x)}.")
+  dtype = state.mean.dtype
+  batch_shape = jnp.shape(x)[:jnp.ndim(x) - sample_rank]
+  x = jnp.asarray(x, dtype).reshape((-1,) + state.mean.shape)
+  if mask is None:
+    weight = jnp.ones((x.shape[0],), dtype)
+  else:
+    if jnp.shape(mask) != batch_shape:
+      raise ValueError(f"`mask` must have shape {batch_shape}, got "
+                       f"{jnp.shape(mask)}.")
+    weight = jnp.asarray(mask).astype(dtype).reshape(-1)
+  weight = weight.reshape((-1,) + (1,) * sample_rank)
+
+  n = jnp.sum(weight)
+  safe_n = jnp.maximum(n, 1)
+  batch_mean = jnp.sum(weight * x, axis=0) / safe_n
+  centred = x - batch_mean
+  batch_var = jnp.sum(weight * centred * centred, axis=0) / safe_n
+
+  total = state.count + n
+  safe_total = jnp.maximum(total, 1)
+  delta = batch_mean - state.mean
+  mean = state.mean + delta * (n / safe_total)
+  m2 = (state.var * state.count + batch_var * n
+        + delta * delta * (state.count * n / safe_total))
+  var = m2 / safe_total
+  keep = n == 0
+  return RunningMeanStd(mean=jnp.where(keep, state.mean, mean),
+                        var=jnp.where(keep, state.var, var),
+                        count=total)
+
+
+def normalize(state: RunningMeanStd, x: Array, *, center: bool = True,
+              clip: float | None = None, eps: float = 1e-8) -> Array:
+  r"""``clip((x - mean) / sqrt(var + eps), -clip, clip)``.
+
+  Args:
+    state: statistics over samples of shape ``[*S]``.
+    x: ``[*N, *S]``.
+    center: subtract the mean (set False to only scale, as reward scaling
+      does).
+    clip: optional bound ``> 0`` on the magnitude of the result.
+    eps: added to the variance, ``> 0``.
+
+  Returns:
+    ``[*N, *S]`` in the dtype of the statistics.
+  """
+  if clip is not None:
+    _checks.check_scalar_in_range("clip", clip, 0.0, float("inf"),
+                                  low_inclusive=False)
+  _checks.check_scalar_in_range("eps", eps, 0.0, float("inf"),
+                                low_inclusive=False)
+  sample_rank = state.mean.ndim
+  _checks.check_min_rank("x", x, sample_rank)
+  if jnp.shape(x)[np.ndim(x) - sample_rank:] != state.mean.shape:
+    raise ValueError(f"`x` must end with the sample shape {state.mean.shape}, "
+                     f"got {jnp.shape(x)}.")
+  dtype = state.mean.dtype
+  x = jnp.asarray(x, dtype)
+  lead = (1,) * (x.ndim - sample_rank)
+  mean = state.mean.reshape(lead + state.mean.shape)
+  std = jnp.sqrt(state.var + jnp.asarray(eps, dtype)).reshape(
+      lead + state.mean.shape)
+  y = (x - mean) / std if center else x / std
+  if clip is not None:
+    c = jnp.asarray(clip, dtype)
+    y = jnp.clip(y, -c, c)
+  return y
