@@ -98,7 +98,7 @@ def running_mean_std_update(state: RunningMeanStd, x: Array, *,
   n = jnp.sum(weight)
   safe_n = jnp.maximum(n, 1)
   batch_mean = jnp.sum(weight * x, axis=0) / safe_n
-  centred = x - batch_mean
+  centred = x - batch_mean[None]
   batch_var = jnp.sum(weight * centred * centred, axis=0) / safe_n
 
   total = state.count + n

@@ -202,10 +202,11 @@ class TRPOInfo(NamedTuple):
     kl: scalar ``kl_fn`` at the returned parameters (0 when rejected).
     loss_improvement: scalar ``loss(old) - loss(new)`` (0 when rejected).
     expected_improvement: scalar first-order improvement ``-gᵀΔ`` of the full
-      natural step (before backtracking).
+      natural step (before backtracking); 0 when no step could be computed.
     accepted: scalar bool, the parameters moved.
     step_fraction: scalar fraction of the full step taken (0 when rejected).
-    cg_residual: scalar ``‖F s + g‖`` left by conjugate gradient.
+    cg_residual: scalar ``‖(F + damping·I) s + g‖`` left by conjugate
+      gradient (NaN only when the gradient itself is).
     cg_iterations: scalar int32.
     backtracks: scalar int32, candidate steps evaluated by the line search.
   """
@@ -220,21 +221,22 @@ class TRPOInfo(NamedTuple):
   backtracks: Array
 
 
-def _check_step_args(max_kl, cg_iters, cg_damping):
+def _check_step_args(max_kl, cg_iters, cg_damping, cg_tol):
   _checks.check_scalar_in_range("max_kl", max_kl, 0.0, float("inf"),
                                 low_inclusive=False)
   _checks.check_positive_int("cg_iters", cg_iters)
   _checks.check_scalar_in_range("cg_damping", cg_damping, 0.0, float("inf"))
+  _checks.check_scalar_in_range("cg_tol", cg_tol, 0.0, float("inf"))
 
 
 def _natural_step(loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters,
-                  cg_damping):
+                  cg_damping, cg_tol):
   """Full step ``sqrt(2 δ / sᵀFs) s`` with ``F s = -g``, and its diagnostics."""
   loss, grad = jax.value_and_grad(loss_fn)(params)
   dtype = jnp.result_type(loss)
   matvec = _fisher_matvec(fisher_kl_fn or kl_fn, params, cg_damping)
   direction, cg = conjugate_gradient_with_info(
-      matvec, _scale(-1.0, grad), iters=cg_iters)
+      matvec, _scale(-1.0, grad), iters=cg_iters, tol=cg_tol)
   sfs = otu.tree_vdot(direction, matvec(direction))
   rate = -otu.tree_vdot(grad, direction)
   valid = (jnp.isfinite(loss) & jnp.isfinite(sfs) & jnp.isfinite(rate)
@@ -243,7 +245,8 @@ def _natural_step(loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters,
       valid,
       jnp.sqrt(2 * jnp.asarray(max_kl, dtype) / jnp.where(valid, sfs, 1)), 0)
   full_step = _scale(scale, direction)
-  return loss, full_step, scale * rate, valid, cg
+  expected = jnp.where(valid, scale * rate, 0)
+  return loss, full_step, expected, valid, cg
 
 
 def trpo_step(
@@ -256,6 +259,7 @@ def trpo_step(
     cg_damping: float | Array = 0.1,
     backtrack_coeff: float | Array = 0.8,
     backtrack_iters: int = 10,
+    cg_tol: float = 1e-10,
     fisher_kl_fn: Callable[[PyTree], Array] | None = None,
 ) -> tuple[PyTree, TRPOInfo]:
   r"""One TRPO update: natural-gradient direction and a KL-checked line search.
@@ -278,6 +282,7 @@ def trpo_step(
     cg_damping: ≥ 0, added to the Fisher diagonal.
     backtrack_coeff: step shrink factor in (0, 1).
     backtrack_iters: line-search trials, Python int > 0.
+    cg_tol: CG stops early once the squared residual norm is ≤ this.
     fisher_kl_fn: optional KL used only for Fisher-vector products (e.g. on
       a sub-sample of the batch, which is cheaper); defaults to ``kl_fn``.
 
@@ -288,12 +293,13 @@ def trpo_step(
     Schulman et al., 2015, "Trust Region Policy Optimization",
     https://arxiv.org/abs/1502.05477, section 6 and appendix C.
   """
-  _check_step_args(max_kl, cg_iters, cg_damping)
+  _check_step_args(max_kl, cg_iters, cg_damping, cg_tol)
   _checks.check_scalar_in_range("backtrack_coeff", backtrack_coeff, 0.0, 1.0,
                                 low_inclusive=False, high_inclusive=False)
   _checks.check_positive_int("backtrack_iters", backtrack_iters)
   loss, full_step, expected, valid, cg = _natural_step(
-      loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping)
+      loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping,
+      cg_tol)
   dtype = jnp.result_type(loss)
   max_kl = jnp.asarray(max_kl, dtype)
   coeff = jnp.asarray(backtrack_coeff, dtype)
@@ -339,6 +345,7 @@ def npg_step(
     max_kl: float | Array,
     cg_iters: int = 10,
     cg_damping: float | Array = 0.1,
+    cg_tol: float = 1e-10,
     fisher_kl_fn: Callable[[PyTree], Array] | None = None,
 ) -> tuple[PyTree, TRPOInfo]:
   r"""Natural policy gradient: TRPO's full step, without a line search.
@@ -356,6 +363,7 @@ def npg_step(
     max_kl: δ > 0, the quadratic-model KL of the step.
     cg_iters: CG iterations, Python int > 0.
     cg_damping: ≥ 0.
+    cg_tol: CG stops early once the squared residual norm is ≤ this.
     fisher_kl_fn: optional KL used only for Fisher-vector products.
 
   Returns:
@@ -367,9 +375,10 @@ def npg_step(
     2017, "Towards Generalization and Simplicity in Continuous Control",
     https://arxiv.org/abs/1703.02660.
   """
-  _check_step_args(max_kl, cg_iters, cg_damping)
+  _check_step_args(max_kl, cg_iters, cg_damping, cg_tol)
   loss, full_step, expected, valid, cg = _natural_step(
-      loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping)
+      loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping,
+      cg_tol)
   dtype = jnp.result_type(loss)
   candidate = _add_scaled(params, 1.0, full_step)
   finite = jax.tree.reduce(
