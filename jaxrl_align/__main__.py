@@ -1,0 +1,7 @@
+"""``python -m jaxrl_align``: the ``jaxrl-align`` command."""
+
+import sys
+
+from jaxrl_align.cli import main
+
+sys.exit(main())
