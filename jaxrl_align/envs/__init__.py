@@ -1,0 +1,83 @@
+"""Environments: JAX-native Gymnasium classic control, and a host adapter.
+
+``env, params = make("CartPole-v1")`` gives one auto-resetting environment
+with gymnax 1.x's API; ``make_vec`` gives ``num_envs`` of them as one batch,
+optionally with shared observation normalisation and reward scaling.
+"""
+
+from __future__ import annotations
+
+from jaxrl_align.envs.registry import ENV_IDS
+from jaxrl_align.envs.registry import make_gymnax
+from jaxrl_align.envs.rollout import rollout
+from jaxrl_align.envs.rollout import rollout_init
+from jaxrl_align.envs.rollout import RolloutState
+from jaxrl_align.envs.rollout import Trajectory
+from jaxrl_align.envs.wrappers import Env
+from jaxrl_align.envs.wrappers import EnvState
+from jaxrl_align.envs.wrappers import NormalizeObservation
+from jaxrl_align.envs.wrappers import ScaleReward
+from jaxrl_align.envs.wrappers import VecEnv
+
+
+def make(env_id: str, *, clip_action: bool = True):
+  """One auto-resetting JAX-native environment.
+
+  Args:
+    env_id: one of ``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``,
+      ``MountainCarContinuous-v0``, ``Pendulum-v1``.
+    clip_action: clip continuous actions to the action box.
+
+  Returns:
+    ``(env, params)``: an :class:`Env` and its gymnax params.
+
+  Raises:
+    ValueError: unknown ``env_id`` (the message lists the known ones).
+  """
+  gymnax_env, params = make_gymnax(env_id)
+  return Env(env_id, gymnax_env, clip_action), params
+
+
+def make_vec(env_id: str, num_envs: int, *, normalize_obs: bool = False,
+             scale_reward: bool = False, gamma: float = 0.99,
+             clip_obs: float = 10.0, clip_reward: float = 10.0,
+             clip_action: bool = True):
+  """``num_envs`` environments stepped as one batch, optionally normalised.
+
+  Args:
+    env_id: as for :func:`make`.
+    num_envs: number of parallel environments, > 0.
+    normalize_obs: wrap with :class:`NormalizeObservation` (``clip_obs``).
+    scale_reward: wrap with :class:`ScaleReward` (``gamma``, ``clip_reward``).
+    gamma: the learner's discount, for reward scaling.
+    clip_obs: bound on normalised observations.
+    clip_reward: bound on scaled rewards.
+    clip_action: clip continuous actions to the action box.
+
+  Returns:
+    ``(vec_env, params)``.
+  """
+  env, params = make(env_id, clip_action=clip_action)
+  vec = VecEnv(env, num_envs)
+  if normalize_obs:
+    vec = NormalizeObservation(vec, clip=clip_obs)
+  if scale_reward:
+    vec = ScaleReward(vec, gamma=gamma, clip=clip_reward)
+  return vec, params
+
+
+__all__ = (
+    "ENV_IDS",
+    "Env",
+    "EnvState",
+    "make",
+    "make_gymnax",
+    "make_vec",
+    "NormalizeObservation",
+    "rollout",
+    "rollout_init",
+    "RolloutState",
+    "ScaleReward",
+    "Trajectory",
+    "VecEnv",
+)

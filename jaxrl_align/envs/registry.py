@@ -1,0 +1,86 @@
+"""The five Gymnasium classic-control tasks, JAX-native (gymnax underneath).
+
+gymnax's dynamics are used as they are, with one exception that our parity
+tests against Gymnasium found: gymnax's MountainCarContinuous zeroes a
+negative velocity at the *goal* position, Gymnasium (and gymnax's own
+discrete MountainCar) at the *left wall*. :class:`_MountainCarContinuous`
+restores Gymnasium's rule and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+from gymnax.environments.classic_control import acrobot
+from gymnax.environments.classic_control import cartpole
+from gymnax.environments.classic_control import continuous_mountain_car
+from gymnax.environments.classic_control import mountain_car
+from gymnax.environments.classic_control import pendulum
+
+
+@contextlib.contextmanager
+def foreign_numerics():
+  """Standard dtype and rank promotion for code we do not own (gymnax).
+
+  Our tests run with strict promotion; gymnax relies on the standard rules
+  (``1.0 - bool``, ``[N] + scalar-shaped`` arrays), which is correct there.
+  """
+  with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+    yield
+
+
+class _MountainCarContinuous(continuous_mountain_car.ContinuousMountainCar):
+  """gymnax's MountainCarContinuous with Gymnasium's left-wall velocity rule."""
+
+  def step_env(self, key, state, action, params):
+    force = jnp.clip(action, params.min_action, params.max_action)
+    velocity = (state.velocity + force * params.power
+                - jnp.cos(3 * state.position) * params.gravity)
+    velocity = jnp.clip(velocity, -params.max_speed, params.max_speed)
+    position = jnp.clip(state.position + velocity, params.min_position,
+                        params.max_position)
+    # Gymnasium: `if position == min_position and velocity < 0: velocity = 0`.
+    velocity = jnp.where((position == params.min_position) & (velocity < 0),
+                         jnp.zeros_like(velocity), velocity)
+    at_goal = (position >= params.goal_position) & (
+        velocity >= params.goal_velocity)
+    reward = -0.1 * action**2 + 100.0 * at_goal
+    new_state = continuous_mountain_car.EnvState(
+        position=position.squeeze(), velocity=velocity.squeeze(),
+        time=state.time + 1)
+    terminated = self.is_terminal(new_state, params)
+    obs = jax.lax.stop_gradient(self.get_obs(new_state))
+    return (obs, jax.lax.stop_gradient(new_state), reward.squeeze(), terminated,
+            {"discount": self.discount(new_state, params)})
+
+
+_ENVS = {
+    "CartPole-v1": cartpole.CartPole,
+    "Acrobot-v1": acrobot.Acrobot,
+    "MountainCar-v0": mountain_car.MountainCar,
+    "MountainCarContinuous-v0": _MountainCarContinuous,
+    "Pendulum-v1": pendulum.Pendulum,
+}
+
+ENV_IDS: tuple[str, ...] = tuple(_ENVS)
+
+
+def make_gymnax(env_id: str):
+  """The gymnax environment and default params for a Gymnasium id.
+
+  Args:
+    env_id: one of :data:`ENV_IDS`.
+
+  Returns:
+    ``(gymnax_env, gymnax_params)``.
+
+  Raises:
+    ValueError: unknown ``env_id``; the message lists the known ones.
+  """
+  if env_id not in _ENVS:
+    raise ValueError(f"Unknown `env_id` {env_id!r}; known ids: "
+                     f"{', '.join(ENV_IDS)}.")
+  env = _ENVS[env_id]()
+  return env, env.default_params

@@ -1,0 +1,299 @@
+"""Functional environment wrappers: pure, jittable, vmappable.
+
+Two levels, both with gymnax 1.x's six-value API
+``obs, state, reward, terminated, truncated, info = env.step(key, state,
+action, params)``:
+
+* :class:`Env`, one environment: auto-reset in the same step that keeps the
+  true successor in ``info["final_observation"]``, episode statistics, and
+  action clipping to the box (the caller keeps its unclipped action for its
+  log-prob). Built on gymnax's ``step_env`` / ``reset_env``.
+* :class:`VecEnv`, ``num_envs`` copies stepped as one batch with one key;
+  :class:`NormalizeObservation` and :class:`ScaleReward` wrap a
+  :class:`VecEnv` so their running statistics are shared by all copies.
+
+Wrapper objects hold only static configuration and are hashable, so they can
+be closed over or passed as static arguments; all changing data is in the
+returned state (NamedTuples of arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from gymnax.environments import spaces
+
+from jaxrl_align import _checks
+from jaxrl_align import normalization
+from jaxrl_align.envs import registry
+
+Array = jax.Array
+
+
+class EnvState(NamedTuple):
+  """State of one :class:`Env`.
+
+  Attributes:
+    inner: the gymnax state.
+    episode_return: scalar float32, undiscounted return so far this episode.
+    episode_length: scalar int32, steps so far this episode.
+  """
+  inner: Any
+  episode_return: Array
+  episode_length: Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Env:
+  """One auto-resetting JAX-native environment.
+
+  ``step`` returns, besides the gymnax values, an ``info`` dict with
+  ``final_observation`` (the true successor ``s_{t+1}``, before any reset),
+  ``episode_return`` and ``episode_length`` (of the episode that ended at
+  this step, 0 elsewhere) and ``invalid_action``.
+
+  Out-of-range discrete actions: a concrete (host) action raises
+  ``ValueError``; inside ``jit`` the values cannot be checked before running,
+  so an invalid action makes that step's observation and reward NaN and sets
+  ``info["invalid_action"]``, rather than being silently clamped.
+
+  Attributes:
+    env_id: the Gymnasium id.
+    gymnax_env: the underlying gymnax environment.
+    clip_action: clip continuous actions to the action box before stepping.
+  """
+  env_id: str
+  gymnax_env: Any
+  clip_action: bool = True
+
+  def __hash__(self):
+    return hash((self.env_id, id(self.gymnax_env), self.clip_action))
+
+  def action_space(self, params) -> spaces.Space:
+    return self.gymnax_env.action_space(params)
+
+  def observation_space(self, params) -> spaces.Space:
+    return self.gymnax_env.observation_space(params)
+
+  def _check_action(self, action, params):
+    space = self.action_space(params)
+    shape = tuple(space.shape)
+    if jnp.shape(action) != shape:
+      raise ValueError(f"{self.env_id}: `action` must have shape {shape} for "
+                       f"one env, got {jnp.shape(action)}.")
+    dtype = jnp.result_type(action)
+    if isinstance(space, spaces.Discrete):
+      if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"{self.env_id}: `action` must be an integer in "
+                         f"[0, {space.n}), got dtype {dtype}.")
+      if _checks.is_concrete(action) and not 0 <= int(action) < space.n:
+        raise ValueError(f"{self.env_id}: `action` must be in [0, {space.n}), "
+                         f"got {int(action)}.")
+      return action, (action < 0) | (action >= space.n)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"{self.env_id}: `action` must be floating point, got "
+                       f"dtype {dtype}.")
+    if self.clip_action:
+      action = jnp.clip(action, space.low, space.high)
+    return action, jnp.zeros((), bool)
+
+  def reset(self, key: Array, params) -> tuple[Array, EnvState]:
+    """Starts an episode.
+
+    Args:
+      key: PRNG key.
+      params: gymnax params (from :func:`jaxrl_align.envs.make`).
+
+    Returns:
+      ``(obs [*obs_shape], EnvState)``.
+    """
+    with registry.foreign_numerics():
+      obs, inner = self.gymnax_env.reset_env(key, params)
+    return obs, EnvState(inner, jnp.zeros((), jnp.float32),
+                         jnp.zeros((), jnp.int32))
+
+  def step(self, key: Array, state: EnvState, action: Array, params):
+    """One transition, resetting in the same step when the episode ends.
+
+    Args:
+      key: PRNG key.
+      state: :class:`EnvState`.
+      action: ``[]`` int for discrete tasks, ``[action_dim]`` float for
+        continuous ones.
+      params: gymnax params.
+
+    Returns:
+      ``(obs, state, reward, terminated, truncated, info)``: ``obs`` is the
+      next episode's first observation when this one ended;
+      ``info["final_observation"]`` is always the true successor.
+    """
+    env_action, invalid = self._check_action(action, params)
+    key_step, key_reset = jax.random.split(key)
+    with registry.foreign_numerics():
+      next_obs, inner, reward, terminated, _ = self.gymnax_env.step_env(
+          key_step, state.inner, env_action, params)
+      truncated = self.gymnax_env.is_truncated(inner, params)
+      reset_obs, reset_inner = self.gymnax_env.reset_env(key_reset, params)
+    reward = jnp.asarray(reward, jnp.float32)
+    nan = jnp.full_like(next_obs, jnp.nan)
+    next_obs = jnp.where(invalid, nan, next_obs)
+    reward = jnp.where(invalid, jnp.float32(jnp.nan), reward)
+    terminated = jnp.asarray(terminated, bool)
+    truncated = jnp.asarray(truncated, bool)
+    done = terminated | truncated
+
+    episode_return = state.episode_return + reward
+    episode_length = state.episode_length + 1
+    new_state = EnvState(
+        inner=jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_inner,
+                           inner),
+        episode_return=jnp.where(done, 0.0, episode_return),
+        episode_length=jnp.where(done, 0, episode_length))
+    info = {
+        "final_observation": next_obs,
+        "episode_return": jnp.where(done, episode_return, 0.0),
+        "episode_length": jnp.where(done, episode_length, 0),
+        "invalid_action": invalid,
+    }
+    obs = jnp.where(done, reset_obs, next_obs)
+    return obs, new_state, reward, terminated, truncated, info
+
+
+@dataclasses.dataclass(frozen=True)
+class VecEnv:
+  """``num_envs`` independent copies of an :class:`Env`, one key per step.
+
+  Arrays gain a leading ``[num_envs]`` axis: ``obs [N, *obs_shape]``,
+  ``action [N, *action_shape]``, ``reward/terminated/truncated [N]``.
+  """
+  env: Env
+  num_envs: int
+
+  def __post_init__(self):
+    _checks.check_positive_int("num_envs", self.num_envs)
+
+  @property
+  def env_id(self) -> str:
+    return self.env.env_id
+
+  def action_space(self, params) -> spaces.Space:
+    """The space of one env's action."""
+    return self.env.action_space(params)
+
+  def observation_space(self, params) -> spaces.Space:
+    """The space of one env's observation."""
+    return self.env.observation_space(params)
+
+  def reset(self, key: Array, params):
+    keys = jax.random.split(key, self.num_envs)
+    return jax.vmap(self.env.reset, in_axes=(0, None))(keys, params)
+
+  def step(self, key: Array, state, action: Array, params):
+    expected = (self.num_envs,) + tuple(self.env.action_space(params).shape)
+    if jnp.shape(action) != expected:
+      raise ValueError(f"{self.env.env_id}: `action` must have shape "
+                       f"{expected} for {self.num_envs} envs, got "
+                       f"{jnp.shape(action)}.")
+    keys = jax.random.split(key, self.num_envs)
+    return jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(
+        keys, state, action, params)
+
+
+class NormalizeObservationState(NamedTuple):
+  """Inner vector-env state and the shared observation statistics."""
+  inner: Any
+  obs_stats: normalization.RunningMeanStd
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizeObservation:
+  """Normalises observations by running statistics shared over all envs.
+
+  ``obs`` and ``info["final_observation"]`` are normalised with the same
+  statistics, updated (when ``update_stats``) with each step's ``obs`` batch
+  before normalising, and clipped to ``[-clip, clip]``.
+  """
+  env: Any
+  clip: float = 10.0
+  update_stats: bool = True
+
+  def __getattr__(self, name):
+    if name == "env":  # not yet set (copying, unpickling)
+      raise AttributeError(name)
+    return getattr(self.env, name)
+
+  def _normalize(self, stats, x):
+    return normalization.normalize(stats, x, clip=self.clip)
+
+  def reset(self, key: Array, params):
+    obs, inner = self.env.reset(key, params)
+    stats = normalization.running_mean_std_init(obs.shape[1:], obs.dtype)
+    if self.update_stats:
+      stats = normalization.running_mean_std_update(stats, obs)
+    return self._normalize(stats, obs), NormalizeObservationState(inner, stats)
+
+  def step(self, key: Array, state: NormalizeObservationState, action, params):
+    obs, inner, reward, terminated, truncated, info = self.env.step(
+        key, state.inner, action, params)
+    stats = state.obs_stats
+    if self.update_stats:
+      stats = normalization.running_mean_std_update(stats, obs)
+    info = dict(info, final_observation=self._normalize(
+        stats, info["final_observation"]))
+    return (self._normalize(stats, obs), NormalizeObservationState(inner, stats),
+            reward, terminated, truncated, info)
+
+
+class ScaleRewardState(NamedTuple):
+  """Inner state, per-env discounted return, shared return statistics."""
+  inner: Any
+  discounted_return: Array
+  return_stats: normalization.RunningMeanStd
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleReward:
+  """Divides rewards by the running std of the discounted return.
+
+  Each env keeps ``G ← γ G + r`` (reset to 0 after either termination or
+  truncation); the std of ``G`` over all envs and steps scales the reward,
+  which is then clipped to ``[-clip, clip]``. Use the learner's own ``γ``.
+  ``info["raw_reward"]`` keeps the unscaled reward.
+  """
+  env: Any
+  gamma: float = 0.99
+  clip: float = 10.0
+  update_stats: bool = True
+
+  def __post_init__(self):
+    _checks.check_scalar_in_range("gamma", self.gamma, 0.0, 1.0)
+
+  def __getattr__(self, name):
+    if name == "env":  # not yet set (copying, unpickling)
+      raise AttributeError(name)
+    return getattr(self.env, name)
+
+  def reset(self, key: Array, params):
+    obs, inner = self.env.reset(key, params)
+    n = obs.shape[0]
+    return obs, ScaleRewardState(inner, jnp.zeros((n,), jnp.float32),
+                                 normalization.running_mean_std_init(()))
+
+  def step(self, key: Array, state: ScaleRewardState, action, params):
+    obs, inner, reward, terminated, truncated, info = self.env.step(
+        key, state.inner, action, params)
+    ret = state.discounted_return * jnp.float32(self.gamma) + reward
+    stats = state.return_stats
+    if self.update_stats:
+      stats = normalization.running_mean_std_update(stats, ret)
+    scaled = normalization.normalize(stats, reward, center=False,
+                                     clip=self.clip)
+    done = terminated | truncated
+    ret = jnp.where(done, jnp.zeros_like(ret), ret)
+    info = dict(info, raw_reward=reward)
+    return (obs, ScaleRewardState(inner, ret, stats), scaled, terminated,
+            truncated, info)
+
