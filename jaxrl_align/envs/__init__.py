@@ -3,10 +3,13 @@
 ``env, params = make("CartPole-v1")`` gives one auto-resetting environment
 with gymnax 1.x's API; ``make_vec`` gives ``num_envs`` of them as one batch,
 optionally with shared observation normalisation and reward scaling.
+:class:`GymnasiumVecEnv` steps any Gymnasium id on the host and yields the
+same :class:`Trajectory`.
 """
 
 from __future__ import annotations
 
+from jaxrl_align.envs.gymnasium_adapter import GymnasiumVecEnv
 from jaxrl_align.envs.registry import ENV_IDS
 from jaxrl_align.envs.registry import make_gymnax
 from jaxrl_align.envs.rollout import rollout
@@ -70,6 +73,7 @@ __all__ = (
     "ENV_IDS",
     "Env",
     "EnvState",
+    "GymnasiumVecEnv",
     "make",
     "make_gymnax",
     "make_vec",

@@ -1,0 +1,166 @@
+"""Any Gymnasium environment, stepped on the host, as jaxrl_align trajectories.
+
+:class:`GymnasiumVecEnv` wraps ``gymnasium.make_vec`` (classic control,
+MuJoCo through ``gymnasium[mujoco]``, ...) and produces the same
+:class:`~jaxrl_align.envs.Trajectory` as the JAX-native
+:func:`~jaxrl_align.envs.rollout`: same fields, dtypes and time-major
+``[T, N, ...]`` shapes, so one learner serves both.
+
+Auto-reset. Gymnasium's vector envs reset an env on the *next* ``step`` by
+default (``AutoresetMode.NEXT_STEP``): the step after an episode ends ignores
+its action and returns the reset observation, a transition that does not
+exist. We ask for ``AutoresetMode.SAME_STEP``, in which the ending step
+returns the reset observation and the true final one in
+``info["final_obs"]``; that is what goes into ``next_obs``. Vector envs that
+only offer ``NEXT_STEP`` (Gymnasium's NumPy-vectorised classic control,
+``vectorization_mode="vector_entry_point"``) are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_align import _checks
+from jaxrl_align.envs.rollout import PolicyFn
+from jaxrl_align.envs.rollout import Trajectory
+
+_SAME_STEP = gymnasium.vector.AutoresetMode.SAME_STEP
+
+
+class GymnasiumVecEnv:
+  """``num_envs`` copies of a Gymnasium env, auto-resetting in the same step.
+
+  Args:
+    env_id: any registered Gymnasium id.
+    num_envs: number of copies, > 0.
+    seed: seed of the first reset (copy ``i`` gets ``seed + i``).
+    vectorization_mode: ``"sync"`` (default) or ``"async"``.
+    clip_action: clip continuous actions to the box before stepping (the
+      trajectory keeps the policy's unclipped action).
+    **env_kwargs: passed to ``gymnasium.make_vec``.
+
+  Example::
+
+      venv = GymnasiumVecEnv("InvertedPendulum-v5", num_envs=4)
+      policy = functools.partial(jitted_policy, params)   # (key, obs) -> ...
+      key, trajectory = venv.rollout(policy, key, num_steps=128)
+  """
+
+  def __init__(self, env_id: str, num_envs: int, *, seed: int = 0,
+               vectorization_mode: str = "sync", clip_action: bool = True,
+               **env_kwargs: Any):
+    _checks.check_positive_int("num_envs", num_envs)
+    if vectorization_mode not in ("sync", "async"):
+      raise ValueError(
+          f"`vectorization_mode` must be 'sync' or 'async', got "
+          f"{vectorization_mode!r}: the vector-entry-point envs only reset on "
+          "the next step, which would corrupt final observations.")
+    self.env_id = env_id
+    self.num_envs = num_envs
+    self.clip_action = clip_action
+    self.envs = gymnasium.make_vec(
+        env_id, num_envs, vectorization_mode=vectorization_mode,
+        vector_kwargs={"autoreset_mode": _SAME_STEP}, **env_kwargs)
+    if self.envs.metadata.get("autoreset_mode") != _SAME_STEP:
+      raise ValueError(f"{env_id}: the vector env does not reset in the same "
+                       "step; final observations would be wrong.")
+    self.observation_space = self.envs.single_observation_space
+    self.action_space = self.envs.single_action_space
+    self._discrete = isinstance(self.action_space, gymnasium.spaces.Discrete)
+    obs, _ = self.envs.reset(seed=seed)
+    self._obs = np.asarray(obs, np.float32)
+    self._episode_return = np.zeros(num_envs, np.float64)
+    self._episode_length = np.zeros(num_envs, np.int32)
+
+  @property
+  def obs(self) -> np.ndarray:
+    """``[N, *obs_shape]`` float32, the current observation."""
+    return self._obs
+
+  def _env_action(self, action) -> np.ndarray:
+    """Validates the policy's action on the host; returns what to step."""
+    action = np.asarray(action)
+    shape = (self.num_envs,) + tuple(self.action_space.shape)
+    if action.shape != shape:
+      raise ValueError(f"{self.env_id}: the policy's `action` must have shape "
+                       f"{shape}, got {action.shape}.")
+    if self._discrete:
+      n = int(self.action_space.n)
+      if not np.issubdtype(action.dtype, np.integer):
+        raise ValueError(f"{self.env_id}: `action` must be integers in "
+                         f"[0, {n}), got dtype {action.dtype}.")
+      if action.min() < 0 or action.max() >= n:
+        raise ValueError(f"{self.env_id}: `action` must be in [0, {n}), got "
+                         f"values {action.min()}..{action.max()}.")
+      return action.astype(np.int64)
+    if not np.issubdtype(action.dtype, np.floating):
+      raise ValueError(f"{self.env_id}: `action` must be floating point, got "
+                       f"dtype {action.dtype}.")
+    action = action.astype(self.action_space.dtype)
+    if self.clip_action:
+      action = np.clip(action, self.action_space.low, self.action_space.high)
+    return action
+
+  def step(self, action) -> dict[str, np.ndarray]:
+    """One host step of all copies; returns one transition's fields."""
+    obs = self._obs
+    next_obs, reward, terminated, truncated, info = self.envs.step(
+        self._env_action(action))
+    next_obs = np.asarray(next_obs, np.float32)
+    done = np.logical_or(terminated, truncated)
+    successor = next_obs.copy()
+    if done.any():
+      for i in np.flatnonzero(done):
+        successor[i] = np.asarray(info["final_obs"][i], np.float32)
+    self._episode_return += reward
+    self._episode_length += 1
+    transition = {
+        "obs": obs, "reward": np.asarray(reward, np.float32),
+        "terminated": np.asarray(terminated, bool),
+        "truncated": np.asarray(truncated, bool), "next_obs": successor,
+        "episode_return": np.where(done, self._episode_return, 0.0).astype(
+            np.float32),
+        "episode_length": np.where(done, self._episode_length, 0).astype(
+            np.int32)}
+    self._episode_return[done] = 0.0
+    self._episode_length[done] = 0
+    self._obs = next_obs
+    return transition
+
+  def rollout(self, policy_fn: PolicyFn, key: jax.Array,
+              num_steps: int) -> tuple[jax.Array, Trajectory]:
+    """Runs ``num_steps`` host steps of a (jitted) policy.
+
+    Args:
+      policy_fn: ``(key, obs [N, ...]) -> (action [N, ...], extras)``, the
+        same signature as for :func:`jaxrl_align.envs.rollout`. Jit it once
+        as a function of ``(params, key, obs)`` and pass
+        ``functools.partial(fn, params)`` so new parameters do not retrace.
+      key: PRNG key.
+      num_steps: ``T`` > 0.
+
+    Returns:
+      ``(key, Trajectory)`` with ``[T, N, ...]`` JAX arrays.
+    """
+    _checks.check_positive_int("num_steps", num_steps)
+    steps, actions, extras = [], [], []
+    for _ in range(num_steps):
+      key, policy_key = jax.random.split(key)
+      action, extra = policy_fn(policy_key, jnp.asarray(self._obs))
+      steps.append(self.step(action))
+      actions.append(action)
+      extras.append(extra)
+    stacked = {k: jnp.asarray(np.stack([s[k] for s in steps]))
+               for k in steps[0]}
+    return key, Trajectory(
+        action=jnp.stack(actions),
+        extras=jax.tree.map(lambda *xs: jnp.stack(xs), *extras),
+        **stacked)
+
+  def close(self) -> None:
+    self.envs.close()

@@ -1,0 +1,206 @@
+"""Wrappers and rollouts: auto-reset, episode statistics, normalisation,
+reward scaling, action clipping, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments import spaces
+
+from jaxrl_align import envs
+from jaxrl_align.envs import registry
+
+
+def random_policy(space):
+  """An observation-independent random policy (so rollouts of differently
+  wrapped envs see the same actions for the same key)."""
+  def policy(key, obs):
+    n = obs.shape[0]
+    if isinstance(space, spaces.Discrete):
+      action = jax.random.randint(key, (n,), 0, space.n)
+    else:
+      action = jax.random.uniform(key, (n,) + tuple(space.shape),
+                                  minval=-3.0, maxval=3.0)
+    return action, {"noise": jnp.zeros((n,), jnp.float32)}
+  return policy
+
+
+def run(env_id, num_envs=8, num_steps=300, seed=0, **kwargs):
+  venv, params = envs.make_vec(env_id, num_envs, **kwargs)
+  policy = random_policy(venv.action_space(params))
+  state = envs.rollout_init(venv, params, jax.random.key(seed))
+  return jax.jit(lambda s: envs.rollout(policy, venv, params, s, num_steps))(
+      state)
+
+
+def test_rollout_shapes_and_dtypes():
+  _, tr = run("Pendulum-v1", num_envs=3, num_steps=7)
+  assert tr.obs.shape == (7, 3, 3) and tr.next_obs.shape == (7, 3, 3)
+  assert tr.action.shape == (7, 3, 1)
+  assert tr.reward.shape == (7, 3) and tr.reward.dtype == jnp.float32
+  assert tr.terminated.dtype == jnp.bool_ and tr.truncated.dtype == jnp.bool_
+  assert tr.extras["noise"].shape == (7, 3)
+  assert tr.episode_length.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MountainCar-v0"])
+def test_auto_reset_never_leaks_the_reset_observation(env_id):
+  _, tr = run(env_id, num_steps=400)
+  done = np.asarray(tr.terminated | tr.truncated)
+  assert done.sum() > 5
+  obs, next_obs = np.asarray(tr.obs), np.asarray(tr.next_obs)
+  # Inside an episode the successor is the next step's observation.
+  np.testing.assert_array_equal(next_obs[:-1][~done[:-1]], obs[1:][~done[:-1]])
+  # At an episode's end it is the true successor, recomputed here from the
+  # pre-step state with gymnax's own dynamics, never the reset observation.
+  gymnax_env, params = envs.make_gymnax(env_id)
+  t_idx, e_idx = np.nonzero(done)
+  for t, e in zip(t_idx[:20], e_idx[:20]):
+    if env_id == "CartPole-v1":
+      from gymnax.environments.classic_control.cartpole import EnvState
+      s = EnvState(x=obs[t, e, 0], x_dot=obs[t, e, 1], theta=obs[t, e, 2],
+                   theta_dot=obs[t, e, 3], time=0)
+    else:
+      from gymnax.environments.classic_control.mountain_car import EnvState
+      s = EnvState(position=obs[t, e, 0], velocity=obs[t, e, 1], time=0)
+    with registry.foreign_numerics():
+      expected, *_ = gymnax_env.step_env(jax.random.key(0), s,
+                                         tr.action[t, e], params)
+    np.testing.assert_allclose(next_obs[t, e], expected, rtol=1e-6, atol=1e-7)
+    if t + 1 < obs.shape[0]:
+      assert not np.array_equal(next_obs[t, e], obs[t + 1, e])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_episode_statistics_equal_a_python_loop(env_id):
+  _, tr = run(env_id, num_envs=4, num_steps=450)
+  reward = np.asarray(tr.reward, np.float64)
+  done = np.asarray(tr.terminated | tr.truncated)
+  for e in range(4):
+    total, length, finished = 0.0, 0, []
+    for t in range(reward.shape[0]):
+      total += reward[t, e]
+      length += 1
+      if done[t, e]:
+        finished.append((t, total, length))
+        total, length = 0.0, 0
+    assert finished, "no episode finished"
+    for t, ret, n in finished:
+      np.testing.assert_allclose(tr.episode_return[t, e], ret, rtol=1e-5)
+      assert int(tr.episode_length[t, e]) == n
+    not_done = ~done[:, e]
+    assert np.all(np.asarray(tr.episode_return)[not_done, e] == 0)
+  # Terminations and truncations stay apart: Pendulum only truncates.
+  if env_id == "Pendulum-v1":
+    assert not np.any(tr.terminated) and np.all(
+        np.asarray(tr.episode_length)[np.asarray(tr.truncated)] == 200)
+
+
+def test_observation_normalisation_statistics_equal_numpy():
+  env_id, n, steps = "CartPole-v1", 6, 120
+  state, tr = run(env_id, n, steps, normalize_obs=True)
+  raw_state, raw = run(env_id, n, steps)  # same keys and actions, unwrapped
+  # The stream the statistics saw: the reset batch (raw.obs[0]), then every
+  # step's returned observations (raw.obs[1:], then the final state's obs).
+  stream = np.concatenate([np.asarray(raw.obs), np.asarray(raw_state.obs)[None]])
+  stream = stream.reshape(-1, 4).astype(np.float64)
+  stats = state.env_state.obs_stats
+  np.testing.assert_allclose(stats.mean, stream.mean(0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(stats.var, stream.var(0), rtol=1e-4, atol=1e-7)
+  assert int(stats.count) == stream.shape[0]
+  # The policy saw observations normalised by the statistics of that moment;
+  # the last ones by the final statistics.
+  expected = (np.asarray(raw.obs[-1]) - np.asarray(
+      _stats_before_last(env_id, n, steps).mean)) / np.sqrt(
+          np.asarray(_stats_before_last(env_id, n, steps).var) + 1e-8)
+  np.testing.assert_allclose(tr.obs[-1], np.clip(expected, -10, 10),
+                             rtol=1e-4, atol=1e-5)
+
+
+def _stats_before_last(env_id, n, steps):
+  state, _ = run(env_id, n, steps - 1, normalize_obs=True)
+  return state.env_state.obs_stats
+
+
+def test_reward_scaling_uses_the_std_of_the_discounted_return():
+  env_id, n, steps, gamma = "Pendulum-v1", 4, 250, 0.9
+  state, tr = run(env_id, n, steps, scale_reward=True, gamma=gamma)
+  _, raw = run(env_id, n, steps)
+  reward = np.asarray(raw.reward, np.float64)
+  done = np.asarray(raw.terminated | raw.truncated)
+  g = np.zeros(n)
+  returns = []
+  for t in range(steps):
+    g = gamma * g + reward[t]
+    returns.append(g.copy())
+    g = np.where(done[t], 0.0, g)
+  returns = np.array(returns)
+  stats = state.env_state.return_stats
+  np.testing.assert_allclose(stats.var, returns.var(), rtol=1e-4)
+  np.testing.assert_allclose(stats.mean, returns.mean(), rtol=1e-4)
+  # The last step's rewards were divided by the final std.
+  np.testing.assert_allclose(tr.reward[-1],
+                             reward[-1] / np.sqrt(returns.var() + 1e-8),
+                             rtol=1e-4)
+
+
+def test_action_clipping_keeps_the_unclipped_action_for_the_learner():
+  env, params = envs.make("Pendulum-v1")
+  _, state = env.reset(jax.random.key(0), params)
+  big = jnp.array([5.0])
+  _, s_big, r_big, *_ = env.step(jax.random.key(1), state, big, params)
+  _, s_max, r_max, *_ = env.step(jax.random.key(1), state, jnp.array([2.0]),
+                                 params)
+  assert float(r_big) == float(r_max)
+  np.testing.assert_array_equal(s_big.inner.theta_dot, s_max.inner.theta_dot)
+  # The rollout records what the policy chose.
+  _, tr = run("Pendulum-v1", num_envs=2, num_steps=5)
+  assert float(jnp.abs(tr.action).max()) > 2.0
+  # Without clipping, gymnax's own clip still bounds the torque, but the
+  # action cost of MountainCarContinuous sees the raw action.
+  env_raw, params = envs.make("MountainCarContinuous-v0", clip_action=False)
+  env_clip, _ = envs.make("MountainCarContinuous-v0")
+  _, st = env_raw.reset(jax.random.key(0), params)
+  r_raw = env_raw.step(jax.random.key(1), st, jnp.array([3.0]), params)[2]
+  r_clip = env_clip.step(jax.random.key(1), st, jnp.array([3.0]), params)[2]
+  np.testing.assert_allclose([r_raw, r_clip], [-0.9, -0.1], rtol=1e-6)
+
+
+def test_same_key_same_rollout_bit_for_bit():
+  a = run("Acrobot-v1", 4, 50, seed=7)[1]
+  b = run("Acrobot-v1", 4, 50, seed=7)[1]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_bad_input():
+  with pytest.raises(ValueError, match="CartPole-v1.*Pendulum-v1"):
+    envs.make("CartPole-v0")
+  env, params = envs.make("CartPole-v1")
+  _, state = env.reset(jax.random.key(0), params)
+  key = jax.random.key(1)
+  with pytest.raises(ValueError, match=r"\[0, 2\)"):
+    env.step(key, state, jnp.int32(2), params)
+  with pytest.raises(ValueError, match="integer"):
+    env.step(key, state, jnp.float32(1.0), params)
+  with pytest.raises(ValueError, match="shape"):
+    env.step(key, state, jnp.zeros((1,), jnp.int32), params)
+  # Inside jit the value is unknown: the step is poisoned, not clamped.
+  obs, _, reward, *_, info = jax.jit(env.step)(key, state, jnp.int32(5),
+                                               params)
+  assert bool(info["invalid_action"])
+  assert np.all(np.isnan(info["final_observation"])) and np.isnan(reward)
+  penv, pparams = envs.make("Pendulum-v1")
+  _, pstate = penv.reset(jax.random.key(0), pparams)
+  with pytest.raises(ValueError, match="floating"):
+    penv.step(key, pstate, jnp.array([1], jnp.int32), pparams)
+  with pytest.raises(ValueError, match=r"\(1,\)"):
+    penv.step(key, pstate, jnp.zeros(()), pparams)
+  venv, vparams = envs.make_vec("CartPole-v1", 4)
+  _, vstate = venv.reset(key, vparams)
+  with pytest.raises(ValueError, match=r"\(4,\)"):
+    venv.step(key, vstate, jnp.zeros((3,), jnp.int32), vparams)
+  with pytest.raises(ValueError, match="num_envs"):
+    envs.make_vec("CartPole-v1", 0)
+  with pytest.raises(ValueError, match="gamma"):
+    envs.make_vec("CartPole-v1", 2, scale_reward=True, gamma=1.5)

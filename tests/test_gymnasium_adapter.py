@@ -1,0 +1,127 @@
+"""The host adapter: same trajectory as the JAX rollout, true final observations."""
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from gymnax.environments.classic_control.cartpole import EnvState
+
+from jaxrl_align import envs
+from jaxrl_align.envs import registry
+
+
+def cartpole_policy(key, obs):
+  action = jax.random.randint(key, (obs.shape[0],), 0, 2)
+  return action, {"log_prob": jnp.full((obs.shape[0],), -0.69, jnp.float32)}
+
+
+def transition_errors(tr):
+  """|next_obs - dynamics(obs, action)| per transition, with gymnax's CartPole
+  (equal to Gymnasium's, see test_env_parity). A collector that puts a reset
+  observation, or a phantom reset transition, into the data fails this."""
+  env, params = envs.make_gymnax("CartPole-v1")
+  obs = jnp.asarray(tr.obs, jnp.float32)
+
+  def one(o, a):
+    s = EnvState(x=o[0], x_dot=o[1], theta=o[2], theta_dot=o[3], time=0)
+    with registry.foreign_numerics():
+      nxt, *_ = env.step_env(jax.random.key(0), s, a, params)
+    return nxt
+
+  pred = jax.vmap(jax.vmap(one))(obs, jnp.asarray(tr.action))
+  return np.abs(np.asarray(pred) - np.asarray(tr.next_obs)).max(-1)
+
+
+def naive_next_step_collector(num_envs, num_steps, seed):
+  """What a careless adapter does: Gymnasium's default NEXT_STEP autoreset,
+  recording (obs, action, returned obs) for every step."""
+  venv = gymnasium.make_vec("CartPole-v1", num_envs, vectorization_mode="sync")
+  obs, _ = venv.reset(seed=seed)
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(num_steps):
+    a = rng.integers(0, 2, num_envs)
+    nxt, _, _, _, _ = venv.step(a)
+    rows.append((obs, a, nxt))
+    obs = nxt
+  o, a, n = (np.stack(x) for x in zip(*rows))
+  return envs.Trajectory(obs=o, action=a, next_obs=n, reward=None,
+                         terminated=None, truncated=None, extras={},
+                         episode_return=None, episode_length=None)
+
+
+def test_adapter_trajectory_matches_the_jax_rollout_layout():
+  host = envs.GymnasiumVecEnv("CartPole-v1", 3, seed=0)
+  _, host_tr = host.rollout(jax.jit(cartpole_policy), jax.random.key(0), 20)
+  venv, params = envs.make_vec("CartPole-v1", 3)
+  state = envs.rollout_init(venv, params, jax.random.key(0))
+  _, jax_tr = envs.rollout(cartpole_policy, venv, params, state, 20)
+  assert jax.tree.structure(host_tr) == jax.tree.structure(jax_tr)
+  layout = lambda tr: [(x.shape, x.dtype) for x in jax.tree.leaves(tr)]
+  assert layout(host_tr) == layout(jax_tr)
+
+
+def test_final_observations_are_the_true_ones_and_the_check_catches_next_step():
+  host = envs.GymnasiumVecEnv("CartPole-v1", 4, seed=1)
+  _, tr = host.rollout(jax.jit(cartpole_policy), jax.random.key(1), 200)
+  done = np.asarray(tr.terminated | tr.truncated)
+  assert done.sum() >= 10
+  # Every recorded transition follows the dynamics, the final ones included
+  # (obs are float32 roundings of Gymnasium's float64 state: 1e-5).
+  assert transition_errors(tr).max() < 1e-5
+  # Inside episodes next_obs is the next obs; at an end it is not the reset one.
+  obs, nxt = np.asarray(tr.obs), np.asarray(tr.next_obs)
+  np.testing.assert_array_equal(nxt[:-1][~done[:-1]], obs[1:][~done[:-1]])
+  assert np.all(np.abs(obs[1:][done[:-1]]) <= 0.05)  # a fresh reset follows
+  # The same check on a NEXT_STEP collector finds the phantom transitions.
+  naive = naive_next_step_collector(4, 200, seed=1)
+  assert transition_errors(naive).max() > 0.1
+
+
+def test_adapter_episode_statistics_equal_a_python_loop():
+  host = envs.GymnasiumVecEnv("CartPole-v1", 2, seed=2)
+  _, tr = host.rollout(jax.jit(cartpole_policy), jax.random.key(2), 150)
+  reward, done = np.asarray(tr.reward), np.asarray(tr.terminated | tr.truncated)
+  for e in range(2):
+    total, n = 0.0, 0
+    for t in range(150):
+      total, n = total + reward[t, e], n + 1
+      if done[t, e]:
+        assert float(tr.episode_return[t, e]) == pytest.approx(total)
+        assert int(tr.episode_length[t, e]) == n
+        total, n = 0.0, 0
+
+
+def test_mujoco_through_the_adapter():
+  host = envs.GymnasiumVecEnv("InvertedPendulum-v5", 2, seed=0)
+  low, high = host.action_space.low, host.action_space.high
+
+  def policy(key, obs):
+    a = jax.random.uniform(key, (obs.shape[0], 1), minval=-5.0, maxval=5.0)
+    return a, {}
+
+  _, tr = host.rollout(jax.jit(policy), jax.random.key(0), 60)
+  assert tr.obs.shape == (60, 2, 4) and tr.obs.dtype == jnp.float32
+  assert tr.action.shape == (60, 2, 1)
+  assert float(jnp.abs(tr.action).max()) > high[0] > low[0]  # kept unclipped
+  done = np.asarray(tr.terminated | tr.truncated)
+  assert done.any()
+  obs, nxt = np.asarray(tr.obs), np.asarray(tr.next_obs)
+  np.testing.assert_array_equal(nxt[:-1][~done[:-1]], obs[1:][~done[:-1]])
+  host.close()
+
+
+def test_adapter_bad_input():
+  host = envs.GymnasiumVecEnv("CartPole-v1", 2)
+  with pytest.raises(ValueError, match=r"shape \(2,\)"):
+    host.step(np.zeros(3, np.int32))
+  with pytest.raises(ValueError, match=r"\[0, 2\)"):
+    host.step(np.array([0, 2]))
+  with pytest.raises(ValueError, match="integers"):
+    host.step(np.array([0.0, 1.0]))
+  with pytest.raises(ValueError, match="vectorization_mode"):
+    envs.GymnasiumVecEnv("CartPole-v1", 2,
+                         vectorization_mode="vector_entry_point")
+  with pytest.raises(ValueError, match="num_envs"):
+    envs.GymnasiumVecEnv("CartPole-v1", 0)
