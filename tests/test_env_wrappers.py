@@ -204,3 +204,37 @@ def test_bad_input():
     envs.make_vec("CartPole-v1", 0)
   with pytest.raises(ValueError, match="gamma"):
     envs.make_vec("CartPole-v1", 2, scale_reward=True, gamma=1.5)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+def test_rollouts_vmapped_over_seeds_equal_single_runs(env_id):
+  """An outer vmap turns the vector env's reset `cond` into a select: the
+  results must not change."""
+  venv, params = envs.make_vec(env_id, 3)
+  policy = random_policy(venv.action_space(params))
+
+  def one(key):
+    state = envs.rollout_init(venv, params, key)
+    return envs.rollout(policy, venv, params, state, 60)[1]
+
+  keys = jax.random.split(jax.random.key(11), 4)
+  batched = jax.jit(jax.vmap(one))(keys)
+  for i in range(4):
+    single = jax.jit(one)(keys[i])
+    for x, y in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
+      np.testing.assert_array_equal(x, y[i])
+
+
+def test_single_env_step_matches_the_vector_env_dynamics():
+  env, params = envs.make("CartPole-v1")
+  venv, _ = envs.make_vec("CartPole-v1", 5)
+  obs, vstate = venv.reset(jax.random.key(0), params)
+  action = jnp.array([0, 1, 1, 0, 1], jnp.int32)
+  vout = venv.step(jax.random.key(1), vstate, action, params)
+  for i in range(5):
+    state_i = jax.tree.map(lambda x: x[i], vstate)
+    out = env.step(jax.random.key(2), state_i, action[i], params)
+    # Same transition (the reset draws differ: different keys).
+    np.testing.assert_array_equal(out[5]["final_observation"],
+                                  vout[5]["final_observation"][i])
+    np.testing.assert_array_equal(out[2], vout[2][i])

@@ -66,6 +66,9 @@ _ENVS = {
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)
 
+# Tasks whose gymnax `step_env` uses its key (Acrobot's optional torque noise).
+STOCHASTIC_STEP = frozenset({"Acrobot-v1"})
+
 
 def make_gymnax(env_id: str):
   """The gymnax environment and default params for a Gymnasium id.

@@ -115,6 +115,12 @@ class Env:
     return obs, EnvState(inner, jnp.zeros((), jnp.float32),
                          jnp.zeros((), jnp.int32))
 
+  @property
+  def stochastic_step(self) -> bool:
+    """Whether gymnax's ``step_env`` draws random numbers (Acrobot's torque
+    noise); the others are deterministic given state and action."""
+    return self.env_id in registry.STOCHASTIC_STEP
+
   def step(self, key: Array, state: EnvState, action: Array, params):
     """One transition, resetting in the same step when the episode ends.
 
@@ -130,32 +136,43 @@ class Env:
       next episode's first observation when this one ended;
       ``info["final_observation"]`` is always the true successor.
     """
+    step_key, reset_key = (jax.random.split(key) if self.stochastic_step
+                           else (key, key))
+    stepped = self._advance(step_key, state, action, params)
+    with registry.foreign_numerics():
+      reset = self.gymnax_env.reset_env(reset_key, params)
+    return self._merge(stepped, reset)
+
+  def _advance(self, key, state, action, params):
+    """The transition to the true successor, before any reset."""
     env_action, invalid = self._check_action(action, params)
-    key_step, key_reset = jax.random.split(key)
     with registry.foreign_numerics():
       next_obs, inner, reward, terminated, _ = self.gymnax_env.step_env(
-          key_step, state.inner, env_action, params)
+          key, state.inner, env_action, params)
       truncated = self.gymnax_env.is_truncated(inner, params)
-      reset_obs, reset_inner = self.gymnax_env.reset_env(key_reset, params)
     reward = jnp.asarray(reward, jnp.float32)
-    nan = jnp.full_like(next_obs, jnp.nan)
-    next_obs = jnp.where(invalid, nan, next_obs)
+    next_obs = jnp.where(invalid, jnp.full_like(next_obs, jnp.nan), next_obs)
     reward = jnp.where(invalid, jnp.float32(jnp.nan), reward)
-    terminated = jnp.asarray(terminated, bool)
-    truncated = jnp.asarray(truncated, bool)
-    done = terminated | truncated
+    stats = EnvState(inner, state.episode_return + reward,
+                     state.episode_length + 1)
+    return (next_obs, stats, reward, jnp.asarray(terminated, bool),
+            jnp.asarray(truncated, bool), invalid)
 
-    episode_return = state.episode_return + reward
-    episode_length = state.episode_length + 1
+  @staticmethod
+  def _merge(stepped, reset):
+    """Swaps in the reset where the episode ended; builds ``info``."""
+    next_obs, stats, reward, terminated, truncated, invalid = stepped
+    reset_obs, reset_inner = reset
+    done = terminated | truncated
     new_state = EnvState(
         inner=jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_inner,
-                           inner),
-        episode_return=jnp.where(done, 0.0, episode_return),
-        episode_length=jnp.where(done, 0, episode_length))
+                           stats.inner),
+        episode_return=jnp.where(done, 0.0, stats.episode_return),
+        episode_length=jnp.where(done, 0, stats.episode_length))
     info = {
         "final_observation": next_obs,
-        "episode_return": jnp.where(done, episode_return, 0.0),
-        "episode_length": jnp.where(done, episode_length, 0),
+        "episode_return": jnp.where(done, stats.episode_return, 0.0),
+        "episode_length": jnp.where(done, stats.episode_length, 0),
         "invalid_action": invalid,
     }
     obs = jnp.where(done, reset_obs, next_obs)
@@ -197,9 +214,29 @@ class VecEnv:
       raise ValueError(f"{self.env.env_id}: `action` must have shape "
                        f"{expected} for {self.num_envs} envs, got "
                        f"{jnp.shape(action)}.")
-    keys = jax.random.split(key, self.num_envs)
-    return jax.vmap(self.env.step, in_axes=(0, 0, 0, None))(
-        keys, state, action, params)
+    env = self.env
+    if env.stochastic_step:
+      key, step_key = jax.random.split(key)
+      step_keys, key_axis = jax.random.split(step_key, self.num_envs), 0
+    else:  # step_env ignores its key: no per-env keys to make
+      step_keys, key_axis = key, None
+    stepped = jax.vmap(env._advance, in_axes=(key_axis, 0, 0, None))(
+        step_keys, state, action, params)
+    done = stepped[3] | stepped[4]
+
+    # Random numbers for resets are only drawn in steps where some episode
+    # ended (outside any outer vmap, which turns the cond into a select).
+    def _resets():
+      keys = jax.random.split(key, self.num_envs)
+      with registry.foreign_numerics():
+        return jax.vmap(env.gymnax_env.reset_env, in_axes=(0, None))(
+            keys, params)
+
+    def _no_resets():
+      return stepped[0], stepped[1].inner
+
+    reset = jax.lax.cond(jnp.any(done), _resets, _no_resets)
+    return jax.vmap(env._merge)(stepped, reset)
 
 
 class NormalizeObservationState(NamedTuple):

@@ -1,0 +1,154 @@
+"""Environment steps per second, side by side, in one run.
+
+* raw gymnax: ``jax.vmap(env.step)`` (gymnax 1.x's auto-resetting step, one
+  key per env per step) inside ``lax.scan``;
+* ours: :func:`jaxrl_align.envs.make_vec` (auto-reset keeping the final
+  observation, episode statistics) inside ``lax.scan``;
+* Gymnasium ``make_vec(..., "sync")`` (a Python loop over envs) and
+  ``make_vec(..., "vector_entry_point")`` (its NumPy-vectorised
+  implementation, where the task has one).
+
+Each figure is the median of 5 timed runs. Every implementation gets the same deterministic action pattern
+(``(t + i) % num_actions``, or a sine for continuous tasks), so what is timed
+is the environment. JAX compile time is reported apart from the run.
+
+Usage: ``python benchmarks/env_throughput.py [--env CartPole-v1]
+[--sizes 1 8 1024 4096]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnax.environments import spaces
+
+from jaxrl_align import envs
+from jaxrl_align.envs import registry
+
+
+def _action(space, t, n):
+  """The deterministic action batch at step ``t`` (JAX or NumPy)."""
+  xp = jnp if isinstance(t, jax.Array) else np
+  i = xp.arange(n)
+  if isinstance(space, (spaces.Discrete, gymnasium.spaces.Discrete)):
+    return ((t + i) % int(space.n)).astype(xp.int32)
+  return xp.sin(0.1 * (t + i)).astype(xp.float32)[:, None]
+
+
+REPEATS = 5
+
+
+def _median_rate(fn, work):
+  times = []
+  for _ in range(REPEATS):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return work / float(np.median(times))
+
+
+def _time_jax(scan_fn, init, steps, n):
+  start = time.perf_counter()
+  compiled = jax.jit(scan_fn).lower(init).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(compiled(init))  # warm
+  rate = _median_rate(lambda: jax.block_until_ready(compiled(init)), steps * n)
+  return compile_s, rate
+
+
+def bench_raw_gymnax(env_id, n, steps):
+  env, params = registry.make_gymnax(env_id)
+  space = env.action_space(params)
+  keys = jax.random.split(jax.random.key(0), n)
+  with registry.foreign_numerics():
+    _, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
+
+  def run(init):
+    def body(carry, t):
+      state, key = carry
+      key, sub = jax.random.split(key)
+      with registry.foreign_numerics():
+        obs, state, reward, *_ = jax.vmap(
+            env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(sub, n), state, _action(space, t, n), params)
+      return (state, key), reward.sum()
+    return jax.lax.scan(body, init, jnp.arange(steps))[1].sum()
+
+  return _time_jax(run, (state, jax.random.key(1)), steps, n)
+
+
+def bench_ours(env_id, n, steps):
+  venv, params = envs.make_vec(env_id, n)
+  space = venv.action_space(params)
+  _, state = venv.reset(jax.random.key(0), params)
+
+  def run(init):
+    def body(carry, t):
+      state, key = carry
+      key, sub = jax.random.split(key)
+      obs, state, reward, *_ = venv.step(sub, state, _action(space, t, n),
+                                         params)
+      return (state, key), reward.sum()
+    return jax.lax.scan(body, init, jnp.arange(steps))[1].sum()
+
+  return _time_jax(run, (state, jax.random.key(1)), steps, n)
+
+
+def bench_gymnasium(env_id, n, steps, mode):
+  try:
+    venv = gymnasium.make_vec(env_id, n, vectorization_mode=mode)
+  except Exception as error:  # no NumPy-vectorised implementation
+    return None, f"n/a ({type(error).__name__})"
+  venv.reset(seed=0)
+  space = venv.single_action_space
+  discrete = isinstance(space, gymnasium.spaces.Discrete)
+  actions = [_action(space, t, n) for t in range(steps)]
+  actions = [a.astype(np.int64) if discrete else a for a in actions]
+
+  def run():
+    for a in actions:
+      venv.step(a)
+
+  rate = _median_rate(run, steps * n)
+  venv.close()
+  return rate, None
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--env", default="CartPole-v1", choices=envs.ENV_IDS)
+  parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 1024, 4096])
+  parser.add_argument("--env-steps", type=int, default=4_000_000,
+                      help="approximate env steps per JAX measurement")
+  args = parser.parse_args()
+  print(f"{args.env}: env steps/s (M = million), JAX {jax.__version__} on "
+        f"{jax.default_backend()}, {platform.machine()}, gymnasium "
+        f"{gymnasium.__version__}")
+  header = (f"{'envs':>6s} {'raw gymnax':>16s} {'ours':>16s} {'ours/gymnax':>12s}"
+            f" {'gymnasium sync':>15s} {'gymnasium numpy':>16s} "
+            f"{'ours/numpy':>11s}")
+  print(header)
+  for n in args.sizes:
+    steps = int(min(20_000, max(200, args.env_steps // n)))
+    g_compile, g_rate = bench_raw_gymnax(args.env, n, steps)
+    o_compile, o_rate = bench_ours(args.env, n, steps)
+    host_steps = int(max(20, min(2000, 200_000 // n)))
+    sync_rate, _ = bench_gymnasium(args.env, n, host_steps, "sync")
+    np_rate, np_note = bench_gymnasium(args.env, n, max(host_steps, 200),
+                                       "vector_entry_point")
+    fmt = lambda r: f"{r / 1e6:9.3f}M" if r is not None else "      n/a"
+    ratio = f"{o_rate / np_rate:10.2f}x" if np_rate else "        n/a"
+    print(f"{n:6d} {fmt(g_rate)} ({g_compile:3.1f}s) {fmt(o_rate)} "
+          f"({o_compile:3.1f}s) {o_rate / g_rate:11.2f}x {fmt(sync_rate):>15s} "
+          f"{fmt(np_rate):>16s} {ratio}")
+  print("(compile time in brackets; run time excludes it)")
+
+
+if __name__ == "__main__":
+  main()
