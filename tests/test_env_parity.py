@@ -179,6 +179,10 @@ def test_one_step_parity_float64(env_id):
   np.testing.assert_allclose(j_r, g_r, rtol=2.4e-7 if env_id.startswith(
       "MountainCarC") else 1e-9, atol=1e-9)
   np.testing.assert_array_equal(j_d, g_d)
+  if env_id == "MountainCarContinuous-v0":  # the goal bonus was exercised
+    assert (g_r > 50).sum() >= 20
+  if env_id == "Pendulum-v1":  # angles beyond ±π: the normalisation matters
+    assert np.mean(np.abs(states[:, 0]) > np.pi) > 0.5
 
 
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)

@@ -125,3 +125,20 @@ def test_adapter_bad_input():
                          vectorization_mode="vector_entry_point")
   with pytest.raises(ValueError, match="num_envs"):
     envs.GymnasiumVecEnv("CartPole-v1", 0)
+  # A policy built for another task: its action shape is named, not broadcast.
+  def wrong_policy(key, obs):
+    return jnp.zeros((obs.shape[0], 1), jnp.float32), {}
+  with pytest.raises(ValueError, match=r"shape \(2,\)"):
+    host.rollout(wrong_policy, jax.random.key(0), 3)
+
+
+def test_adapter_refuses_non_array_observations():
+  def to_dict(env):
+    return gymnasium.wrappers.TransformObservation(
+        env, lambda o: {"x": o}, gymnasium.spaces.Dict({"x": env.observation_space}))
+  with pytest.raises(ValueError, match="FlattenObservation"):
+    envs.GymnasiumVecEnv("CartPole-v1", 2, wrappers=[to_dict])
+  flat = envs.GymnasiumVecEnv(
+      "CartPole-v1", 2,
+      wrappers=[to_dict, gymnasium.wrappers.FlattenObservation])
+  assert flat.obs.shape == (2, 4)

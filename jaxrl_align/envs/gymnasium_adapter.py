@@ -71,9 +71,18 @@ class GymnasiumVecEnv:
                        "step; final observations would be wrong.")
     self.observation_space = self.envs.single_observation_space
     self.action_space = self.envs.single_action_space
+    if not isinstance(self.observation_space, gymnasium.spaces.Box):
+      raise ValueError(
+          f"{env_id}: observations must be a Box (an array), got "
+          f"{self.observation_space}; pass wrappers=[gymnasium.wrappers."
+          "FlattenObservation] to flatten them.")
+    if not isinstance(self.action_space, (gymnasium.spaces.Box,
+                                          gymnasium.spaces.Discrete)):
+      raise ValueError(f"{env_id}: actions must be Discrete or Box, got "
+                       f"{self.action_space}.")
     self._discrete = isinstance(self.action_space, gymnasium.spaces.Discrete)
     obs, _ = self.envs.reset(seed=seed)
-    self._obs = np.asarray(obs, np.float32)
+    self._obs = self._as_obs(obs)
     self._episode_return = np.zeros(num_envs, np.float64)
     self._episode_length = np.zeros(num_envs, np.int32)
 
@@ -81,6 +90,14 @@ class GymnasiumVecEnv:
   def obs(self) -> np.ndarray:
     """``[N, *obs_shape]`` float32, the current observation."""
     return self._obs
+
+  def _as_obs(self, obs) -> np.ndarray:
+    obs = np.asarray(obs, np.float32)
+    expected = (self.num_envs,) + tuple(self.observation_space.shape)
+    if obs.shape != expected:
+      raise ValueError(f"{self.env_id}: observations of shape {obs.shape} do "
+                       f"not match the observation space {expected}.")
+    return obs
 
   def _env_action(self, action) -> np.ndarray:
     """Validates the policy's action on the host; returns what to step."""
@@ -111,7 +128,7 @@ class GymnasiumVecEnv:
     obs = self._obs
     next_obs, reward, terminated, truncated, info = self.envs.step(
         self._env_action(action))
-    next_obs = np.asarray(next_obs, np.float32)
+    next_obs = self._as_obs(next_obs)
     done = np.logical_or(terminated, truncated)
     successor = next_obs.copy()
     if done.any():
