@@ -8,7 +8,8 @@
   ``make_vec(..., "vector_entry_point")`` (its NumPy-vectorised
   implementation, where the task has one).
 
-Each figure is the median of 5 timed runs. Every implementation gets the same deterministic action pattern
+Each figure is the median of 7 timed runs, the implementations timed in
+alternation. Every implementation gets the same deterministic action pattern
 (``(t + i) % num_actions``, or a sine for continuous tasks), so what is timed
 is the environment. JAX compile time is reported apart from the run.
 
@@ -41,25 +42,29 @@ def _action(space, t, n):
   return xp.sin(0.1 * (t + i)).astype(xp.float32)[:, None]
 
 
-REPEATS = 5
+REPEATS = 7
 
 
-def _median_rate(fn, work):
-  times = []
-  for _ in range(REPEATS):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return work / float(np.median(times))
-
-
-def _time_jax(scan_fn, init, steps, n):
+def _compile(scan_fn, init, steps, n):
+  """Compiles; returns (compile seconds, a timed callable, env steps per call)."""
   start = time.perf_counter()
   compiled = jax.jit(scan_fn).lower(init).compile()
   compile_s = time.perf_counter() - start
   jax.block_until_ready(compiled(init))  # warm
-  rate = _median_rate(lambda: jax.block_until_ready(compiled(init)), steps * n)
-  return compile_s, rate
+  return compile_s, lambda: jax.block_until_ready(compiled(init)), steps * n
+
+
+def _interleaved_rates(runs):
+  """Median env steps/s of each callable, timed in alternation so that the
+  machine's drifts hit every implementation alike."""
+  times = {name: [] for name in runs}
+  for _ in range(REPEATS):
+    for name, (fn, _) in runs.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: runs[name][1] / float(np.median(t)) for name, t in
+          times.items()}
 
 
 def bench_raw_gymnax(env_id, n, steps):
@@ -80,7 +85,7 @@ def bench_raw_gymnax(env_id, n, steps):
       return (state, key), reward.sum()
     return jax.lax.scan(body, init, jnp.arange(steps))[1].sum()
 
-  return _time_jax(run, (state, jax.random.key(1)), steps, n)
+  return _compile(run, (state, jax.random.key(1)), steps, n)
 
 
 def bench_ours(env_id, n, steps):
@@ -97,14 +102,15 @@ def bench_ours(env_id, n, steps):
       return (state, key), reward.sum()
     return jax.lax.scan(body, init, jnp.arange(steps))[1].sum()
 
-  return _time_jax(run, (state, jax.random.key(1)), steps, n)
+  return _compile(run, (state, jax.random.key(1)), steps, n)
 
 
 def bench_gymnasium(env_id, n, steps, mode):
+  """A callable stepping Gymnasium's vector env ``steps`` times, or None."""
   try:
     venv = gymnasium.make_vec(env_id, n, vectorization_mode=mode)
-  except Exception as error:  # no NumPy-vectorised implementation
-    return None, f"n/a ({type(error).__name__})"
+  except Exception:  # no NumPy-vectorised implementation of this task
+    return None
   venv.reset(seed=0)
   space = venv.single_action_space
   discrete = isinstance(space, gymnasium.spaces.Discrete)
@@ -115,9 +121,8 @@ def bench_gymnasium(env_id, n, steps, mode):
     for a in actions:
       venv.step(a)
 
-  rate = _median_rate(run, steps * n)
-  venv.close()
-  return rate, None
+  run()  # warm
+  return run, steps * n
 
 
 def main():
@@ -136,17 +141,22 @@ def main():
   print(header)
   for n in args.sizes:
     steps = int(min(20_000, max(200, args.env_steps // n)))
-    g_compile, g_rate = bench_raw_gymnax(args.env, n, steps)
-    o_compile, o_rate = bench_ours(args.env, n, steps)
+    g_compile, g_fn, g_work = bench_raw_gymnax(args.env, n, steps)
+    o_compile, o_fn, o_work = bench_ours(args.env, n, steps)
     host_steps = int(max(20, min(2000, 200_000 // n)))
-    sync_rate, _ = bench_gymnasium(args.env, n, host_steps, "sync")
-    np_rate, np_note = bench_gymnasium(args.env, n, max(host_steps, 200),
-                                       "vector_entry_point")
+    runs = {"gymnax": (g_fn, g_work), "ours": (o_fn, o_work)}
+    for name, mode in (("sync", "sync"), ("numpy", "vector_entry_point")):
+      run = bench_gymnasium(args.env, n, host_steps, mode)
+      if run is not None:
+        runs[name] = run
+    rate = _interleaved_rates(runs)
     fmt = lambda r: f"{r / 1e6:9.3f}M" if r is not None else "      n/a"
-    ratio = f"{o_rate / np_rate:10.2f}x" if np_rate else "        n/a"
-    print(f"{n:6d} {fmt(g_rate)} ({g_compile:3.1f}s) {fmt(o_rate)} "
-          f"({o_compile:3.1f}s) {o_rate / g_rate:11.2f}x {fmt(sync_rate):>15s} "
-          f"{fmt(np_rate):>16s} {ratio}")
+    np_rate = rate.get("numpy")
+    ratio = f"{rate['ours'] / np_rate:10.2f}x" if np_rate else "        n/a"
+    print(f"{n:6d} {fmt(rate['gymnax'])} ({g_compile:3.1f}s) "
+          f"{fmt(rate['ours'])} ({o_compile:3.1f}s) "
+          f"{rate['ours'] / rate['gymnax']:11.2f}x "
+          f"{fmt(rate.get('sync')):>15s} {fmt(np_rate):>16s} {ratio}")
   print("(compile time in brackets; run time excludes it)")
 
 
