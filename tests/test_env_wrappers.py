@@ -238,3 +238,38 @@ def test_single_env_step_matches_the_vector_env_dynamics():
     np.testing.assert_array_equal(out[5]["final_observation"],
                                   vout[5]["final_observation"][i])
     np.testing.assert_array_equal(out[2], vout[2][i])
+
+
+def test_vector_env_transitions_are_identical_to_raw_gymnax():
+  """The faster vector env changes how resets draw random numbers, not the
+  transitions: from every pre-step state of a rollout, gymnax's own `step`
+  gives the same successor, reward and flags."""
+  n, steps = 16, 200
+  venv, params = envs.make_vec("CartPole-v1", n)
+  policy = random_policy(venv.action_space(params))
+  gymnax_env, _ = envs.make_gymnax("CartPole-v1")
+
+  def body(carry, _):
+    state, key = carry
+    key, k_pol, k_env = jax.random.split(key, 3)
+    action, _ = policy(k_pol, jnp.zeros((n, 4)))
+    out = venv.step(k_env, state, action, params)
+    return (out[1], key), (state.inner, action, out)
+
+  _, state = venv.reset(jax.random.key(0), params)
+  _, (inner, action, out) = jax.jit(lambda c: jax.lax.scan(
+      body, c, None, length=steps))((state, jax.random.key(1)))
+  flat = lambda x: x.reshape((steps * n,) + x.shape[2:])
+  with registry.foreign_numerics():
+    ref = jax.jit(jax.vmap(gymnax_env.step, in_axes=(0, 0, 0, None)))(
+        jax.random.split(jax.random.key(2), steps * n),
+        jax.tree.map(flat, inner), flat(action), params)
+  _, _, reward, terminated, truncated, info = out
+  # Same math, separately compiled: XLA may fuse (and contract to FMA) the
+  # two programs differently, so allow a float32 ulp or two, no more.
+  np.testing.assert_allclose(flat(info["final_observation"]),
+                             ref[5]["final_observation"], rtol=0, atol=3e-7)
+  np.testing.assert_array_equal(flat(reward), ref[2])
+  np.testing.assert_array_equal(flat(terminated), ref[3])
+  np.testing.assert_array_equal(flat(truncated), ref[4])
+  assert int(terminated.sum()) > 20
