@@ -57,6 +57,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                         ent_coef=0.0, normalize_obs=True, scale_reward=True),
 }
 
+PRESETS.update({probe: {} for probe in envs.PROBE_IDS})
+
 DEFAULTS: dict[str, Any] = dict(
     total_timesteps=100_000, num_envs=8, num_steps=128, num_minibatches=4,
     update_epochs=4, hidden=(64, 64), normalize_obs=False, scale_reward=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from jaxrl_align.envs.gymnasium_adapter import GymnasiumVecEnv
 from jaxrl_align.envs.registry import ENV_IDS
+from jaxrl_align.envs.registry import PROBE_IDS
 from jaxrl_align.envs.registry import make_gymnax
 from jaxrl_align.envs.rollout import rollout
 from jaxrl_align.envs.rollout import rollout_init
@@ -78,6 +79,7 @@ __all__ = (
     "make_gymnax",
     "make_vec",
     "NormalizeObservation",
+    "PROBE_IDS",
     "rollout",
     "rollout_init",
     "RolloutState",

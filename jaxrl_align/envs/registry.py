@@ -19,6 +19,8 @@ from gymnax.environments.classic_control import continuous_mountain_car
 from gymnax.environments.classic_control import mountain_car
 from gymnax.environments.classic_control import pendulum
 
+from jaxrl_align.envs import probes
+
 
 @contextlib.contextmanager
 def foreign_numerics():
@@ -65,6 +67,7 @@ _ENVS = {
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)
+PROBE_IDS: tuple[str, ...] = tuple(probes.PROBES)
 
 # Tasks whose gymnax `step_env` uses its key (Acrobot's optional torque noise).
 STOCHASTIC_STEP = frozenset({"Acrobot-v1"})
@@ -74,7 +77,7 @@ def make_gymnax(env_id: str):
   """The gymnax environment and default params for a Gymnasium id.
 
   Args:
-    env_id: one of :data:`ENV_IDS`.
+    env_id: one of :data:`ENV_IDS` (or a probe, :data:`PROBE_IDS`).
 
   Returns:
     ``(gymnax_env, gymnax_params)``.
@@ -82,8 +85,12 @@ def make_gymnax(env_id: str):
   Raises:
     ValueError: unknown ``env_id``; the message lists the known ones.
   """
+  if env_id in probes.PROBES:
+    env = probes.PROBES[env_id]()
+    return env, env.default_params
   if env_id not in _ENVS:
     raise ValueError(f"Unknown `env_id` {env_id!r}; known ids: "
-                     f"{', '.join(ENV_IDS)}.")
+                     f"{', '.join(ENV_IDS)} (and the probes "
+                     f"{', '.join(PROBE_IDS)}).")
   env = _ENVS[env_id]()
   return env, env.default_params

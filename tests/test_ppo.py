@@ -1,0 +1,214 @@
+"""PPO: probe environments, the truncation probe, reproducibility, vmap,
+configs and bad input. CartPole learning is in test_learning.py (slow)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_align import envs
+from jaxrl_align.agents import common
+from jaxrl_align.agents import ppo
+
+PROBE = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4,
+             learning_rate=3e-3, anneal_lr=False, ent_coef=0.0, gamma=0.9,
+             gae_lambda=0.95, hidden=(32, 32))
+
+
+def train_probe(env_id, updates=60, **overrides):
+  kwargs = dict(PROBE, **overrides)
+  config = ppo.PPOConfig(env_id=env_id, total_timesteps=updates * kwargs[
+      "num_envs"] * kwargs["num_steps"], **kwargs)
+  state, metrics = jax.jit(ppo.train)(config, jax.random.key(0))
+  env, env_params = common.make_env(config)
+  network = common.make_network(config, env, env_params)
+  return config, network, state, metrics
+
+
+def value(network, state, obs):
+  return np.asarray(network.apply(state.params, jnp.asarray(obs, jnp.float32)
+                                  .reshape(-1, 1))[1])
+
+
+def policy_out(network, state, obs):
+  return network.apply(state.params, jnp.asarray(obs, jnp.float32)
+                       .reshape(-1, 1))[0]
+
+
+def test_probe_constant_reward_value():
+  _, net, state, _ = train_probe("ProbeConstant-v0")
+  np.testing.assert_allclose(value(net, state, [0.0]), [1.0], atol=0.05)
+
+
+def test_probe_observation_dependent_value():
+  _, net, state, _ = train_probe("ProbeObsReward-v0")
+  np.testing.assert_allclose(value(net, state, [-1.0, 1.0]), [-1.0, 1.0],
+                             atol=0.1)
+
+
+def test_probe_two_step_discounting():
+  # V(s0) = γ · 1 = 0.9, V(s1) = 1.
+  _, net, state, _ = train_probe("ProbeTwoStep-v0", updates=100)
+  np.testing.assert_allclose(value(net, state, [0.0, 1.0]), [0.9, 1.0],
+                             atol=0.1)
+
+
+def test_probe_action_dependent_reward():
+  _, net, state, _ = train_probe("ProbeAction-v0")
+  probs = jax.nn.softmax(policy_out(net, state, [0.0]))
+  assert float(probs[0, 1]) > 0.95
+  np.testing.assert_allclose(value(net, state, [0.0]), [1.0], atol=0.15)
+
+
+def test_probe_action_and_observation_dependent_reward():
+  _, net, state, _ = train_probe("ProbeActionObs-v0", updates=100)
+  probs = jax.nn.softmax(policy_out(net, state, [-1.0, 1.0]))
+  # Right action: 0 for obs -1, 1 for obs +1.
+  assert float(probs[0, 0]) > 0.9 and float(probs[1, 1]) > 0.9
+  np.testing.assert_allclose(value(net, state, [-1.0, 1.0]), [1.0, 1.0],
+                             atol=0.2)
+
+
+def test_probe_continuous_action():
+  _, net, state, _ = train_probe("ProbeActionContinuous-v0", updates=100)
+  mean, _ = policy_out(net, state, [0.0])
+  np.testing.assert_allclose(mean[:, 0], [0.5], atol=0.1)
+
+
+def test_probe_continuous_action_and_observation():
+  _, net, state, _ = train_probe("ProbeActionObsContinuous-v0", updates=150)
+  mean, _ = policy_out(net, state, [-1.0, 1.0])
+  np.testing.assert_allclose(mean[:, 0], [-0.5, 0.5], atol=0.15)
+
+
+def _train_with_done_handling(wrong: bool, updates=150):
+  """The truncation probe trained through the public `learn`; `wrong` folds
+  truncation into termination, as a single `done` flag does."""
+  config = ppo.PPOConfig(env_id="ProbeTimeLimit-v0",
+                         total_timesteps=updates * 8 * 64,
+                         **dict(PROBE, num_steps=64))
+  env, env_params = common.make_env(config)
+  network = common.make_network(config, env, env_params)
+
+  def policy(params):
+    def fn(key, obs):
+      action, log_prob, val = common.sample_action(network, params, key, obs)
+      return action, {"log_prob": log_prob, "value": val}
+    return fn
+
+  def step(state, _):
+    rollout, traj = envs.rollout(policy(state.params), env, env_params,
+                                 state.rollout, config.num_steps)
+    if wrong:
+      traj = traj._replace(terminated=traj.terminated | traj.truncated,
+                           truncated=jnp.zeros_like(traj.truncated))
+    state, _ = ppo.learn(config, state._replace(rollout=rollout), traj)
+    return state, None
+
+  state = ppo.init(config, jax.random.key(0))
+  state, _ = jax.jit(lambda s: jax.lax.scan(step, s, None, length=updates))(
+      state)
+  return value(network, state, [0.0])[0]
+
+
+def test_truncation_probe_needs_bootstrapping():
+  # Reward 1 forever, cut at 50 steps by a time limit only; γ = 0.9.
+  # Correct: V = 1/(1-γ) = 10 at every step. Treating the cut as a
+  # termination makes the target depend on the unobserved time left:
+  # V = mean over k = 1..50 of (1 - γ^k)/(1-γ) ≈ 8.2.
+  correct = _train_with_done_handling(wrong=False)
+  wrong = _train_with_done_handling(wrong=True)
+  assert abs(correct - 10.0) < 0.5, correct
+  assert abs(wrong - 10.0) > 1.0, wrong
+
+
+def test_same_key_same_result_bit_for_bit():
+  config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=8 * 32 * 3)
+  run = jax.jit(ppo.train)
+  a, ma = run(config, jax.random.key(5))
+  b, mb = run(config, jax.random.key(5))
+  for x, y in zip(jax.tree.leaves((a.params, ma)), jax.tree.leaves((b.params, mb))):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_vmapped_seeds_and_configs_equal_single_runs():
+  config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=8 * 32 * 4)
+  keys = jax.random.split(jax.random.key(1), 3)
+  batched, _ = jax.jit(jax.vmap(ppo.train, in_axes=(None, 0)))(config, keys)
+  for i in range(3):
+    single, _ = jax.jit(ppo.train)(config, keys[i])
+    for x, y in zip(jax.tree.leaves(single.params),
+                    jax.tree.leaves(batched.params)):
+      np.testing.assert_allclose(x, y[i], rtol=1e-5, atol=1e-5)
+  lrs = jnp.array([1e-3, 3e-4])
+  sweep = jax.vmap(lambda lr: config.replace(learning_rate=lr))(lrs)
+  swept, _ = jax.jit(jax.vmap(ppo.train, in_axes=(0, None)))(
+      sweep, jax.random.key(2))
+  for i, lr in enumerate([1e-3, 3e-4]):
+    single, _ = jax.jit(ppo.train)(config.replace(learning_rate=lr),
+                                   jax.random.key(2))
+    for x, y in zip(jax.tree.leaves(single.params),
+                    jax.tree.leaves(swept.params)):
+      np.testing.assert_allclose(x, y[i], rtol=1e-5, atol=1e-5)
+
+
+def test_metrics_are_per_update_and_nan_free():
+  config = ppo.PPOConfig(env_id="Pendulum-v1", total_timesteps=4 * 64 * 5,
+                         num_envs=4, num_steps=64, num_minibatches=4)
+  _, metrics = jax.jit(ppo.train)(config, jax.random.key(0))
+  for name in ("episode_return", "episode_length", "policy_loss",
+               "value_loss", "entropy", "approx_kl", "clip_fraction",
+               "learning_rate", "env_steps", "episodes_finished"):
+    assert metrics[name].shape == (5,), name
+    assert np.all(np.isfinite(metrics[name])), name
+  # Pendulum episodes last 200 steps: none finishes in the first update.
+  assert float(metrics["episodes_finished"][0]) == 0
+  assert float(metrics["episode_return"][0]) == 0.0
+
+
+def test_target_kl_stops_the_epochs():
+  config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=8 * 32 * 2,
+                         target_kl=1e-6)
+  _, metrics = jax.jit(ppo.train)(config, jax.random.key(0))
+  # The approx. KL is measured in each step's loss, before its update (as in
+  # CleanRL): epoch 1 sees KL 0, epoch 2 sees KL > 1e-6 and ends the update.
+  # One minibatch per epoch: 2 of 20 steps run.
+  np.testing.assert_array_equal(metrics["minibatch_updates"], [2.0, 2.0])
+  _, free = jax.jit(ppo.train)(config.replace(target_kl=float("inf")),
+                               jax.random.key(0))
+  np.testing.assert_array_equal(free["minibatch_updates"], [20.0, 20.0])
+
+
+def test_kl_penalty_objective_runs_and_adapts_beta():
+  config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=8 * 32 * 4,
+                         objective="kl_penalty", kl_target=1e-4)
+  _, metrics = jax.jit(ppo.train)(config, jax.random.key(0))
+  beta = np.asarray(metrics["kl_coef"])
+  assert np.all(np.isfinite(beta)) and beta[-1] != 1.0
+
+
+def test_config_presets_and_bad_input():
+  config = ppo.PPOConfig(env_id="Pendulum-v1")
+  assert config.num_steps == ppo.PRESETS["Pendulum-v1"]["num_steps"]
+  assert ppo.PPOConfig(env_id="Pendulum-v1", num_steps=64).num_steps == 64
+  bad = [(dict(env_id="CartPole-v0"), "env_id"),
+         (dict(num_minibatches=3), "num_minibatches"),
+         (dict(learning_rate=-1.0), "learning_rate"),
+         (dict(gamma=1.5), "gamma"),
+         (dict(gae_lambda=-0.1), "gae_lambda"),
+         (dict(clip_eps=0.0), "clip_eps"),
+         (dict(total_timesteps=10), "total_timesteps"),
+         (dict(num_envs=0), "num_envs"),
+         (dict(objective="trust"), "objective"),
+         (dict(hidden=(64, -1)), "hidden"),
+         (dict(max_grad_norm=0.0), "max_grad_norm")]
+  for kwargs, name in bad:
+    with pytest.raises(ValueError, match=name):
+      ppo.PPOConfig(**kwargs)
+  # Static and leaf fields are split as documented.
+  leaves = {f.name for f in dataclasses.fields(ppo.PPOConfig)
+            if f.metadata.get("pytree_node", True)}
+  assert {"learning_rate", "gamma", "clip_eps", "max_grad_norm"} <= leaves
+  assert not {"env_id", "num_envs", "num_steps", "update_epochs"} & leaves
