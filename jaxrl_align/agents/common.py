@@ -261,3 +261,45 @@ def linear_schedule(start: Array, update: Array, total: int) -> Array:
   """``start · (1 - update / total)``, the linear annealing of Huang et al."""
   return start * (1.0 - update.astype(jnp.float32) / total)
 
+
+
+# ------------------------------------------------------------ update loop
+
+
+def rollout_policy(network, params):
+  """The rollout's policy: samples and records log-prob and value."""
+  def policy_fn(key, obs):
+    action, log_prob, value = sample_action(network, params, key, obs)
+    return action, {"log_prob": log_prob, "value": value}
+  return policy_fn
+
+
+def update(config, state, learn_fn):
+  """One JAX-native rollout of ``num_steps`` and ``learn_fn`` on it.
+
+  ``state`` is a learner state with ``params``, ``rollout``, ``update`` and
+  ``episodes`` fields.
+  """
+  env, env_params = make_env(config)
+  network = make_network(config, env, env_params)
+  rollout, trajectory = envs.rollout(rollout_policy(network, state.params),
+                                     env, env_params, state.rollout,
+                                     config.num_steps)
+  state, metrics = learn_fn(config, state._replace(rollout=rollout),
+                            trajectory)
+  episodes, finished = episode_metrics(state.episodes, trajectory)
+  metrics.update(episode_return=episodes.last_return,
+                 episode_length=episodes.last_length,
+                 episodes_finished=finished,
+                 env_steps=(state.update * config.num_envs
+                            * config.num_steps).astype(jnp.float32))
+  return state._replace(episodes=episodes), metrics
+
+
+def evaluate(config, state, key, num_episodes):
+  """Deterministic-policy returns of a learner state (see evaluate_policy)."""
+  env, env_params = make_env(config)
+  network = make_network(config, env, env_params)
+  return evaluate_policy(config, network, state.params,
+                         obs_stats(config, state.rollout.env_state), key,
+                         num_episodes)

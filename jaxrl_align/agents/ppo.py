@@ -302,27 +302,15 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory):
   return new_state, metrics
 
 
-def _policy(network, params):
-  def policy_fn(key, obs):
-    action, log_prob, value = common.sample_action(network, params, key, obs)
-    return action, {"log_prob": log_prob, "value": value}
-  return policy_fn
-
-
 def update(config: PPOConfig, state: PPOState):
-  """One JAX-native rollout of ``num_steps`` and :func:`learn` on it."""
-  env, env_params, network = _setup(config)
-  rollout, trajectory = envs.rollout(_policy(network, state.params), env,
-                                     env_params, state.rollout,
-                                     config.num_steps)
-  state, metrics = learn(config, state._replace(rollout=rollout), trajectory)
-  episodes, finished = common.episode_metrics(state.episodes, trajectory)
-  metrics.update(episode_return=episodes.last_return,
-                 episode_length=episodes.last_length,
-                 episodes_finished=finished,
-                 env_steps=(state.update * config.num_envs
-                            * config.num_steps).astype(jnp.float32))
-  return state._replace(episodes=episodes), metrics
+  """One JAX-native rollout of ``num_steps`` and :func:`learn` on it.
+
+  Returns:
+    ``(state, metrics)``: :func:`learn`'s metrics plus the mean return and
+    length of the episodes that finished (the previous values when none
+    did), their count, and the env steps so far.
+  """
+  return common.update(config, state, learn)
 
 
 def train(config: PPOConfig, key: Array):
@@ -339,9 +327,6 @@ def train(config: PPOConfig, key: Array):
 
 def evaluate(config: PPOConfig, state: PPOState, key: Array,
              num_episodes: int) -> Array:
-  """``[num_episodes]`` returns of the deterministic policy."""
-  env, env_params, network = _setup(config)
-  del env_params
-  return common.evaluate_policy(
-      config, network, state.params,
-      common.obs_stats(config, state.rollout.env_state), key, num_episodes)
+  """``[num_episodes]`` returns of the deterministic policy, one episode per
+  env, observations normalised with the run's statistics (frozen)."""
+  return common.evaluate(config, state, key, num_episodes)
