@@ -1,0 +1,50 @@
+"""Learning is measured: returns over several seeds against stated
+thresholds, with each task's preset config (marked slow; CI runs them)."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl_align.agents import host
+from jaxrl_align.agents import ppo
+from jaxrl_align.agents import trpo
+
+ALGOS = {"ppo": (ppo, ppo.PPOConfig), "trpo": (trpo, trpo.TRPOConfig)}
+
+
+def train_and_evaluate(algo, env_id, total_timesteps, seeds, episodes=16):
+  module, config_cls = ALGOS[algo]
+  config = config_cls(env_id=env_id, total_timesteps=total_timesteps)
+  keys = jax.random.split(jax.random.key(2026), seeds)
+  states, metrics = jax.jit(jax.vmap(module.train, in_axes=(None, 0)))(
+      config, keys)
+  eval_keys = jax.random.split(jax.random.key(7), seeds)
+  returns = jax.jit(jax.vmap(lambda s, k: module.evaluate(
+      config, s, k, episodes)))(states, eval_keys)
+  return np.asarray(returns).mean(axis=1), metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_cartpole_100k_steps_8_seeds(algo):
+  per_seed, _ = train_and_evaluate(algo, "CartPole-v1", 100_000, seeds=8)
+  assert (per_seed >= 475).sum() >= 7, per_seed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "trpo"])
+def test_pendulum_200k_steps_4_seeds(algo):
+  per_seed, _ = train_and_evaluate(algo, "Pendulum-v1", 200_000, seeds=4)
+  assert per_seed.mean() >= -250, per_seed
+
+
+@pytest.mark.slow
+def test_host_stepped_gymnasium_cartpole_learns_with_ppo():
+  config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=100_000)
+  results = []
+  for seed in range(4):
+    state, history = host.train(ppo, config, jax.random.key(seed), seed=seed)
+    returns = ppo.evaluate(config, state, jax.random.key(100 + seed), 16)
+    results.append(float(np.mean(returns)))
+    assert len(history) == config.num_updates
+  assert sum(r >= 475 for r in results) >= 3, results
