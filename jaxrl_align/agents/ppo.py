@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         update_epochs=10, learning_rate=7.77e-5, gamma=0.9999,
         gae_lambda=0.9, clip_eps=0.1, ent_coef=0.00429, vf_coef=0.19,
         max_grad_norm=5.0, normalize_obs=True, log_std_init=-3.29),
-    "Pendulum-v1": dict(total_timesteps=200_000, num_envs=4, num_steps=512,
+    "Pendulum-v1": dict(total_timesteps=200_000, num_envs=16, num_steps=128,
                         num_minibatches=32, update_epochs=10,
                         learning_rate=1e-3, gamma=0.9, gae_lambda=0.95,
                         ent_coef=0.0, normalize_obs=True, scale_reward=True),
