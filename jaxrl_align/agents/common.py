@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from gymnax.environments import spaces
 
 from jaxrl_align import _checks

@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         learning_rate=1e-3, gamma=0.98, gae_lambda=0.8,
                         ent_coef=0.0),
     "Acrobot-v1": dict(total_timesteps=200_000, num_envs=16, num_steps=256,
-                       num_minibatches=4, update_epochs=4, normalize_obs=True,
+                       num_minibatches=64, update_epochs=4, normalize_obs=True,
                        ent_coef=0.0, gae_lambda=0.94),
     "MountainCar-v0": dict(total_timesteps=1_000_000, num_envs=16,
                            num_steps=16, num_minibatches=1, update_epochs=4,
