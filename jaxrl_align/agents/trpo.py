@@ -41,8 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                      gamma=0.9999, log_std_init=-1.0),
     "Pendulum-v1": dict(total_timesteps=200_000, num_envs=4, num_steps=512,
                         num_minibatches=8, update_epochs=10, gamma=0.9,
-                        gae_lambda=0.95, normalize_obs=True,
-                        scale_reward=True, max_kl=0.01),
+                        gae_lambda=0.95, max_kl=0.01),
 }
 PRESETS.update({probe: {} for probe in envs.PROBE_IDS})
 
