@@ -54,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(total_timesteps=200_000, num_envs=16, num_steps=128,
                         num_minibatches=32, update_epochs=10,
                         learning_rate=1e-3, gamma=0.9, gae_lambda=0.95,
-                        ent_coef=0.0, normalize_obs=True, scale_reward=True),
+                        ent_coef=0.0),
 }
 
 PRESETS.update({probe: {} for probe in envs.PROBE_IDS})
