@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench bench-learners clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo
@@ -33,4 +33,12 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .venv-rejax .pytest_cache .hypothesis *.egg-info
+
+# rejax 0.1.3 needs gymnax 0.0.9, which conflicts with ours: its own venv.
+.venv-rejax/bin/python:
+	$(PYTHON) -m venv .venv-rejax
+	.venv-rejax/bin/python -m pip install --quiet "rejax==0.1.3" "gymnax==0.0.9" "jax==0.10.2" "jaxlib==0.10.2"
+
+bench-learners: $(VENV)/.installed-test .venv-rejax/bin/python
+	$(BIN)/python benchmarks/learners.py --rejax-python .venv-rejax/bin/python

@@ -1,0 +1,131 @@
+"""PPO and TRPO training speed, side by side with rejax's PPO, in one run.
+
+For each task (CartPole-v1 at 100k env steps, Pendulum-v1 at 200k) and each
+number of seeds trained in one ``vmap`` (1, 8, 32): compile time, warm
+training time, aggregate env steps/s and the final mean evaluation return,
+for our PPO and TRPO (their presets, with learning-rate annealing off so
+that rejax, which has none, runs the same configuration) and for rejax 0.1.3's
+PPO at the same settings.
+
+rejax 0.1.3 breaks on gymnax 1.x (six-value ``step``), so it runs in its own
+virtual environment with ``gymnax==0.0.9``: ``make bench-learners`` creates
+``.venv-rejax`` and runs this script; or pass ``--rejax-python PATH``.
+
+Usage: ``python benchmarks/learners.py [--seeds 1 8 32] [--envs ...]
+[--rejax-python .venv-rejax/bin/python]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from jaxrl_align.agents import ppo
+from jaxrl_align.agents import trpo
+
+STEPS = {"CartPole-v1": 100_000, "Pendulum-v1": 200_000}
+
+_REJAX_SNIPPET = r"""
+import json, sys, time
+import jax, jax.numpy as jnp
+from rejax import PPO
+spec = json.loads(sys.argv[1])
+seeds = spec.pop("seeds")
+algo = PPO.create(**spec)
+train = jax.jit(jax.vmap(algo.train))
+keys = jax.random.split(jax.random.key(0), seeds)
+start = time.perf_counter()
+compiled = train.lower(keys).compile()
+compile_s = time.perf_counter() - start
+jax.block_until_ready(compiled(keys))
+start = time.perf_counter()
+state, evaluation = compiled(keys)
+jax.block_until_ready(evaluation)
+warm_s = time.perf_counter() - start
+returns = evaluation[1]  # [seeds, evaluations, episodes]
+print(json.dumps({"compile": compile_s, "warm": warm_s,
+                  "return": float(jnp.mean(returns[:, -1]))}))
+"""
+
+
+def ours(module, config_cls, env_id, seeds):
+  config = config_cls(env_id=env_id, total_timesteps=STEPS[env_id],
+                      **({"anneal_lr": False} if module is ppo else {}))
+  keys = jax.random.split(jax.random.key(0), seeds)
+  train = jax.jit(jax.vmap(module.train, in_axes=(None, 0)))
+  start = time.perf_counter()
+  compiled = train.lower(config, keys).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(compiled(config, keys))
+  start = time.perf_counter()
+  states, _ = compiled(config, keys)
+  jax.block_until_ready(states)
+  warm_s = time.perf_counter() - start
+  returns = jax.jit(jax.vmap(lambda s, k: module.evaluate(config, s, k, 16)))(
+      states, jax.random.split(jax.random.key(1), seeds))
+  return config, {"compile": compile_s, "warm": warm_s,
+                  "return": float(np.mean(returns))}
+
+
+def rejax_ppo(python, config, seeds):
+  spec = dict(
+      env=config.env_id, total_timesteps=config.total_timesteps,
+      num_envs=config.num_envs, num_steps=config.num_steps,
+      num_epochs=config.update_epochs, num_minibatches=config.num_minibatches,
+      learning_rate=float(config.learning_rate), gamma=float(config.gamma),
+      gae_lambda=float(config.gae_lambda), clip_eps=float(config.clip_eps),
+      vf_coef=float(config.vf_coef), ent_coef=float(config.ent_coef),
+      max_grad_norm=float(config.max_grad_norm),
+      eval_freq=config.total_timesteps, skip_initial_evaluation=True,
+      seeds=seeds)
+  out = subprocess.run([python, "-c", _REJAX_SNIPPET, json.dumps(spec)],
+                       capture_output=True, text=True, check=False)
+  if out.returncode:
+    return {"error": out.stderr.strip().splitlines()[-1]}
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8, 32])
+  parser.add_argument("--envs", nargs="+", default=list(STEPS))
+  parser.add_argument("--rejax-python", default=".venv-rejax/bin/python")
+  args = parser.parse_args()
+  have_rejax = os.path.exists(args.rejax_python)
+  print(f"JAX {jax.__version__} on {jax.default_backend()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores; rejax: "
+        f"{args.rejax_python if have_rejax else 'not found (make bench-learners)'}")
+  print(f"{'task':12s} {'seeds':>5s} {'learner':7s} {'compile':>8s} "
+        f"{'warm':>8s} {'steps/s':>10s} {'return':>8s}  vs rejax PPO")
+  for env_id in args.envs:
+    for seeds in args.seeds:
+      rows = {}
+      config, rows["ppo"] = ours(ppo, ppo.PPOConfig, env_id, seeds)
+      _, rows["trpo"] = ours(trpo, trpo.TRPOConfig, env_id, seeds)
+      if have_rejax:
+        rows["rejax"] = rejax_ppo(args.rejax_python, config, seeds)
+      work = seeds * STEPS[env_id]
+      for name, r in rows.items():
+        if "error" in r:
+          print(f"{env_id:12s} {seeds:5d} {name:7s} failed: {r['error']}")
+          continue
+        rate = work / r["warm"]
+        ratio = ""
+        if "rejax" in rows and "error" not in rows["rejax"] and name != "rejax":
+          ratio = (f"  {rate / (work / rows['rejax']['warm']):.2f}x steps/s, "
+                   f"{r['compile'] / rows['rejax']['compile']:.2f}x compile")
+        print(f"{env_id:12s} {seeds:5d} {name:7s} {r['compile']:7.1f}s "
+              f"{r['warm']:7.1f}s {rate:10.0f} {r['return']:8.1f}{ratio}",
+              flush=True)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
