@@ -117,6 +117,12 @@ def make_network(config, env, env_params) -> networks.ActorCritic:
                               hidden=config.hidden)
 
 
+def setup(config):
+  """``(env, env_params, network)`` of a config (static: no arrays made)."""
+  env, env_params = make_env(config)
+  return env, env_params, make_network(config, env, env_params)
+
+
 def init_params(config, network, env, env_params, key):
   obs_shape = tuple(env.observation_space(env_params).shape)
   params = network.init(key, jnp.zeros((1,) + obs_shape, jnp.float32))
@@ -279,8 +285,7 @@ def update(config, state, learn_fn):
   ``state`` is a learner state with ``params``, ``rollout``, ``update`` and
   ``episodes`` fields.
   """
-  env, env_params = make_env(config)
-  network = make_network(config, env, env_params)
+  env, env_params, network = setup(config)
   rollout, trajectory = envs.rollout(rollout_policy(network, state.params),
                                      env, env_params, state.rollout,
                                      config.num_steps)
@@ -297,8 +302,7 @@ def update(config, state, learn_fn):
 
 def evaluate(config, state, key, num_episodes):
   """Deterministic-policy returns of a learner state (see evaluate_policy)."""
-  env, env_params = make_env(config)
-  network = make_network(config, env, env_params)
+  _, _, network = setup(config)
   return evaluate_policy(config, network, state.params,
                          obs_stats(config, state.rollout.env_state), key,
                          num_episodes)

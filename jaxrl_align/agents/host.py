@@ -40,8 +40,7 @@ def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
                      "set them to False for host-stepped training.")
   host = envs.GymnasiumVecEnv(env_id or config.env_id, config.num_envs,
                               seed=seed, **env_kwargs)
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
+  _, _, network = common.setup(config)
 
   @jax.jit
   def policy(params, key, obs):

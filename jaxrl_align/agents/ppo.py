@@ -177,15 +177,9 @@ def _optimizer(config):
                      optax.scale_by_adam(eps=1e-5))
 
 
-def _setup(config):
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
-  return env, env_params, network
-
-
 def init(config: PPOConfig, key: Array) -> PPOState:
   """Initial parameters, optimiser and environments for one run."""
-  env, env_params, network = _setup(config)
+  env, env_params, network = common.setup(config)
   k_params, k_env, k_learn = jax.random.split(key, 3)
   params = common.init_params(config, network, env, env_params, k_params)
   with common.optax_numerics():
@@ -242,7 +236,7 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory):
   Returns:
     ``(state, metrics)``, metrics a dict of scalars.
   """
-  _, _, network = _setup(config)
+  _, _, network = common.setup(config)
   t, n = trajectory.reward.shape
   advantage, target = common.advantages_and_targets(
       network, state.params, trajectory, config.gamma, config.gae_lambda)

@@ -164,8 +164,7 @@ def _critic_optimizer(config):
 
 def init(config: TRPOConfig, key: Array) -> TRPOState:
   """Initial parameters, critic optimiser and environments for one run."""
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
+  env, env_params, network = common.setup(config)
   k_params, k_env, k_learn = jax.random.split(key, 3)
   params = common.init_params(config, network, env, env_params, k_params)
   with common.optax_numerics():
@@ -188,8 +187,7 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory):
     ``(state, metrics)``, metrics a dict of scalars, among them the line
     search's ``kl``, ``accepted``, ``step_fraction`` and ``cg_residual``.
   """
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
+  _, _, network = common.setup(config)
   t, n = trajectory.reward.shape
   advantage, target = common.advantages_and_targets(
       network, state.params, trajectory, config.gamma, config.gae_lambda)
