@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from jaxrl_align import envs
 from jaxrl_align.agents import common
@@ -179,6 +180,39 @@ def test_target_kl_stops_the_epochs():
   _, free = jax.jit(ppo.train)(config.replace(target_kl=float("inf")),
                                jax.random.key(0))
   np.testing.assert_array_equal(free["minibatch_updates"], [20.0, 20.0])
+  # The masked epochs leave no trace, in the parameters or in Adam's state
+  # (the second update starts from both): stopping after 2 of 20 epochs is
+  # the same run as 2 epochs without early stopping. (One minibatch per
+  # epoch is not shuffled, so the epoch count does not change the data.)
+  stopped, _ = jax.jit(ppo.train)(config, jax.random.key(0))
+  two, _ = jax.jit(ppo.train)(
+      config.replace(target_kl=float("inf"), update_epochs=2),
+      jax.random.key(0))
+  for a, b in zip(jax.tree.leaves((stopped.params, stopped.opt_state)),
+                  jax.tree.leaves((two.params, two.opt_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_minibatch_shuffling():
+  key = jax.random.key(3)
+  perm = np.asarray(jax.jit(common.permutation, static_argnums=1)(key, 2048))
+  np.testing.assert_array_equal(np.sort(perm), np.arange(2048))
+  np.testing.assert_array_equal(perm, common.permutation(key, 2048))
+  assert not np.array_equal(perm, common.permutation(jax.random.key(4), 2048))
+  # Uniform over the 24 orders of 4 items: chi-square over 4,800 draws.
+  draws = jax.vmap(common.permutation, in_axes=(0, None))(
+      jax.random.split(key, 4800), 4)
+  codes = np.asarray(draws) @ np.array([64, 16, 4, 1])
+  _, counts = np.unique(codes, return_counts=True)
+  assert counts.size == 24
+  assert scipy.stats.chisquare(counts).pvalue > 1e-3
+  batch = {"x": jnp.arange(12.0), "y": jnp.arange(24).reshape(12, 2)}
+  split = common.minibatches(key, batch, 3)
+  assert split["x"].shape == (3, 4) and split["y"].shape == (3, 4, 2)
+  np.testing.assert_array_equal(np.sort(split["x"].ravel()), np.arange(12.0))
+  np.testing.assert_array_equal(split["y"][..., 0], 2 * split["x"])
+  whole = common.minibatches(key, batch, 1)
+  np.testing.assert_array_equal(whole["x"], batch["x"][None])
 
 
 def test_kl_penalty_objective_runs_and_adapts_beta():

@@ -173,8 +173,10 @@ class PPOState(NamedTuple):
 
 
 def _optimizer(config):
-  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                     optax.scale_by_adam(eps=1e-5))
+  # Flat: Adam runs on one vector, not one small kernel per parameter array.
+  return optax.flatten(optax.chain(
+      optax.clip_by_global_norm(config.max_grad_norm),
+      optax.scale_by_adam(eps=1e-5)))
 
 
 def init(config: PPOConfig, key: Array) -> PPOState:
@@ -256,21 +258,24 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory):
                      has_aux=True)
 
   def _update_minibatch(carry, minibatch):
-    params, opt_state, stopped = carry
+    params, opt_state = carry
     grads, diag = grad_fn(params, minibatch)
     with common.optax_numerics():
-      updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
-    keep = lambda new, old: jax.tree.map(
-        lambda a, b: jnp.where(stopped, b, a), new, old)
-    return (keep(new_params, params), keep(new_opt_state, opt_state),
-            stopped), (diag, ~stopped)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (jax.tree.map(lambda p, u: p - lr * u, params, updates),
+            opt_state), diag
 
   def _update_epoch(carry, epoch_key):
+    # Early stopping by masking: once stopped, an epoch's results are
+    # discarded (one select per epoch, not per minibatch).
     params, opt_state, stopped = carry
-    (params, opt_state, _), (diag, active) = jax.lax.scan(
-        _update_minibatch, (params, opt_state, stopped),
+    (new_params, new_opt_state), diag = jax.lax.scan(
+        _update_minibatch, (params, opt_state),
         common.minibatches(epoch_key, batch, config.num_minibatches))
+    keep = lambda new, old: jax.tree.map(
+        lambda a, b: jnp.where(stopped, b, a), new, old)
+    params, opt_state = keep((new_params, new_opt_state), (params, opt_state))
+    active = jnp.broadcast_to(~stopped, (config.num_minibatches,))
     stopped = stopped | (diag["approx_kl"][-1] > config.target_kl)
     return (params, opt_state, stopped), (diag, active)
 

@@ -158,8 +158,10 @@ def _merge(policy, critic):
 
 
 def _critic_optimizer(config):
-  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                     optax.scale_by_adam(eps=1e-5))
+  # Flat: Adam runs on one vector, not one small kernel per parameter array.
+  return optax.flatten(optax.chain(
+      optax.clip_by_global_norm(config.max_grad_norm),
+      optax.scale_by_adam(eps=1e-5)))
 
 
 def init(config: TRPOConfig, key: Array) -> TRPOState:
