@@ -1,5 +1,8 @@
 """The demonstration (the README's main job) and the command line."""
 
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -36,10 +39,72 @@ def test_bandit_is_reproducible_bit_for_bit():
     np.testing.assert_array_equal(x, y)
 
 
-def test_cli_demo_runs(capsys):
-  assert cli.main(["demo", "--seeds", "2", "--updates", "5"]) == 0
-  out = capsys.readouterr().out
-  assert "trpo" in out and "ppo" in out
+def test_cli_demo_trains_both_learners_and_plots(tmp_path, capsys):
+  out = str(tmp_path / "demo")
+  assert cli.main(["demo", "--seeds", "2", "--total-timesteps", "2048",
+                   "--out", out, "--no-progress"]) == 0
+  text = capsys.readouterr().out
+  assert "PPO on CartPole-v1, 2 seeds" in text
+  assert "TRPO on CartPole-v1, 2 seeds" in text
+  assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
+  for algo in ("ppo", "trpo"):
+    assert os.path.exists(os.path.join(out, algo, "summary.json"))
+
+
+def test_cli_train_eval_plot(tmp_path, capsys):
+  out = str(tmp_path / "run")
+  args = ["train", "--algo", "trpo", "--env", "CartPole-v1", "--seeds", "2",
+          "--total-timesteps", "512", "--num-envs", "4", "--num-steps",
+          "32", "--max-kl", "0.02", "--hidden", "16", "16",
+          "--normalize-obs", "true", "--eval-episodes", "2", "--out", out,
+          "--no-progress"]
+  assert cli.main(args) == 0
+  assert "TRPO on CartPole-v1, 2 seeds" in capsys.readouterr().out
+  stored = json.load(open(os.path.join(out, "config.json")))["config"]
+  assert stored["max_kl"] == 0.02 and stored["hidden"] == [16, 16]
+  assert stored["normalize_obs"] is True and stored["num_steps"] == 32
+  # An existing run is not overwritten by accident.
+  assert cli.main(args) == 2
+  assert "--overwrite" in capsys.readouterr().err
+  assert cli.main(["eval", out, "--episodes", "2"]) == 0
+  assert "checkpoint at update 4" in capsys.readouterr().out
+  png = str(tmp_path / "curves.png")
+  assert cli.main(["plot", out, out, "--out", png]) == 0
+  assert os.path.getsize(png) > 1000
+  # Resuming a finished run with a changed static field is refused.
+  assert cli.main(["train", "--resume", out, "--num-envs", "8"]) == 2
+  assert "num_envs: 4 (stored) -> 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning-rat", "1e-3"], "unknown option --learning-rat (did you "
+                                 "mean --learning-rate?)"),
+    (["--env", "CartPole-v9"], "Unknown `env_id` 'CartPole-v9'; known ids: "
+                               "CartPole-v1, Acrobot-v1"),
+    (["--gamma", "1.5"], "gamma"),
+    (["--num-minibatches", "3"], "`num_minibatches` (3) must divide"),
+    (["--algo", "ppo", "--max-kl", "0.1"], "--max-kl is not a PPO field"),
+    (["--algo", "trpo", "--clip-eps", "0.1"], "--clip-eps is not a TRPO"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--chunk", "7"], "`chunk` must divide the number of updates"),
+])
+def test_cli_rejects_bad_input_before_compiling(tmp_path, capsys, argv,
+                                                message):
+  out = str(tmp_path / "never")
+  assert cli.main(["train", "--out", out] + argv) == 2
+  assert message in capsys.readouterr().err
+  # Nothing was written: the config was refused before any work.
+  assert not os.path.exists(os.path.join(out, "config.json"))
+
+
+def test_cli_help_lists_every_field_with_its_default(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["train", "--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  for name, entry in cli.config_fields().items():
+    assert "--" + name.replace("_", "-") in text, name
+  assert "[default: preset, else 2.5e-4]" in text.replace("0.00025", "2.5e-4")
+  assert "*static* conjugate-gradient iterations" in text
 
 
 def test_cli_rejects_bad_values(capsys):

@@ -1,0 +1,77 @@
+"""Learning curves of run directories (host side, matplotlib)."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from jaxrl_align import experiment
+
+
+def curves(run_dir: str, metric: str = "episode_return"):
+  """``(env_steps [U], values [seeds, U])`` of a run's ``metrics.jsonl``.
+
+  Updates logged by only some seeds (a run stopped mid-way) are left out.
+  """
+  rows = experiment.read_metrics(run_dir)
+  if not rows:
+    raise experiment.RunError(f"{run_dir!r} has no metrics yet.")
+  if metric not in rows[0]:
+    raise experiment.RunError(
+        f"Unknown metric {metric!r}; this run logs: "
+        f"{', '.join(k for k in rows[0] if k not in ('update', 'seed'))}.")
+  seeds = sorted({r["seed"] for r in rows})
+  by_update: dict[int, dict[int, dict]] = {}
+  for r in rows:
+    by_update.setdefault(r["update"], {})[r["seed"]] = r
+  updates = sorted(u for u, s in by_update.items() if len(s) == len(seeds))
+  steps = np.array([by_update[u][seeds[0]]["env_steps"] for u in updates],
+                   float)
+  values = np.array([[np.nan if by_update[u][s][metric] is None
+                      else by_update[u][s][metric] for u in updates]
+                     for s in seeds], float)
+  return steps, values
+
+
+def plot_runs(run_dirs: Sequence[str], out: str, *,
+              metric: str = "episode_return",
+              labels: Sequence[str] | None = None) -> str:
+  """One figure: each run's mean over seeds, with a band of ±1 std.
+
+  Args:
+    run_dirs: run directories (``jaxrl-align train --out``).
+    out: PNG path (written atomically).
+    metric: a key of ``metrics.jsonl``.
+    labels: legend entries (default: ``ALGO env (N seeds)``).
+
+  Returns:
+    ``out``.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+  for i, run_dir in enumerate(run_dirs):
+    run = experiment.read_run(run_dir)
+    steps, values = curves(run_dir, metric)
+    mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+    label = (labels[i] if labels else
+             f"{run['algo'].upper()} {run['config']['env_id']} "
+             f"({values.shape[0]} seeds)")
+    line, = ax.plot(steps, mean, label=label)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
+                    color=line.get_color(), linewidth=0)
+  ax.set_xlabel("env steps")
+  ax.set_ylabel(metric.replace("_", " ") + " (mean ± std over seeds)")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  tmp = f"{out}.tmp-{os.getpid()}.png"
+  fig.savefig(tmp)
+  plt.close(fig)
+  os.replace(tmp, out)
+  return out
