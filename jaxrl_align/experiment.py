@@ -382,6 +382,13 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
     done, states = checkpoints.restore(states)
     kept = [m for m in read_metrics(out) if m["update"] <= done]
     _atomic_write(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+    if diff:  # the run's record says which hyperparameters changed, when
+      stored_run = read_run(out)
+      stored_run["config"] = config_to_dict(config)
+      stored_run.setdefault("changes", []).append(
+          {"at_update": done, "changes": {k: list(v) for k, v in diff.items()}})
+      _atomic_write(os.path.join(out, "config.json"),
+                    json.dumps(stored_run, indent=2) + "\n")
   writer = _tensorboard_writer(out) if tensorboard else None
 
   n = config.num_updates

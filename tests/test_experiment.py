@@ -97,6 +97,25 @@ def test_interrupted_and_resumed_run_is_bit_identical(full_run, tmp_path):
   np.testing.assert_array_equal(full.eval_returns, resumed.eval_returns)
 
 
+def test_resume_with_a_changed_hyperparameter_is_recorded(tmp_path, capsys):
+  out = str(tmp_path / "changed")
+  settings = experiment.RunnerSettings(chunk=2, eval_episodes=1)
+  config = small_config(total_timesteps=4 * 64)
+  experiment.run("ppo", config, out, settings, progress=False, stop_after=2)
+  experiment.run("ppo", config.replace(learning_rate=1e-4), out, settings,
+                 resume=True, progress=False)
+  assert "resuming with learning_rate = 0.0001" in capsys.readouterr().err
+  stored = json.load(open(os.path.join(out, "config.json")))
+  assert stored["config"]["learning_rate"] == 1e-4
+  assert stored["changes"] == [{"at_update": 2, "changes": {
+      "learning_rate": [2.5e-4, 1e-4]}}]
+  rows = experiment.read_metrics(out)
+  np.testing.assert_allclose([r["learning_rate"] for r in rows],
+                             [2.5e-4 * (1 - 0 / 4), 2.5e-4 * (1 - 1 / 4),
+                              1e-4 * (1 - 2 / 4), 1e-4 * (1 - 3 / 4)],
+                             rtol=1e-6)
+
+
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(full_run, tmp_path,
                                                            capsys):
   import shutil
