@@ -107,12 +107,13 @@ def test_resume_with_a_changed_hyperparameter_is_recorded(tmp_path, capsys):
   assert "resuming with learning_rate = 0.0001" in capsys.readouterr().err
   stored = json.load(open(os.path.join(out, "config.json")))
   assert stored["config"]["learning_rate"] == 1e-4
+  lr0 = float(config.learning_rate)  # the CartPole preset's
   assert stored["changes"] == [{"at_update": 2, "changes": {
-      "learning_rate": [2.5e-4, 1e-4]}}]
+      "learning_rate": [lr0, 1e-4]}}]
   rows = experiment.read_metrics(out)
+  # Linear annealing over 4 updates, from the new rate after the resume.
   np.testing.assert_allclose([r["learning_rate"] for r in rows],
-                             [2.5e-4 * (1 - 0 / 4), 2.5e-4 * (1 - 1 / 4),
-                              1e-4 * (1 - 2 / 4), 1e-4 * (1 - 3 / 4)],
+                             [lr0, lr0 * 3 / 4, 1e-4 * 2 / 4, 1e-4 * 1 / 4],
                              rtol=1e-6)
 
 
