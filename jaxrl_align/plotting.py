@@ -38,7 +38,8 @@ def curves(run_dir: str, metric: str = "episode_return"):
 def plot_runs(run_dirs: Sequence[str], out: str, *,
               metric: str = "episode_return",
               labels: Sequence[str] | None = None) -> str:
-  """One figure: each run's mean over seeds, with a band of ±1 std.
+  """One figure: each run's mean over seeds, with a band from the lowest to
+  the highest seed (a ±std band would leave the possible range).
 
   Args:
     run_dirs: run directories (``jaxrl-align train --out``).
@@ -58,15 +59,17 @@ def plot_runs(run_dirs: Sequence[str], out: str, *,
   for i, run_dir in enumerate(run_dirs):
     run = experiment.read_run(run_dir)
     steps, values = curves(run_dir, metric)
-    mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+    mean = np.nanmean(values, 0)
+    low, high = np.nanmin(values, 0), np.nanmax(values, 0)
     label = (labels[i] if labels else
              f"{run['algo'].upper()} {run['config']['env_id']} "
              f"({values.shape[0]} seeds)")
     line, = ax.plot(steps, mean, label=label)
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
+    ax.fill_between(steps, low, high, alpha=0.2,
                     color=line.get_color(), linewidth=0)
   ax.set_xlabel("env steps")
-  ax.set_ylabel(metric.replace("_", " ") + " (mean ± std over seeds)")
+  ax.set_ylabel(metric.replace("_", " ")
+                + " (mean; band: lowest to highest seed)", fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(loc="best", fontsize=8)
   fig.tight_layout()
