@@ -86,9 +86,18 @@ def config_fields() -> dict[str, dict[str, Any]]:
       entry = fields.setdefault(f.name, {
           "algos": [], "static": not f.metadata.get("pytree_node", True),
           "doc": docs.get(f.name, "").replace("*static* ", ""),
-          "default": module.DEFAULTS.get(f.name)})
+          "default": module.DEFAULTS.get(f.name), "defaults": {}})
       entry["algos"].append(algo)
+      entry["defaults"][algo] = module.DEFAULTS.get(f.name)
   return fields
+
+
+def _shown_default(entry: dict[str, Any]) -> str:
+  show = lambda v: " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+  values = entry["defaults"]
+  if len(set(map(show, values.values()))) == 1:
+    return show(next(iter(values.values())))
+  return ", ".join(f"{algo.upper()} {show(v)}" for algo, v in values.items())
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -101,14 +110,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
       "trpo": parser.add_argument_group("config fields, TRPO only")}
   for name, entry in fields.items():
     group = groups["both" if len(entry["algos"]) > 1 else entry["algos"][0]]
-    default = entry["default"]
-    shown = " ".join(map(str, default)) if isinstance(default, tuple) \
-        else default
     help_text = (("*static* " if entry["static"] else "") + entry["doc"]
-                 + f" [default: preset, else {shown}]").replace("%", "%%")
+                 + f" [default: preset, else {_shown_default(entry)}]"
+                 ).replace("%", "%%")
     group.add_argument("--" + name.replace("_", "-"), dest=name,
                        default=argparse.SUPPRESS, help=help_text,
-                       **_field_kwargs(name, default))
+                       **_field_kwargs(name, entry["default"]))
 
 
 # ------------------------------------------------------------------ commands
@@ -179,9 +186,10 @@ def _check_fields(algo: str, overrides: dict[str, Any]) -> None:
 def _eval(args: argparse.Namespace) -> int:
   import numpy as np
 
+  from jaxrl_align import evaluation
   from jaxrl_align import experiment
 
-  returns, step = experiment.evaluate_run(args.run_dir, args.episodes)
+  returns, step = evaluation.evaluate_run(args.run_dir, args.episodes)
   algo, config, _ = experiment.load_config(args.run_dir)
   print(f"{algo.upper()} on {config.env_id}, checkpoint at update {step}, "
         f"{args.episodes} deterministic episodes per seed")
@@ -192,7 +200,7 @@ def _eval(args: argparse.Namespace) -> int:
   print(f"  mean {np.mean(means):9.1f} ± {np.std(means):.1f} over seeds")
   if args.video:
     path = os.path.join(args.run_dir, f"episode_seed{args.seed_index}.gif")
-    total, frames = experiment.record_video(args.run_dir, path,
+    total, frames = evaluation.record_video(args.run_dir, path,
                                             seed_index=args.seed_index)
     print(f"video: {path} ({frames} frames, return {total:.1f}, rendered "
           f"by Gymnasium)")

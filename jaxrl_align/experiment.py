@@ -11,7 +11,8 @@ A run directory holds::
 
     config.json         algorithm, every config field, runner settings
     metrics.jsonl       one JSON object per update per seed
-    checkpoints/<step>  orbax checkpoints (atomic; the last ``keep`` kept)
+    checkpoints/<step>  orbax checkpoints (atomic; the last ``keep`` kept;
+                        :mod:`jaxrl_align.checkpoints`)
     summary.json        final deterministic evaluation per seed
     learning_curve.png  episode return against env steps, mean and band
     tensorboard/        events, with ``tensorboard=True``
@@ -20,6 +21,7 @@ A run directory holds::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -32,12 +34,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxrl_align import checkpoints
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
 
 ALGOS = {"ppo": (ppo, ppo.PPOConfig), "trpo": (trpo, trpo.TRPOConfig)}
 FORMAT_VERSION = 1
-_CHECKPOINTS = "checkpoints"
+CHECKPOINTS = "checkpoints"
 
 
 class RunError(ValueError):
@@ -145,75 +148,6 @@ def resolve_settings(config, settings: RunnerSettings) -> RunnerSettings:
   return dataclasses.replace(settings, chunk=chunk, checkpoint_every=every)
 
 
-# ------------------------------------------------------------ checkpoints
-
-
-def _is_key(x) -> bool:
-  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _to_saveable(states):
-  return jax.tree.map(
-      lambda x: np.asarray(jax.random.key_data(x) if _is_key(x) else x),
-      states)
-
-
-def _from_saved(saved, template):
-  return jax.tree.map(
-      lambda s, t: jax.random.wrap_key_data(s) if _is_key(t) else
-      jax.numpy.asarray(s), saved, template)
-
-
-class Checkpoints:
-  """Orbax checkpoints of a run's vmapped learner states, keyed by update.
-
-  Orbax writes each checkpoint into a temporary directory and renames it
-  when complete, so a crash mid-write leaves the earlier ones intact.
-  """
-
-  def __init__(self, directory: str, keep: int):
-    import orbax.checkpoint as ocp  # host side only
-
-    self._ocp = ocp
-    self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False))
-
-  def steps(self) -> list[int]:
-    self._manager.reload()
-    return sorted(self._manager.all_steps())
-
-  def save(self, step: int, states) -> None:
-    self._manager.save(step, args=self._ocp.args.StandardSave(
-        _to_saveable(states)), force=True)
-    self._manager.wait_until_finished()
-
-  def restore(self, template, step: int | None = None):
-    """``(step, states)`` from ``step`` or, if None, the newest checkpoint
-    that reads back; unreadable ones are reported on stderr and skipped."""
-    steps = self.steps() if step is None else [step]
-    if not steps:
-      raise RunError("The run has no checkpoint to resume from.")
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, np.dtype(np.asarray(x).dtype)),
-        _to_saveable(template))
-    errors = []
-    for s in reversed(steps):
-      try:
-        saved = self._manager.restore(
-            s, args=self._ocp.args.StandardRestore(abstract))
-        return s, _from_saved(saved, template)
-      except Exception as e:  # noqa: BLE001 - any read failure falls back
-        errors.append(f"checkpoint {s}: {type(e).__name__}: {e}")
-        print(f"warning: checkpoint at update {s} is unreadable "
-              f"({type(e).__name__}); trying an earlier one.", file=sys.stderr)
-    raise RunError("No readable checkpoint:\n  " + "\n  ".join(errors))
-
-  def close(self):
-    self._manager.close()
-
-
 # ------------------------------------------------------------------ files
 
 
@@ -295,18 +229,30 @@ class _Interrupt:
       signal.signal(signal.SIGINT, self._previous)
 
 
-def _programs(module, config, settings):
+def programs(module, config, settings):
+  """``(init, chunk, evaluate)``, jitted and vmapped over seeds.
+
+  Cached per learner, chunk length and evaluation size, so runs that share
+  a config's static fields reuse the compiled programs (jit keys them on
+  the config's static fields).
+  """
+  del config  # an argument of each program, not part of the cache key
+  return _programs(module, settings.chunk, settings.eval_episodes)
+
+
+@functools.lru_cache(maxsize=None)
+def _programs(module, chunk: int, eval_episodes: int):
   init = jax.jit(jax.vmap(module.init, in_axes=(None, 0)))
 
   def _chunk(config, state):
     return jax.lax.scan(lambda s, _: module.update(config, s), state, None,
-                        length=settings.chunk)
+                        length=chunk)
 
-  chunk = jax.jit(jax.vmap(_chunk, in_axes=(None, 0)))
+  run_chunk = jax.jit(jax.vmap(_chunk, in_axes=(None, 0)))
   evaluate = jax.jit(jax.vmap(
-      lambda c, s, k: module.evaluate(c, s, k, settings.eval_episodes),
+      lambda c, s, k: module.evaluate(c, s, k, eval_episodes),
       in_axes=(None, 0, 0)))
-  return init, chunk, evaluate
+  return init, run_chunk, evaluate
 
 
 def prepare_run_dir(out: str, *, resume: bool, overwrite: bool) -> None:
@@ -372,14 +318,15 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
         "runner": dataclasses.asdict(settings),
         "jax": jax.__version__}, indent=2) + "\n")
 
-  init, chunk_fn, evaluate = _programs(module, config, settings)
+  init, chunk_fn, evaluate = programs(module, config, settings)
   keys = jax.random.split(jax.random.key(settings.seed), settings.seeds)
   states = init(config, keys)
-  checkpoints = Checkpoints(os.path.join(out, _CHECKPOINTS), settings.keep)
+  store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
+                                  settings.keep)
   metrics_path = os.path.join(out, "metrics.jsonl")
   done = 0
   if resume:
-    done, states = checkpoints.restore(states)
+    done, states = store.restore(states)
     kept = [m for m in read_metrics(out) if m["update"] <= done]
     _atomic_write(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
     if diff:  # the run's record says which hyperparameters changed, when
@@ -394,15 +341,15 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
   n = config.num_updates
   steps_per_update = config.num_envs * config.num_steps
   bar = _progress_bar(n * steps_per_update, done * steps_per_update, progress)
-  last_saved, start, compile_s = done, time.perf_counter(), None
+  last_saved, start, first_chunk_s = done, time.perf_counter(), None
   interrupted = False
   with _Interrupt() as interrupt, open(metrics_path, "a") as metrics_file:
     while done < n:
       t0 = time.perf_counter()
       states, metrics = chunk_fn(config, states)
       metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-      if compile_s is None:
-        compile_s = time.perf_counter() - t0
+      if first_chunk_s is None:
+        first_chunk_s = time.perf_counter() - t0
       _write_metrics(metrics_file, metrics, done, writer)
       done += settings.chunk
       if bar is not None:
@@ -413,7 +360,7 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
       if done - last_saved >= settings.checkpoint_every or done == n or stop:
         metrics_file.flush()
         os.fsync(metrics_file.fileno())
-        checkpoints.save(done, states)
+        store.save(done, states)
         last_saved = done
       if stop:
         interrupted = True
@@ -422,7 +369,7 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
     bar.close()
   if writer is not None:
     writer.close()
-  checkpoints.close()
+  store.close()
   if interrupted:
     print(f"Stopped after update {done} of {n}; checkpoint saved. Resume "
           f"with: jaxrl-align train --resume {out}", file=sys.stderr)
@@ -433,7 +380,7 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
                                settings.seeds)
   returns = np.asarray(evaluate(config, states, eval_keys))
   summary = _summary(algo, config, settings, read_metrics(out), returns,
-                     wall, compile_s)
+                     wall, first_chunk_s)
   _atomic_write(os.path.join(out, "summary.json"),
                 json.dumps(summary, indent=2) + "\n")
   from jaxrl_align import plotting  # matplotlib is host-side only
@@ -456,7 +403,7 @@ def _write_metrics(f, metrics, done, writer) -> None:
         writer.add_scalar(f"train/{k}", float(np.mean(v[:, j])), step)
 
 
-def _summary(algo, config, settings, metrics, returns, wall, compile_s):
+def _summary(algo, config, settings, metrics, returns, wall, first_chunk_s):
   last = {}
   for m in metrics:
     last[m["seed"]] = m
@@ -473,7 +420,7 @@ def _summary(algo, config, settings, metrics, returns, wall, compile_s):
       "eval_return_std_over_seeds": float(np.std(means)),
       "per_seed": per_seed,
       "wall_seconds_this_session": wall,
-      "first_chunk_seconds_incl_compile": compile_s,
+      "first_chunk_seconds": first_chunk_s,  # with compilation, if any
   }
 
 
@@ -509,90 +456,3 @@ def _tensorboard_writer(out: str):
     raise RunError("TensorBoard logging needs tensorboardX: "
                    "pip install 'jaxrl_align[tensorboard]'.") from e
   return SummaryWriter(os.path.join(out, "tensorboard"))
-
-
-# ------------------------------------------------------------- evaluation
-
-
-def restore_run(run_dir: str, step: int | None = None):
-  """``(algo, config, settings, step, states)`` of a run's checkpoint (the
-  newest readable one when ``step`` is None)."""
-  algo, config, settings = load_config(run_dir)
-  module, _ = algo_module(algo)
-  init, _, _ = _programs(module, config, settings)
-  template = init(config, jax.random.split(jax.random.key(settings.seed),
-                                           settings.seeds))
-  checkpoints = Checkpoints(os.path.join(run_dir, _CHECKPOINTS),
-                            settings.keep)
-  try:
-    step, states = checkpoints.restore(template, step)
-  finally:
-    checkpoints.close()
-  return algo, config, settings, step, states
-
-
-def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
-  """``([seeds, episodes] deterministic returns, update)`` of a run's
-  newest readable checkpoint."""
-  if not isinstance(episodes, int) or episodes < 1:
-    raise RunError(f"`episodes` must be an integer >= 1, got {episodes!r}.")
-  algo, config, settings, step, states = restore_run(run_dir)
-  module, _ = algo_module(algo)
-  evaluate = jax.jit(jax.vmap(
-      lambda s, k: module.evaluate(config, s, k, episodes)))
-  keys = jax.random.split(jax.random.key(seed), settings.seeds)
-  return np.asarray(evaluate(states, keys)), step
-
-
-def record_video(run_dir: str, path: str, *, seed_index: int = 0,
-                 env_seed: int = 0) -> tuple[float, int]:
-  """Renders one deterministic episode of seed ``seed_index``'s policy in
-  Gymnasium's own env (``render_mode="rgb_array"``) to an animated GIF.
-
-  Returns:
-    ``(episode return, frames)``.
-  """
-  # Headless rendering: pygame needs neither a screen nor a sound card.
-  os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-  os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-  import gymnasium
-  from PIL import Image
-
-  from jaxrl_align import normalization
-  from jaxrl_align.agents import common
-
-  _, config, settings, _, states = restore_run(run_dir)
-  if not 0 <= seed_index < settings.seeds:
-    raise RunError(f"`seed_index` must be in [0, {settings.seeds}), got "
-                   f"{seed_index}.")
-  state = jax.tree.map(lambda x: x[seed_index], states)
-  _, _, network = common.setup(config)
-  stats = common.obs_stats(config, state.rollout.env_state)
-
-  @jax.jit
-  def act(obs):
-    if stats is not None:
-      obs = normalization.normalize(stats, obs, clip=common.OBS_CLIP)
-    return common.mode_action(network, state.params, obs[None])[0]
-
-  env = gymnasium.make(config.env_id, render_mode="rgb_array")
-  try:
-    obs, _ = env.reset(seed=env_seed)
-    frames, total, done = [env.render()], 0.0, False
-    while not done:
-      action = np.asarray(act(np.asarray(obs, np.float32)))
-      if not network.discrete:
-        action = np.clip(action, env.action_space.low, env.action_space.high)
-      obs, reward, terminated, truncated, _ = env.step(
-          int(action) if network.discrete else action)
-      total += float(reward)
-      done = terminated or truncated
-      frames.append(env.render())
-  finally:
-    env.close()
-  images = [Image.fromarray(f) for f in frames]
-  tmp = f"{path}.tmp-{os.getpid()}.gif"
-  images[0].save(tmp, save_all=True, append_images=images[1:], duration=20,
-                 loop=0)
-  os.replace(tmp, path)
-  return total, len(frames)

@@ -103,7 +103,8 @@ def test_cli_help_lists_every_field_with_its_default(capsys):
   text = " ".join(capsys.readouterr().out.split())
   for name, entry in cli.config_fields().items():
     assert "--" + name.replace("_", "-") in text, name
-  assert "[default: preset, else 2.5e-4]" in text.replace("0.00025", "2.5e-4")
+  assert "[default: preset, else PPO 0.00025, TRPO 0.001]" in text
+  assert "[default: preset, else 64 64]" in text
   assert "*static* conjugate-gradient iterations" in text
 
 

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 import pytest
 
+from jaxrl_align import checkpoints
+from jaxrl_align import evaluation
 from jaxrl_align import experiment
 from jaxrl_align import plotting
 from jaxrl_align.agents import ppo
@@ -57,7 +59,7 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(full_run):
   assert stored["config"]["target_kl"] == "inf"
   assert stored["runner"]["chunk"] == 2
   # keep=2: the last two of the checkpoints at updates 4, 8, 12.
-  ckpts = experiment.Checkpoints(os.path.join(out, "checkpoints"), 2)
+  ckpts = checkpoints.Checkpoints(os.path.join(out, "checkpoints"), 2)
   assert ckpts.steps() == [8, 12]
   ckpts.close()
   assert result.eval_returns.shape == (2, 3)
@@ -124,17 +126,24 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(full_run, tmp_path,
   out = str(tmp_path / "copy")
   shutil.copytree(full_run[0], out)
   newest = os.path.join(out, "checkpoints", "12")
+  # A crash in the middle of writing checkpoint 16: orbax writes into a
+  # temporary directory and renames it when complete, so the half-written
+  # one is not a checkpoint and 12 is still the newest.
+  shutil.copytree(newest, os.path.join(out, "checkpoints",
+                                       "16.orbax-checkpoint-tmp-1234"))
+  _, _, _, step, _ = evaluation.restore_run(out)
+  assert step == 12
   for root, _, files in os.walk(newest):
     for name in files:
       with open(os.path.join(root, name), "r+b") as f:
         f.truncate(max(0, os.path.getsize(f.name) // 3))
-  _, _, _, step, _ = experiment.restore_run(out)
+  _, _, _, step, _ = evaluation.restore_run(out)
   assert step == 8
   assert "update 12 is unreadable" in capsys.readouterr().err
   shutil.rmtree(os.path.join(out, "checkpoints", "8"))
   shutil.rmtree(newest)
-  with pytest.raises(experiment.RunError, match="no checkpoint"):
-    experiment.restore_run(out)
+  with pytest.raises(checkpoints.CheckpointError, match="no checkpoint"):
+    evaluation.restore_run(out)
 
 
 def test_refusals_before_any_work(full_run, tmp_path):
@@ -158,7 +167,7 @@ def test_refusals_before_any_work(full_run, tmp_path):
                    experiment.RunnerSettings(seeds=0), progress=False)
   assert not os.path.exists(fresh)
   with pytest.raises(experiment.RunError, match="not a run directory"):
-    experiment.evaluate_run(str(tmp_path), 2)
+    evaluation.evaluate_run(str(tmp_path), 2)
 
 
 def test_default_chunk_divides_the_updates():
@@ -183,7 +192,7 @@ def test_config_json_round_trip():
 
 def test_evaluate_plot_and_video(full_run, tmp_path):
   out = full_run[0]
-  returns, step = experiment.evaluate_run(out, 2)
+  returns, step = evaluation.evaluate_run(out, 2)
   assert returns.shape == (2, 2) and step == 12
   steps, values = plotting.curves(out)
   assert steps.shape == (12,) and values.shape == (2, 12)
@@ -193,7 +202,7 @@ def test_evaluate_plot_and_video(full_run, tmp_path):
   with pytest.raises(experiment.RunError, match="Unknown metric"):
     plotting.curves(out, "nope")
   gif = str(tmp_path / "episode.gif")
-  total, frames = experiment.record_video(out, gif, seed_index=1)
+  total, frames = evaluation.record_video(out, gif, seed_index=1)
   from PIL import Image
   with Image.open(gif) as image:
     # Pillow merges identical consecutive frames.
@@ -232,7 +241,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 130, err
   assert "Resume with: jaxrl-align train --resume" in err
-  ckpts = experiment.Checkpoints(os.path.join(out, "checkpoints"), 3)
+  ckpts = checkpoints.Checkpoints(os.path.join(out, "checkpoints"), 3)
   stopped_at = ckpts.steps()
   ckpts.close()
   assert len(stopped_at) == 1 and 1 <= stopped_at[0] < 60
@@ -241,7 +250,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
   whole = str(tmp_path / "whole")
   assert cli.main(["train", "--out", whole] + args) == 0
   assert experiment.read_metrics(out) == experiment.read_metrics(whole)
-  _, _, _, _, a = experiment.restore_run(out)
-  _, _, _, _, b = experiment.restore_run(whole)
+  _, _, _, _, a = evaluation.restore_run(out)
+  _, _, _, _, b = evaluation.restore_run(whole)
   for x, y in zip(params_of(a), params_of(b)):
     np.testing.assert_array_equal(x, y)

@@ -1,0 +1,61 @@
+"""What the runner costs: ``experiment.run`` against the bare ``train``.
+
+The same config and seeds, in alternation: the pure ``jax.jit(jax.vmap(
+train))`` (compiled once, then timed) and ``experiment.run`` (chunks,
+progress bar, metrics.jsonl, checkpoints; its programs are compiled by a
+throw-away run first and cached, so both are timed warm). The runner's time
+is its training loop (``wall_seconds_this_session`` in ``summary.json``);
+the whole run, with the final evaluation and the plot, is printed too.
+
+Usage: ``python benchmarks/runner_overhead.py [--seeds 8] [--repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+
+from jaxrl_align import experiment
+from jaxrl_align.agents import ppo
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--seeds", type=int, default=8)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=100_000)
+  keys = jax.random.split(jax.random.key(0), args.seeds)
+  train = jax.jit(jax.vmap(ppo.train, in_axes=(None, 0))).lower(
+      config, keys).compile()
+  settings = experiment.RunnerSettings(seeds=args.seeds)
+  with tempfile.TemporaryDirectory() as tmp:
+    experiment.run("ppo", config, os.path.join(tmp, "warm"), settings,
+                   progress=False)
+    bare, runner = [], []
+    for i in range(args.repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(train(config, keys))
+      bare.append(time.perf_counter() - start)
+      out = os.path.join(tmp, f"run{i}")
+      start = time.perf_counter()
+      experiment.run("ppo", config, out, settings, progress=True)
+      total = time.perf_counter() - start
+      with open(os.path.join(out, "summary.json")) as f:
+        runner.append(json.load(f)["wall_seconds_this_session"])
+      print(f"repeat {i}: bare train {bare[-1]:.2f} s, runner training loop "
+            f"{runner[-1]:.2f} s (whole run incl. evaluation and plot "
+            f"{total:.2f} s)", flush=True)
+  print(f"CartPole-v1 PPO preset, {args.seeds} seeds, "
+        f"{config.num_updates} updates in chunks of "
+        f"{experiment.default_chunk(config.num_updates)}: runner / bare = "
+        f"{min(runner) / min(bare):.3f} (best of {args.repeats})")
+
+
+if __name__ == "__main__":
+  main()
