@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base seed (default 0)")
   run.add_argument("--chunk", type=int, default=None,
                    help="updates per jitted call; divides the number of "
-                        "updates (default: about 50 calls per run)")
+                        "updates (default: about 20 calls per run)")
   run.add_argument("--checkpoint-every", type=int, default=None,
                    metavar="UPDATES",
                    help="checkpoint interval (default: about 10 per run)")

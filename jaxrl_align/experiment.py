@@ -121,7 +121,7 @@ def algo_module(algo: str):
   return ALGOS[algo]
 
 
-def default_chunk(num_updates: int, target_chunks: int = 50) -> int:
+def default_chunk(num_updates: int, target_chunks: int = 20) -> int:
   """The largest divisor of ``num_updates`` that is at most
   ``num_updates / target_chunks`` (at least 1)."""
   limit = max(1, num_updates // target_chunks)

@@ -171,7 +171,7 @@ def test_refusals_before_any_work(full_run, tmp_path):
 
 
 def test_default_chunk_divides_the_updates():
-  assert experiment.default_chunk(390) == 6
+  assert experiment.default_chunk(390) == 15  # 26 calls of 15 updates
   assert experiment.default_chunk(97) == 1
   assert experiment.default_chunk(10) == 1
   for n in (1, 12, 390, 781, 1000):
