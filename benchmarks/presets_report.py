@@ -18,10 +18,7 @@ import jax
 import numpy as np
 
 from jaxrl_align import envs
-from jaxrl_align.agents import ppo
-from jaxrl_align.agents import trpo
-
-ALGOS = {"ppo": (ppo, ppo.PPOConfig), "trpo": (trpo, trpo.TRPOConfig)}
+from jaxrl_align.experiment import ALGOS
 
 
 def run(algo, env_id, seeds):

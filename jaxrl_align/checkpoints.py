@@ -17,8 +17,6 @@ class CheckpointError(ValueError):
   """No checkpoint could be read (the message lists why)."""
 
 
-
-
 def _is_key(x) -> bool:
   return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 

@@ -3,7 +3,8 @@
 Host side: argument parsing and printing. ``train`` options are built from
 the config dataclasses (every field is ``--field-name VALUE``, with its
 docstring and default in ``--help``); the work is done by
-:mod:`jaxrl_align.experiment` and :mod:`jaxrl_align.plotting`.
+:mod:`jaxrl_align.experiment`, :mod:`jaxrl_align.evaluation` and
+:mod:`jaxrl_align.plotting`.
 """
 
 from __future__ import annotations
@@ -76,17 +77,20 @@ def _field_kwargs(name: str, example: Any) -> dict[str, Any]:
 
 def config_fields() -> dict[str, dict[str, Any]]:
   """Every config field of every algorithm: ``{name: {"algos": [...],
-  "static": bool, "doc": str, "default": Any}}``."""
+  "static": bool, "doc": str, "defaults": {algo: default}}}``."""
+  from jaxrl_align import experiment
+
   fields: dict[str, dict[str, Any]] = {}
   for algo, (module, config_cls) in _algos().items():
     docs = _field_docs(config_cls)
+    static = experiment.static_fields(config_cls)
     for f in dataclasses.fields(config_cls):
       if f.name == "env_id":
         continue
       entry = fields.setdefault(f.name, {
-          "algos": [], "static": not f.metadata.get("pytree_node", True),
+          "algos": [], "static": f.name in static,
           "doc": docs.get(f.name, "").replace("*static* ", ""),
-          "default": module.DEFAULTS.get(f.name), "defaults": {}})
+          "defaults": {}})
       entry["algos"].append(algo)
       entry["defaults"][algo] = module.DEFAULTS.get(f.name)
   return fields
@@ -115,7 +119,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                  ).replace("%", "%%")
     group.add_argument("--" + name.replace("_", "-"), dest=name,
                        default=argparse.SUPPRESS, help=help_text,
-                       **_field_kwargs(name, entry["default"]))
+                       **_field_kwargs(name, next(iter(
+                           entry["defaults"].values()))))
 
 
 # ------------------------------------------------------------------ commands
@@ -124,11 +129,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
   from jaxrl_align import experiment
 
-  overrides = {k: v for k, v in vars(args).items()
-               if k in config_fields()}
-  for k, v in overrides.items():
-    if isinstance(v, list):
-      overrides[k] = tuple(v)
+  fields = config_fields()
+  overrides = {k: tuple(v) if isinstance(v, list) else v
+               for k, v in vars(args).items() if k in fields}
   runner = {k: getattr(args, k) for k in _RUNNER_FIELDS
             if getattr(args, k, None) is not None}
   if args.resume:
