@@ -5,7 +5,9 @@ train))`` (compiled once, then timed) and ``experiment.run`` (chunks,
 progress bar, metrics.jsonl, checkpoints; its programs are compiled by a
 throw-away run first and cached, so both are timed warm). The runner's time
 is its training loop (``wall_seconds_this_session`` in ``summary.json``);
-the whole run, with the final evaluation and the plot, is printed too.
+the whole run, with the final evaluation and the plot, is printed too. The
+runner is timed with and without its progress bar, to show what the bar
+itself costs.
 
 Usage: ``python benchmarks/runner_overhead.py [--seeds 8] [--repeats 3]``.
 """
@@ -37,24 +39,27 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     experiment.run("ppo", config, os.path.join(tmp, "warm"), settings,
                    progress=False)
-    bare, runner = [], []
+    bare, runner, quiet = [], [], []
     for i in range(args.repeats):
       start = time.perf_counter()
       jax.block_until_ready(train(config, keys))
       bare.append(time.perf_counter() - start)
-      out = os.path.join(tmp, f"run{i}")
-      start = time.perf_counter()
-      experiment.run("ppo", config, out, settings, progress=True)
-      total = time.perf_counter() - start
-      with open(os.path.join(out, "summary.json")) as f:
-        runner.append(json.load(f)["wall_seconds_this_session"])
+      for progress, times in ((True, runner), (False, quiet)):
+        out = os.path.join(tmp, f"run{i}-{progress}")
+        start = time.perf_counter()
+        experiment.run("ppo", config, out, settings, progress=progress)
+        total = time.perf_counter() - start
+        with open(os.path.join(out, "summary.json")) as f:
+          times.append(json.load(f)["wall_seconds_this_session"])
       print(f"repeat {i}: bare train {bare[-1]:.2f} s, runner training loop "
-            f"{runner[-1]:.2f} s (whole run incl. evaluation and plot "
+            f"{runner[-1]:.2f} s with the progress bar, {quiet[-1]:.2f} s "
+            f"without (last whole run incl. evaluation and plot "
             f"{total:.2f} s)", flush=True)
   print(f"CartPole-v1 PPO preset, {args.seeds} seeds, "
         f"{config.num_updates} updates in chunks of "
-        f"{experiment.default_chunk(config.num_updates)}: runner / bare = "
-        f"{min(runner) / min(bare):.3f} (best of {args.repeats})")
+        f"{experiment.default_chunk(config.num_updates)} (best of "
+        f"{args.repeats}): runner / bare = {min(runner) / min(bare):.3f}; "
+        f"progress bar on / off = {min(runner) / min(quiet):.3f}")
 
 
 if __name__ == "__main__":
