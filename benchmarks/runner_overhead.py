@@ -1,7 +1,7 @@
 """What the runner costs: ``experiment.run`` against the bare ``train``.
 
 The same config and seeds, in alternation: the pure ``jax.jit(jax.vmap(
-train))`` (compiled once, then timed) and ``experiment.run`` (chunks,
+train))`` (with the runner's compiler options; compiled once, then timed) and ``experiment.run`` (chunks,
 progress bar, metrics.jsonl, checkpoints; its programs are compiled by a
 throw-away run first and cached, so both are timed warm). The runner's time
 is its training loop (``wall_seconds_this_session`` in ``summary.json``);
@@ -23,6 +23,7 @@ import time
 import jax
 
 from jaxrl_align import experiment
+from jaxrl_align import agents
 from jaxrl_align.agents import ppo
 
 
@@ -33,7 +34,8 @@ def main():
   args = parser.parse_args()
   config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=100_000)
   keys = jax.random.split(jax.random.key(0), args.seeds)
-  train = jax.jit(jax.vmap(ppo.train, in_axes=(None, 0))).lower(
+  train = jax.jit(jax.vmap(ppo.train, in_axes=(None, 0)),
+                  compiler_options=agents.compiler_options()).lower(
       config, keys).compile()
   settings = experiment.RunnerSettings(seeds=args.seeds)
   with tempfile.TemporaryDirectory() as tmp:

@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 
+from jaxrl_align import agents
 from jaxrl_align import checkpoints
 from jaxrl_align import experiment
 
@@ -36,7 +37,8 @@ def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
   algo, config, settings, step, states = restore_run(run_dir)
   module, _ = experiment.algo_module(algo)
   evaluate = jax.jit(jax.vmap(
-      lambda s, k: module.evaluate(config, s, k, episodes)))
+      lambda s, k: module.evaluate(config, s, k, episodes)),
+      compiler_options=agents.compiler_options())
   keys = jax.random.split(jax.random.key(seed), settings.seeds)
   return np.asarray(evaluate(states, keys)), step
 

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxrl_align import agents
 from jaxrl_align import checkpoints
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
@@ -242,16 +243,19 @@ def programs(module, config, settings):
 
 @functools.lru_cache(maxsize=None)
 def _programs(module, chunk: int, eval_episodes: int):
-  init = jax.jit(jax.vmap(module.init, in_axes=(None, 0)))
+  options = agents.compiler_options()
+  init = jax.jit(jax.vmap(module.init, in_axes=(None, 0)),
+                 compiler_options=options)
 
   def _chunk(config, state):
     return jax.lax.scan(lambda s, _: module.update(config, s), state, None,
                         length=chunk)
 
-  run_chunk = jax.jit(jax.vmap(_chunk, in_axes=(None, 0)))
+  run_chunk = jax.jit(jax.vmap(_chunk, in_axes=(None, 0)),
+                      compiler_options=options)
   evaluate = jax.jit(jax.vmap(
       lambda c, s, k: module.evaluate(c, s, k, eval_episodes),
-      in_axes=(None, 0, 0)))
+      in_axes=(None, 0, 0)), compiler_options=options)
   return init, run_chunk, evaluate
 
 

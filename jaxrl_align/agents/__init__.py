@@ -2,5 +2,6 @@
 
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
+from jaxrl_align.agents.common import compiler_options
 
-__all__ = ("ppo", "trpo")
+__all__ = ("compiler_options", "ppo", "trpo")
