@@ -1,0 +1,197 @@
+"""The RLHF transformer: masking, padding, cached generation, GPT-2 parity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_align.rlhf import generation
+from jaxrl_align.rlhf import model as model_lib
+
+CONFIG = model_lib.TransformerConfig(vocab_size=37, max_len=32, num_layers=2,
+                                     num_heads=2, width=16)
+
+
+@pytest.fixture(scope="module")
+def net():
+  module = model_lib.Transformer(CONFIG)
+  params = module.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  # The score head starts at zero; give it weights so its outputs are tested.
+  params["params"]["score"]["kernel"] = jax.random.normal(
+      jax.random.key(1), (CONFIG.width, 1))
+  return module, params
+
+
+def random_tokens(key, shape):
+  return jax.random.randint(key, shape, 1, CONFIG.vocab_size)
+
+
+def test_config_rejects_bad_fields():
+  with pytest.raises(ValueError, match="width"):
+    model_lib.TransformerConfig(vocab_size=10, width=10, num_heads=3)
+  with pytest.raises(ValueError, match="vocab_size"):
+    model_lib.TransformerConfig(vocab_size=0)
+  with pytest.raises(ValueError, match="dtype"):
+    model_lib.TransformerConfig(vocab_size=10, dtype="int8")
+
+
+def test_causal_later_tokens_never_change_earlier_outputs(net):
+  module, params = net
+  tokens = random_tokens(jax.random.key(2), (3, 10))
+  changed = tokens.at[:, 6:].set(random_tokens(jax.random.key(3), (3, 4)))
+  apply = jax.jit(module.apply)
+  logits, score, _ = apply(params, tokens)
+  logits2, score2, _ = apply(params, changed)
+  np.testing.assert_array_equal(logits[:, :6], logits2[:, :6])
+  np.testing.assert_array_equal(score[:, :6], score2[:, :6])
+  # ...and the later ones do change (the test can fail).
+  assert np.abs(np.asarray(logits[:, 6:] - logits2[:, 6:])).max() > 1e-3
+
+
+def test_left_padding_gives_the_unpadded_outputs(net):
+  module, params = net
+  tokens = random_tokens(jax.random.key(4), (2, 7))
+  pad = 5
+  padded = jnp.concatenate([jnp.zeros((2, pad), tokens.dtype), tokens], 1)
+  mask = jnp.concatenate([jnp.zeros((2, pad), bool), jnp.ones((2, 7), bool)],
+                         1)
+  logits, score, _ = jax.jit(module.apply)(params, tokens)
+  logits_p, score_p, _ = jax.jit(module.apply)(params, padded, mask)
+  np.testing.assert_allclose(logits_p[:, pad:], logits, atol=1e-5)
+  np.testing.assert_allclose(score_p[:, pad:], score, atol=1e-5)
+  assert np.all(np.isfinite(np.asarray(logits_p)))
+
+
+def test_position_ids_count_real_tokens_only():
+  mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
+  np.testing.assert_array_equal(model_lib.position_ids(mask),
+                                [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
+def test_cache_equals_full_forward(net):
+  # Feeding tokens one at a time through the cache gives the same logits as
+  # one pass over the whole sequence.
+  module, params = net
+  tokens = random_tokens(jax.random.key(5), (2, 9))
+  mask = jnp.ones((2, 9), bool).at[0, :3].set(False)
+  full, _, _ = module.apply(params, tokens, mask)
+  cache = model_lib.empty_cache(CONFIG, 2, 9)
+  logits, _, cache = module.apply(params, tokens[:, :4], mask[:, :4],
+                                  cache=cache)
+  steps = [logits]
+  for t in range(4, 9):
+    logits, _, cache = module.apply(params, tokens[:, t:t + 1],
+                                    mask[:, t:t + 1], cache=cache)
+    steps.append(logits)
+  stepped = jnp.concatenate(steps, axis=1)
+  np.testing.assert_allclose(stepped[mask], full[mask], atol=1e-5)
+
+
+def _generate(net, key, **kw):
+  module, params = net
+  prompt = random_tokens(jax.random.key(6), (4, 5))
+  prompt_mask = jnp.ones((4, 5), bool).at[1, :2].set(False).at[3, :4].set(
+      False)
+  prompt = jnp.where(prompt_mask, prompt, 0)
+  fn = jax.jit(lambda p, k: generation.generate(
+      module.apply, p, CONFIG, prompt, prompt_mask, k, **kw))
+  return fn(params, key), prompt, prompt_mask
+
+
+def test_generation_log_probs_equal_uncached_scoring(net):
+  module, params = net
+  for top_k, temperature in ((0, 1.0), (5, 0.7)):
+    gen, _, _ = _generate(net, jax.random.key(7), max_new_tokens=8,
+                          temperature=temperature, top_k=top_k,
+                          stop_token=3, pad_token=0)
+    scored = generation.sequence_log_probs(
+        module.apply, params, gen.tokens, gen.mask, 8,
+        temperature=temperature, top_k=top_k)
+    np.testing.assert_allclose(gen.log_probs, scored, atol=1e-5)
+    assert np.all(np.asarray(gen.log_probs) <= 0)
+
+
+def test_stop_token_pads_the_rest(net):
+  # Stop token 3 with a vocabulary of 37: over 4 rows x 24 steps some row
+  # stops (checked), and after it: padding, mask false, log-prob 0.
+  gen, _, _ = _generate(net, jax.random.key(8), max_new_tokens=24,
+                        stop_token=3, pad_token=0, temperature=3.0)
+  response = np.asarray(gen.response)
+  live = np.asarray(gen.response_mask)
+  stopped = 0
+  for row, alive in zip(response, live):
+    hits = np.flatnonzero(row == 3)
+    if hits.size:
+      stopped += 1
+      first = hits[0]
+      assert alive[:first + 1].all() and not alive[first + 1:].any()
+      assert (row[first + 1:] == 0).all()
+    else:
+      assert alive.all()
+  assert stopped >= 1
+  assert np.all(np.asarray(gen.log_probs)[~live] == 0)
+
+
+def test_tiny_temperature_equals_greedy(net):
+  greedy, _, _ = _generate(net, jax.random.key(9), max_new_tokens=6,
+                           greedy=True)
+  cold, _, _ = _generate(net, jax.random.key(10), max_new_tokens=6,
+                         temperature=1e-6)
+  np.testing.assert_array_equal(greedy.response, cold.response)
+
+
+def test_generation_vmaps_and_is_reproducible(net):
+  module, params = net
+  prompt = random_tokens(jax.random.key(11), (2, 4))
+  mask = jnp.ones((2, 4), bool)
+
+  def one(key):
+    return generation.generate(module.apply, params, CONFIG, prompt, mask,
+                               key, max_new_tokens=5).response
+
+  keys = jax.random.split(jax.random.key(12), 3)
+  batched = jax.jit(jax.vmap(one))(keys)
+  for i in range(3):
+    np.testing.assert_array_equal(batched[i], jax.jit(one)(keys[i]))
+  np.testing.assert_array_equal(jax.jit(one)(keys[0]), jax.jit(one)(keys[0]))
+
+
+def test_generation_refuses_too_long():
+  module = model_lib.Transformer(CONFIG)
+  with pytest.raises(ValueError, match="max_len"):
+    generation.generate(module.apply, None, CONFIG, jnp.zeros((1, 30), int),
+                        jnp.ones((1, 30), bool), jax.random.key(0),
+                        max_new_tokens=5)
+
+
+def test_gpt2_checkpoint_gives_the_same_logits(tmp_path):
+  import torch  # the test extra pins torch==2.13.0 (CPU)
+  import transformers
+
+  from jaxrl_align.rlhf import gpt2
+
+  torch.manual_seed(0)
+  hf_config = transformers.GPT2Config(vocab_size=97, n_positions=40, n_embd=32,
+                                      n_layer=3, n_head=4)
+  hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
+  hf_model.save_pretrained(tmp_path, safe_serialization=True)
+  config, params = gpt2.load(str(tmp_path))
+  assert (config.num_layers, config.num_heads, config.width) == (3, 4, 32)
+  tokens = np.random.default_rng(0).integers(0, 97, size=(3, 40))
+  with torch.no_grad():
+    expected = hf_model(torch.tensor(tokens)).logits.numpy()
+  logits, _, _ = jax.jit(model_lib.Transformer(config).apply)(
+      params, jnp.asarray(tokens))
+  np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+  # Left padding, as GPT-2 needs an attention mask and position ids for it.
+  mask = np.ones((3, 40), bool)
+  mask[0, :7] = False
+  with torch.no_grad():
+    positions = np.clip(np.cumsum(mask, 1) - 1, 0, None)
+    expected = hf_model(torch.tensor(tokens),
+                        attention_mask=torch.tensor(mask.astype(np.int64)),
+                        position_ids=torch.tensor(positions)).logits.numpy()
+  logits, _, _ = model_lib.Transformer(config).apply(
+      params, jnp.asarray(tokens), jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(logits)[mask], expected[mask],
+                             atol=1e-4, rtol=1e-4)
