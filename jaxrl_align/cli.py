@@ -337,12 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument("--no-progress", action="store_true",
                     help="no progress bar")
   demo.set_defaults(func=_demo)
+
+  from jaxrl_align import rlhf_cli  # registers `rlhf ...`
+
+  rlhf_cli.add_parser(sub)
   return parser
 
 
-def _unknown_options(unknown: list[str]) -> str:
-  valid = ["--" + k.replace("_", "-") for k in config_fields()]
-  valid += ["--" + k.replace("_", "-") for k in _RUNNER_FIELDS]
+def _unknown_options(unknown: list[str], valid: list[str] | None = None) -> str:
+  if valid is None:
+    valid = ["--" + k.replace("_", "-") for k in config_fields()]
+    valid += ["--" + k.replace("_", "-") for k in _RUNNER_FIELDS]
   messages = []
   for item in unknown:
     if item.startswith("--"):
@@ -352,7 +357,7 @@ def _unknown_options(unknown: list[str]) -> str:
       messages.append(f"unknown option {name}{hint}")
     else:
       messages.append(f"unexpected argument {item!r}")
-  return ("; ".join(messages) + ".\nConfig fields: "
+  return ("; ".join(messages) + ".\nValid options: "
           + ", ".join(sorted(valid)) + ".")
 
 
@@ -360,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
   if unknown:
-    print(f"jaxrl-align {args.command}: error: {_unknown_options(unknown)}",
+    command, valid = args.command, None
+    if command == "rlhf":
+      from jaxrl_align import rlhf_cli
+
+      command = f"rlhf {args.rlhf_command}"
+      valid = rlhf_cli.option_names(args.rlhf_command)
+    print(f"jaxrl-align {command}: error: {_unknown_options(unknown, valid)}",
           file=sys.stderr)
     return 2
   for name in ("seeds", "episodes", "total_timesteps"):

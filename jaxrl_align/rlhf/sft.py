@@ -32,10 +32,10 @@ class SFTConfig:
     weight_decay: AdamW decoupled weight decay.
     max_grad_norm: global-norm gradient clip.
   """
-  steps: int = 1500
+  steps: int = 600
   batch_size: int = 32
   learning_rate: float = 1e-3
-  warmup_steps: int = 100
+  warmup_steps: int = 50
   weight_decay: float = 0.1
   max_grad_norm: float = 1.0
 

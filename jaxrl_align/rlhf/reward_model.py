@@ -1,0 +1,136 @@
+"""The Bradley–Terry reward model: the transformer's scalar head, read at the
+last real token, trained on preference pairs.
+
+``P(chosen ≻ rejected) = σ(r(chosen) - r(rejected))`` (Bradley & Terry 1952;
+as in Ziegler et al. 2019 and Ouyang et al. 2022); the loss is its negative
+log-likelihood. After training, rewards are normalised to mean 0 and
+standard deviation 1 on reference-policy samples by folding the affine map
+into the scalar head, so the saved model outputs normalised rewards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrl_align.agents import common
+from jaxrl_align.rlhf import model as model_lib
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class RMConfig:
+  """Reward-model training settings (host-side Python values).
+
+  Attributes:
+    epochs: passes over the training pairs.
+    batch_size: pairs per step.
+    learning_rate: AdamW learning rate (constant after warm-up).
+    warmup_steps: linear warm-up steps.
+    weight_decay: AdamW decoupled weight decay.
+    max_grad_norm: global-norm gradient clip.
+  """
+  epochs: int = 3
+  batch_size: int = 32
+  learning_rate: float = 3e-4
+  warmup_steps: int = 20
+  weight_decay: float = 0.01
+  max_grad_norm: float = 1.0
+
+  def __post_init__(self):
+    for name in ("epochs", "batch_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"RMConfig.{name} must be an integer >= 1, got "
+                         f"{value!r}.")
+    if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+      raise ValueError(f"RMConfig.warmup_steps must be an integer >= 0, got "
+                       f"{self.warmup_steps!r}.")
+    for name in ("learning_rate", "max_grad_norm"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"RMConfig.{name} must be > 0, got "
+                         f"{getattr(self, name)!r}.")
+    if not self.weight_decay >= 0:
+      raise ValueError(f"RMConfig.weight_decay must be >= 0, got "
+                       f"{self.weight_decay!r}.")
+
+
+class RMState(NamedTuple):
+  params: dict
+  opt_state: optax.OptState
+
+
+def optimizer(config: RMConfig) -> optax.GradientTransformation:
+  schedule = optax.linear_schedule(0.0, config.learning_rate,
+                                   max(config.warmup_steps, 1))
+  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                     optax.adamw(schedule, weight_decay=config.weight_decay))
+
+
+def rewards(apply_fn, params, tokens: Array, mask: Array) -> Array:
+  """The scalar head at each row's last real token.
+
+  Args:
+    apply_fn: ``Transformer(config).apply``.
+    params: its parameters.
+    tokens: ``[B, T]`` int tokens (left- or right-padded).
+    mask: ``[B, T]`` bool, real tokens (at least one per row).
+
+  Returns:
+    ``[B]`` rewards.
+  """
+  _, scalar, _ = apply_fn(params, tokens, mask)
+  last = mask.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+  return jnp.take_along_axis(scalar, last[:, None], axis=1)[:, 0]
+
+
+def bradley_terry_loss(r_chosen: Array, r_rejected: Array):
+  """``(loss, accuracy)``: ``mean(-log σ(r_c - r_r))`` and the fraction of
+  pairs with ``r_c > r_r``. Inputs ``[B]``; outputs scalars."""
+  margin = r_chosen - r_rejected
+  loss = jnp.mean(-jax.nn.log_sigmoid(margin))
+  return loss, jnp.mean((margin > 0).astype(margin.dtype))
+
+
+def init(params, config: RMConfig) -> RMState:
+  """Starts from given (usually pretrained) parameters."""
+  return RMState(params, optimizer(config).init(params))
+
+
+def step(model_config: model_lib.TransformerConfig, config: RMConfig,
+         state: RMState, chosen: Array, chosen_mask: Array, rejected: Array,
+         rejected_mask: Array):
+  """One AdamW step on a batch of ``[B, T]`` pairs; returns ``(state,
+  loss, accuracy)``."""
+  apply_fn = model_lib.Transformer(model_config).apply
+
+  def loss_fn(params):
+    tokens = jnp.concatenate([chosen, rejected])
+    mask = jnp.concatenate([chosen_mask, rejected_mask])
+    r = rewards(apply_fn, params, tokens, mask)
+    n = chosen.shape[0]
+    return bradley_terry_loss(r[:n], r[n:])
+
+  (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  with common.optax_numerics():
+    updates, opt_state = optimizer(config).update(grads, state.opt_state,
+                                                  state.params)
+    params = optax.apply_updates(state.params, updates)
+  return RMState(params, opt_state), loss, accuracy
+
+
+def normalize_head(params, mean: float, std: float):
+  """Parameters whose rewards are ``(r - mean) / std`` (the scalar head's
+  kernel and bias rescaled; nothing else changes)."""
+  if not std > 0:
+    raise ValueError(f"std must be > 0, got {std!r}.")
+  head = params["params"]["score"]
+  new_head = {"kernel": head["kernel"] / std,
+              "bias": (head["bias"] - mean) / std}
+  return {**params, "params": {**params["params"], "score": new_head}}

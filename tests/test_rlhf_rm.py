@@ -1,0 +1,133 @@
+"""Annotators, Bradley–Terry loss and the reward model."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_align.rlhf import annotators
+from jaxrl_align.rlhf import model as model_lib
+from jaxrl_align.rlhf import reward_model
+
+
+def test_bradley_terry_loss_by_hand():
+  # margins 2, 0, -1: -log σ(2) = log(1 + e^-2) = 0.126928,
+  # -log σ(0) = log 2 = 0.693147, -log σ(-1) = log(1 + e) = 1.313262;
+  # mean 0.711113; accuracy: only the first margin is > 0 -> 1/3.
+  loss, acc = jax.jit(reward_model.bradley_terry_loss)(
+      jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 1.0]))
+  np.testing.assert_allclose(loss, (math.log1p(math.exp(-2)) + math.log(2)
+                                    + math.log1p(math.e)) / 3, rtol=1e-6)
+  np.testing.assert_allclose(loss, 0.711113, atol=1e-6)
+  np.testing.assert_allclose(acc, 1 / 3, rtol=1e-6)
+  batched = jax.vmap(reward_model.bradley_terry_loss)(
+      jnp.array([[3.0], [0.0]]), jnp.array([[1.0], [1.0]]))
+  np.testing.assert_allclose(batched[0], [math.log1p(math.exp(-2)),
+                                          math.log1p(math.e)], rtol=1e-6)
+
+
+def test_rewards_read_the_last_real_token():
+  config = model_lib.TransformerConfig(vocab_size=9, max_len=8, num_layers=1,
+                                       num_heads=1, width=8)
+  module = model_lib.Transformer(config)
+  params = module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+  params["params"]["score"]["kernel"] = jnp.ones((8, 1))
+  tokens = jnp.array([[0, 0, 3, 4, 5], [3, 4, 5, 0, 0]])
+  left = jnp.array([[0, 0, 1, 1, 1]], bool)
+  right = jnp.array([[1, 1, 1, 0, 0]], bool)
+  r = reward_model.rewards(module.apply, params, tokens,
+                           jnp.concatenate([left, right]))
+  _, scalar, _ = module.apply(params, tokens[1:, :3])
+  # Left- and right-padded copies of one sequence: the same reward, equal to
+  # the unpadded sequence's scalar at its last token.
+  np.testing.assert_allclose(r[0], r[1], atol=1e-5)
+  np.testing.assert_allclose(r[1], scalar[0, -1], atol=1e-5)
+
+
+def test_normalize_head_is_affine():
+  config = model_lib.TransformerConfig(vocab_size=9, max_len=8, num_layers=1,
+                                       num_heads=1, width=8)
+  module = model_lib.Transformer(config)
+  params = module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+  params["params"]["score"]["kernel"] = jax.random.normal(jax.random.key(1),
+                                                          (8, 1))
+  tokens = jax.random.randint(jax.random.key(2), (16, 6), 0, 9)
+  mask = jnp.ones((16, 6), bool)
+  r = reward_model.rewards(module.apply, params, tokens, mask)
+  normed = reward_model.normalize_head(params, float(r.mean()), float(r.std()))
+  r2 = reward_model.rewards(module.apply, normed, tokens, mask)
+  np.testing.assert_allclose(r2, (r - r.mean()) / r.std(), atol=1e-5)
+  np.testing.assert_allclose([r2.mean(), r2.std()], [0, 1], atol=1e-5)
+
+
+def test_reward_model_recovers_a_known_linear_reward():
+  # True reward: a fixed weight per token, summed over the sequence. Pairs
+  # labelled by it; a held-out accuracy >= 0.9 means the ranking is learned.
+  # 4,000 training pairs, 200 held out; measured 0.93 after 2-3 epochs.
+  config = model_lib.TransformerConfig(vocab_size=16, max_len=8, num_layers=2,
+                                       num_heads=2, width=32)
+  rng = np.random.default_rng(0)
+  weights = rng.normal(size=16)
+  seqs = rng.integers(0, 16, size=(8400, 8))
+  true = weights[seqs].sum(axis=1)
+  a, b = seqs[:4200], seqs[4200:]
+  a_better = true[:4200] > true[4200:]
+  chosen = np.where(a_better[:, None], a, b)
+  rejected = np.where(a_better[:, None], b, a)
+  module = model_lib.Transformer(config)
+  params = module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+  rm_config = reward_model.RMConfig(learning_rate=1e-3, batch_size=50)
+  state = reward_model.init(params, rm_config)
+  step = jax.jit(functools.partial(reward_model.step, config, rm_config))
+  mask = jnp.ones((50, 8), bool)
+  for epoch in range(rm_config.epochs):
+    for i in range(0, 4000, 50):
+      state, loss, _ = step(state, jnp.asarray(chosen[i:i + 50]), mask,
+                            jnp.asarray(rejected[i:i + 50]), mask)
+  held = slice(4000, 4200)
+  full = jnp.ones((200, 8), bool)
+  r_c = reward_model.rewards(module.apply, state.params,
+                             jnp.asarray(chosen[held]), full)
+  r_r = reward_model.rewards(module.apply, state.params,
+                             jnp.asarray(rejected[held]), full)
+  _, accuracy = reward_model.bradley_terry_loss(r_c, r_r)
+  assert float(accuracy) >= 0.9, float(accuracy)
+
+
+def test_annotators_score_with_their_own_ratings(tmp_path):
+  # A two-word lexicon: rater j rates "good" j - 4 ... written out below.
+  path = tmp_path / "lex.txt"
+  good = list(range(-4, 6))  # ten ratings: -4..5
+  path.write_text("good\t0.5\t2.9\t" + str(good) + "\n"
+                  "bad\t-2.0\t0.0\t" + str([-2] * 10) + "\n"
+                  "bad\t9\t0\t" + str([9] * 10) + "\n")  # repeat: ignored
+  lex = annotators.load_lexicon(str(path))
+  s = annotators.scores(lex, ["Good, good and BAD.", "nothing here"])
+  raw = 2 * np.array(good, float) - 2  # two "good", one "bad"
+  np.testing.assert_allclose(s[0], raw / np.sqrt(raw ** 2 + 15))
+  np.testing.assert_allclose(s[1], 0)
+  gold = annotators.gold_scores(lex, ["Good, good and BAD."])
+  np.testing.assert_allclose(gold, (2 * 0.5 - 2) / np.sqrt(1 + 15))
+
+
+def test_bradley_terry_sampling_frequency_and_agreement():
+  rng = np.random.default_rng(0)
+  n = 20000
+  # σ(2 * (0.5 - 0)) = σ(1) = 0.731059
+  picks = annotators.prefer_first(np.full(n, 0.5), np.zeros(n), 2.0, rng)
+  assert abs(picks.mean() - 0.731059) < 0.01
+  with pytest.raises(ValueError, match="beta"):
+    annotators.prefer_first(np.zeros(2), np.zeros(2), 0.0, rng)
+  labels = np.array([[1, 1, 0], [0, 0, 0]], bool)
+  # Pairs (0,1) agree 2/2, (0,2) 1/2, (1,2) 1/2 -> mean 2/3.
+  np.testing.assert_allclose(annotators.agreement_rate(labels), 2 / 3)
+
+
+def test_real_lexicon_has_ten_raters_per_word():
+  lex = annotators.load_lexicon()
+  assert lex.ratings.shape[1] == 10 and len(lex.index) > 7000
+  assert lex.ratings[lex.index["good"]].mean() > 1
+  assert lex.ratings[lex.index["killed"]].mean() < -2
