@@ -121,3 +121,45 @@ def test_sft_run_lowers_validation_loss(documents, tmp_path):
   with pytest.raises(ValueError, match="not empty|non-empty|exists"):
     rlhf_runs.run_sft(out, model, config, settings, documents=documents[:60],
                       progress=False)
+
+
+def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
+  # The three commands at tiny size, through the CLI: each writes its run
+  # directory and the numbers it reports are in range.
+  from jaxrl_align import cli
+
+  docs = documents[:40]
+  sft_dir = str(tmp_path / "sft")
+  summary = rlhf_runs.run_sft(
+      sft_dir, dict(max_len=32, num_layers=1, num_heads=2, width=32),
+      sft.SFTConfig(steps=30, batch_size=8, warmup_steps=5),
+      rlhf_runs.SFTRunSettings(vocab_size=300, eval_every=10, num_samples=1),
+      documents=docs, progress=False)
+  assert summary["valid_loss_best"] < summary["valid_loss_initial"]
+  prefs_dir = str(tmp_path / "prefs")
+  prefs = rlhf_runs.run_prefs(
+      prefs_dir, sft_dir, rlhf_runs.PrefsSettings(
+          num_prompts=20, prompt_tokens=8, response_tokens=12,
+          samples_per_prompt=2, batch_size=8, valid_fraction=0.25),
+      documents=docs, progress=False)
+  records = [json.loads(l) for l in open(os.path.join(prefs_dir,
+                                                      "prefs.jsonl"))]
+  assert len(records) == prefs["pairs"] == 20
+  assert {r["split"] for r in records} == {"train", "valid"}
+  assert all(0 <= r["annotator"] < 10 for r in records)
+  assert 0 <= prefs["annotator_agreement"] <= 1
+  assert prefs["generated_tokens_per_second"] > 0
+  rm_dir = str(tmp_path / "rm")
+  code = cli.main(["rlhf", "rm", "--out", rm_dir, "--sft", sft_dir,
+                   "--prefs", prefs_dir, "--epochs", "1", "--batch-size", "5",
+                   "--no-progress"])
+  assert code == 0
+  rm = json.load(open(os.path.join(rm_dir, "summary.json")))
+  assert rm["train_pairs"] + rm["valid_pairs"] == 20
+  assert 0 <= rm["valid_accuracy_vs_annotators"] <= 1
+  # Unknown option and bad value: refused with exit code 2, nothing run.
+  assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
+                   sft_dir, "--num-promts", "3"]) == 2
+  assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
+                   sft_dir, "--samples-per-prompt", "1"]) == 2
+  assert not os.path.exists(tmp_path / "x")
