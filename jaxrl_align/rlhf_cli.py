@@ -137,8 +137,9 @@ def _prefs(args: argparse.Namespace) -> int:
   summary = rlhf_runs.run_prefs(args.out, args.sft, settings,
                                 overwrite=args.overwrite,
                                 progress=not args.no_progress)
-  print(f"{summary['pairs']} pairs ({summary['valid_pairs']} held out); "
-        f"two annotators agree on {summary['annotator_agreement']:.1%} of "
+  print(f"{summary['pairs']} pairs ({summary['valid_pairs']} held out; "
+        f"{summary['ties_left_out']} ties left out); two annotators agree on "
+        f"{_percent(summary['annotator_agreement'])} of "
         f"pairs; labels agree with the gold reward on "
         f"{_percent(summary['label_agrees_with_gold'])}; generation "
         f"{summary['generated_tokens_per_second']:.0f} tokens/s.")

@@ -226,8 +226,8 @@ class PrefsSettings:
   """
   num_prompts: int = 1024
   prompt_tokens: int = 16
-  response_tokens: int = 32
-  samples_per_prompt: int = 4
+  response_tokens: int = 48
+  samples_per_prompt: int = 6
   beta: float = 10.0
   temperature: float = 1.0
   batch_size: int = 64
@@ -337,7 +337,6 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   who = rng.integers(0, annotators.NUM_RATERS, n_pairs)
   other = (who + rng.integers(1, annotators.NUM_RATERS, n_pairs)
            ) % annotators.NUM_RATERS
-  rows = np.arange(n_pairs)
   label = annotators.prefer_first(scores[first, who], scores[second, who],
                                   settings.beta, rng)
   label2 = annotators.prefer_first(scores[first, other],
@@ -346,8 +345,13 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   valid_prompts = set(np.random.default_rng(settings.seed + 2).permutation(
       len(prompts))[:max(1, int(settings.valid_fraction * len(prompts)))])
   gold_margin = gold[first] - gold[second]
+  # An annotator who scores both texts the same (most often: neither has a
+  # word in the lexicon) calls it a tie; ties are left out, as preference
+  # data sets leave out "no preference" answers.
+  tie = scores[first, who] == scores[second, who]
+  kept = np.flatnonzero(~tie)
   with open(os.path.join(out, "prefs.jsonl"), "w") as f:
-    for j in rows:
+    for j in kept:
       c, r = (first[j], second[j]) if label[j] else (second[j], first[j])
       f.write(json.dumps({
           "prompt": tokenizer.decode(prompts[prompt_of_pair[j]]),
@@ -356,11 +360,15 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
           "gold_rejected": float(gold[r]),
           "split": "valid" if prompt_of_pair[j] in valid_prompts else "train",
       }) + "\n")
+  label, label2 = label[kept], label2[kept]
+  gold_margin = gold_margin[kept]
   decided = gold_margin != 0
   summary = {
-      "pairs": int(n_pairs),
-      "valid_pairs": int(sum(p in valid_prompts for p in prompt_of_pair)),
-      "annotator_agreement": float(np.mean(label == label2)),
+      "pairs": int(len(kept)),
+      "ties_left_out": int(np.sum(tie)),
+      "valid_pairs": int(sum(p in valid_prompts
+                             for p in prompt_of_pair[kept])),
+      "annotator_agreement": _mean(label == label2),
       "label_agrees_with_gold": _mean(
           label[decided] == (gold_margin[decided] > 0)),
       "pairs_with_gold_tie": int(np.sum(~decided)),
@@ -420,6 +428,9 @@ def run_rm(out: str, sft_dir: str, prefs_dir: str, config=None, *,
     records = [json.loads(line) for line in f]
   train = [r for r in records if r["split"] == "train"]
   valid = [r for r in records if r["split"] == "valid"]
+  if not train or not valid:
+    raise ValueError(f"{prefs_dir}: the reward model needs training and "
+                     f"held-out pairs; found {len(train)} and {len(valid)}.")
   length = model_config.max_len
   tr = _encode_pairs(tokenizer, train, length)
   va = _encode_pairs(tokenizer, valid, length)

@@ -139,12 +139,14 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
   prefs_dir = str(tmp_path / "prefs")
   prefs = rlhf_runs.run_prefs(
       prefs_dir, sft_dir, rlhf_runs.PrefsSettings(
-          num_prompts=20, prompt_tokens=8, response_tokens=12,
-          samples_per_prompt=2, batch_size=8, valid_fraction=0.25),
+          num_prompts=20, prompt_tokens=8, response_tokens=24,
+          samples_per_prompt=4, batch_size=8, valid_fraction=0.25),
       documents=docs, progress=False)
   records = [json.loads(l) for l in open(os.path.join(prefs_dir,
                                                       "prefs.jsonl"))]
-  assert len(records) == prefs["pairs"] == 20
+  # 20 prompts x 6 pairs, less the annotators' ties.
+  assert len(records) == prefs["pairs"] == 120 - prefs["ties_left_out"]
+  assert prefs["pairs"] >= 10
   assert {r["split"] for r in records} == {"train", "valid"}
   assert all(0 <= r["annotator"] < 10 for r in records)
   assert 0 <= prefs["annotator_agreement"] <= 1
@@ -155,7 +157,7 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
                    "--no-progress"])
   assert code == 0
   rm = json.load(open(os.path.join(rm_dir, "summary.json")))
-  assert rm["train_pairs"] + rm["valid_pairs"] == 20
+  assert rm["train_pairs"] + rm["valid_pairs"] == prefs["pairs"]
   assert 0 <= rm["valid_accuracy_vs_annotators"] <= 1
   # Unknown option and bad value: refused with exit code 2, nothing run.
   assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
