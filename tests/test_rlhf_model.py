@@ -156,12 +156,20 @@ def test_generation_vmaps_and_is_reproducible(net):
   np.testing.assert_array_equal(jax.jit(one)(keys[0]), jax.jit(one)(keys[0]))
 
 
-def test_generation_refuses_too_long():
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(max_new_tokens=5, prompt_len=30), "max_len"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=2, top_k=-1), "top_k"),
+    (dict(max_new_tokens=2, top_k=99), "top_k"),
+    (dict(max_new_tokens=2, temperature=0.0), "temperature"),
+])
+def test_generation_refuses_bad_arguments(kwargs, field):
+  # Refused before tracing: params=None would fail inside the model.
   module = model_lib.Transformer(CONFIG)
-  with pytest.raises(ValueError, match="max_len"):
-    generation.generate(module.apply, None, CONFIG, jnp.zeros((1, 30), int),
-                        jnp.ones((1, 30), bool), jax.random.key(0),
-                        max_new_tokens=5)
+  p = kwargs.pop("prompt_len", 4)
+  with pytest.raises(ValueError, match=field):
+    generation.generate(module.apply, None, CONFIG, jnp.zeros((1, p), int),
+                        jnp.ones((1, p), bool), jax.random.key(0), **kwargs)
 
 
 def test_gpt2_checkpoint_gives_the_same_logits(tmp_path):
