@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_align import _checks
 from jaxrl_align import checkpoints
 from jaxrl_align import experiment
 from jaxrl_align.rlhf import corpus
@@ -51,18 +53,17 @@ class SFTRunSettings:
   num_samples: int = 4
 
   def __post_init__(self):
-    if not isinstance(self.vocab_size, int) or self.vocab_size < 258:
-      raise ValueError(f"vocab_size must be an integer >= 258, got "
-                       f"{self.vocab_size!r}.")
-    if not 0 < self.valid_fraction < 1:
-      raise ValueError(f"valid_fraction must be in (0, 1), got "
-                       f"{self.valid_fraction!r}.")
+    _checks.check_positive_int("vocab_size", self.vocab_size)
+    _checks.check_scalar_in_range("vocab_size", self.vocab_size, 258, math.inf)
     for name in ("eval_every", "num_samples"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    if not isinstance(self.seed, int) or self.seed < 0:
-      raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}.")
+      _checks.check_positive_int(name, getattr(self, name))
+    _check_split_and_seed(self)
+
+
+def _check_split_and_seed(settings) -> None:
+  _checks.check_scalar_in_range("valid_fraction", settings.valid_fraction, 0,
+                                1, low_inclusive=False, high_inclusive=False)
+  _checks.check_positive_int("seed", settings.seed, allow_zero=True)
 
 
 def _mean(x) -> float | None:
@@ -236,22 +237,14 @@ class PrefsSettings:
 
   def __post_init__(self):
     for name in ("num_prompts", "prompt_tokens", "response_tokens",
-                 "batch_size"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    if not isinstance(self.samples_per_prompt, int) or (
-        self.samples_per_prompt < 2):
-      raise ValueError(f"samples_per_prompt must be an integer >= 2, got "
-                       f"{self.samples_per_prompt!r}.")
+                 "batch_size", "samples_per_prompt"):
+      _checks.check_positive_int(name, getattr(self, name))
+    _checks.check_scalar_in_range("samples_per_prompt",
+                                  self.samples_per_prompt, 2, math.inf)
     for name in ("beta", "temperature"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
-    if not 0 < self.valid_fraction < 1:
-      raise ValueError(f"valid_fraction must be in (0, 1), got "
-                       f"{self.valid_fraction!r}.")
-    if not isinstance(self.seed, int) or self.seed < 0:
-      raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}.")
+      _checks.check_scalar_in_range(name, getattr(self, name), 0, math.inf,
+                                    low_inclusive=False)
+    _check_split_and_seed(self)
 
 
 def _prompts(tokenizer, docs, settings: PrefsSettings) -> list[list[int]]:

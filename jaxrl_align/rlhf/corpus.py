@@ -16,10 +16,13 @@ Face ``tokenizers``: lossless on any text, saved as one ``tokenizer.json``.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 
 import numpy as np
+
+from jaxrl_align import _checks
 
 SOURCE = {
     "name": "Lee Background Corpus",
@@ -61,9 +64,8 @@ def load_documents(path: str | None = None) -> list[str]:
 
 def split(documents: list[str], valid_fraction: float, seed: int = 0):
   """``(train, valid)``: a seeded shuffle of whole documents."""
-  if not 0 < valid_fraction < 1:
-    raise ValueError(f"valid_fraction must be in (0, 1), got "
-                     f"{valid_fraction!r}.")
+  _checks.check_scalar_in_range("valid_fraction", valid_fraction, 0, 1,
+                                low_inclusive=False, high_inclusive=False)
   order = np.random.default_rng(seed).permutation(len(documents))
   n_valid = max(1, int(round(valid_fraction * len(documents))))
   valid = [documents[i] for i in sorted(order[:n_valid])]
@@ -78,9 +80,8 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     texts: training texts.
     vocab_size: final vocabulary size (>= 258: 256 bytes and 2 specials).
   """
-  if not isinstance(vocab_size, int) or vocab_size < 258:
-    raise ValueError(f"vocab_size must be an integer >= 258, got "
-                     f"{vocab_size!r}.")
+  _checks.check_positive_int("vocab_size", vocab_size)
+  _checks.check_scalar_in_range("vocab_size", vocab_size, 258, math.inf)
   from tokenizers import ByteLevelBPETokenizer  # rlhf extra
 
   tokenizer = ByteLevelBPETokenizer(add_prefix_space=False)

@@ -14,11 +14,13 @@ what the tests check.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxrl_align import _checks
 from jaxrl_align.rlhf import model as model_lib
 
 Array = jax.Array
@@ -85,15 +87,12 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
     A :class:`Generation`.
   """
   b, p = prompt.shape
-  if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-    raise ValueError(f"max_new_tokens must be an integer >= 1, got "
-                     f"{max_new_tokens!r}.")
-  if not isinstance(top_k, int) or not 0 <= top_k <= config.vocab_size:
-    raise ValueError(f"top_k must be an integer in [0, vocab_size = "
-                     f"{config.vocab_size}], got {top_k!r}.")
-  if isinstance(temperature, (int, float)) and not temperature > 0:
-    raise ValueError(f"temperature must be > 0 (use greedy=True for its "
-                     f"limit at 0), got {temperature!r}.")
+  _checks.check_positive_int("max_new_tokens", max_new_tokens)
+  _checks.check_positive_int("top_k", top_k, allow_zero=True)
+  _checks.check_scalar_in_range("top_k", top_k, 0, config.vocab_size)
+  # Its limit at 0 is greedy=True.
+  _checks.check_scalar_in_range("temperature", temperature, 0, math.inf,
+                                low_inclusive=False)
   if p + max_new_tokens > config.max_len:
     raise ValueError(f"prompt length {p} + max_new_tokens {max_new_tokens} "
                      f"exceeds the model's max_len {config.max_len}.")

@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxrl_align import _checks
+
 Array = jax.Array
 
 _MASKED = -1e9  # finite, so a row with no visible key never gives NaN
@@ -58,16 +60,14 @@ class TransformerConfig:
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "num_layers", "num_heads", "width",
                  "mlp_ratio"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"TransformerConfig.{name} must be an integer >= 1, "
-                         f"got {value!r}.")
+      _checks.check_positive_int(f"TransformerConfig.{name}",
+                                 getattr(self, name))
     if self.width % self.num_heads:
       raise ValueError(f"TransformerConfig.width ({self.width}) must be "
                        f"divisible by num_heads ({self.num_heads}).")
-    if not self.layer_norm_eps > 0:
-      raise ValueError(f"TransformerConfig.layer_norm_eps must be > 0, got "
-                       f"{self.layer_norm_eps!r}.")
+    _checks.check_scalar_in_range("TransformerConfig.layer_norm_eps",
+                                  self.layer_norm_eps, 0, 1,
+                                  low_inclusive=False)
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"TransformerConfig.dtype must be one of float32, "
                        f"bfloat16, float16, got {self.dtype!r}.")

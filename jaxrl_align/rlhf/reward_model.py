@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_align.agents import common
+from jaxrl_align import _checks
+from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
 
 Array = jax.Array
@@ -43,21 +44,10 @@ class RMConfig:
   max_grad_norm: float = 1.0
 
   def __post_init__(self):
-    for name in ("epochs", "batch_size"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"RMConfig.{name} must be an integer >= 1, got "
-                         f"{value!r}.")
-    if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-      raise ValueError(f"RMConfig.warmup_steps must be an integer >= 0, got "
-                       f"{self.warmup_steps!r}.")
-    for name in ("learning_rate", "max_grad_norm"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"RMConfig.{name} must be > 0, got "
-                         f"{getattr(self, name)!r}.")
-    if not self.weight_decay >= 0:
-      raise ValueError(f"RMConfig.weight_decay must be >= 0, got "
-                       f"{self.weight_decay!r}.")
+    _checks.check_positive_int("RMConfig.epochs", self.epochs)
+    _checks.check_positive_int("RMConfig.warmup_steps", self.warmup_steps,
+                               allow_zero=True)
+    _training.check_optimizer_fields(self, "RMConfig")
 
 
 class RMState(NamedTuple):
@@ -118,10 +108,8 @@ def step(model_config: model_lib.TransformerConfig, config: RMConfig,
 
   (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  with common.optax_numerics():
-    updates, opt_state = optimizer(config).update(grads, state.opt_state,
-                                                  state.params)
-    params = optax.apply_updates(state.params, updates)
+  params, opt_state = _training.apply_gradients(
+      optimizer(config), grads, state.opt_state, state.params)
   return RMState(params, opt_state), loss, accuracy
 
 

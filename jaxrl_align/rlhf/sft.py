@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_align.agents import common
+from jaxrl_align import _checks
+from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
 
 Array = jax.Array
@@ -40,29 +41,18 @@ class SFTConfig:
   max_grad_norm: float = 1.0
 
   def __post_init__(self):
-    for name in ("steps", "batch_size"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"SFTConfig.{name} must be an integer >= 1, got "
-                         f"{value!r}.")
-    if not isinstance(self.warmup_steps, int) or not (
-        0 <= self.warmup_steps < self.steps):
-      raise ValueError(f"SFTConfig.warmup_steps must be an integer in [0, "
-                       f"steps), got {self.warmup_steps!r}.")
-    for name in ("learning_rate", "max_grad_norm"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"SFTConfig.{name} must be > 0, got "
-                         f"{getattr(self, name)!r}.")
-    if not self.weight_decay >= 0:
-      raise ValueError(f"SFTConfig.weight_decay must be >= 0, got "
-                       f"{self.weight_decay!r}.")
+    _checks.check_positive_int("SFTConfig.steps", self.steps)
+    _checks.check_positive_int("SFTConfig.warmup_steps", self.warmup_steps,
+                               allow_zero=True)
+    _checks.check_scalar_in_range("SFTConfig.warmup_steps", self.warmup_steps,
+                                  0, self.steps, high_inclusive=False)
+    _training.check_optimizer_fields(self, "SFTConfig")
 
 
 class SFTState(NamedTuple):
-  """Parameters, AdamW state and step count."""
+  """Parameters and AdamW state (which counts the steps)."""
   params: dict
   opt_state: optax.OptState
-  step: Array
 
 
 def optimizer(config: SFTConfig) -> optax.GradientTransformation:
@@ -100,8 +90,7 @@ def init(model_config: model_lib.TransformerConfig, config: SFTConfig,
   """Fresh parameters (Flax's default initialisers) and optimiser."""
   module = model_lib.Transformer(model_config)
   params = module.init(key, jnp.zeros((1, 2), jnp.int32))
-  return SFTState(params, optimizer(config).init(params),
-                  jnp.zeros((), jnp.int32))
+  return SFTState(params, optimizer(config).init(params))
 
 
 def step(model_config: model_lib.TransformerConfig, config: SFTConfig,
@@ -110,8 +99,6 @@ def step(model_config: model_lib.TransformerConfig, config: SFTConfig,
   apply_fn = model_lib.Transformer(model_config).apply
   loss, grads = jax.value_and_grad(
       lambda p: next_token_loss(apply_fn, p, tokens, mask))(state.params)
-  with common.optax_numerics():
-    updates, opt_state = optimizer(config).update(grads, state.opt_state,
-                                                  state.params)
-    params = optax.apply_updates(state.params, updates)
-  return SFTState(params, opt_state, state.step + 1), loss
+  params, opt_state = _training.apply_gradients(
+      optimizer(config), grads, state.opt_state, state.params)
+  return SFTState(params, opt_state), loss
