@@ -344,7 +344,7 @@ def run(algo: str, config, out: str, settings: RunnerSettings = RunnerSettings()
 
   n = config.num_updates
   steps_per_update = config.num_envs * config.num_steps
-  bar = _progress_bar(n * steps_per_update, done * steps_per_update, progress)
+  bar = progress_bar(n * steps_per_update, done * steps_per_update, progress)
   last_saved, start, first_chunk_s = done, time.perf_counter(), None
   interrupted = False
   with _Interrupt() as interrupt, open(metrics_path, "a") as metrics_file:
@@ -444,7 +444,9 @@ def format_summary(summary: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
+def progress_bar(total: int, initial: int, enabled: bool):
+  """A tqdm bar on stderr counting ``total`` steps from ``initial``, or
+  ``None`` when not ``enabled`` (callers skip their updates then)."""
   if not enabled:
     return None
   from tqdm.auto import tqdm

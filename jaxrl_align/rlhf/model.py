@@ -46,6 +46,9 @@ class TransformerConfig:
     width: model width ``d``.
     mlp_ratio: MLP hidden width over ``width``.
     layer_norm_eps: layer-norm epsilon (GPT-2: 1e-5).
+    dropout: dropout rate where GPT-2 has it (embeddings, attention
+      weights, each residual branch), applied only when the model is called
+      with ``deterministic=False``; the rate does not change the parameters.
     dtype: computation dtype.
   """
   vocab_size: int
@@ -55,6 +58,7 @@ class TransformerConfig:
   width: int = 128
   mlp_ratio: int = 4
   layer_norm_eps: float = 1e-5
+  dropout: float = 0.0
   dtype: str = "float32"
 
   def __post_init__(self):
@@ -68,6 +72,8 @@ class TransformerConfig:
     _checks.check_scalar_in_range("TransformerConfig.layer_norm_eps",
                                   self.layer_norm_eps, 0, 1,
                                   low_inclusive=False)
+    _checks.check_scalar_in_range("TransformerConfig.dropout", self.dropout,
+                                  0, 1, high_inclusive=False)
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"TransformerConfig.dtype must be one of float32, "
                        f"bfloat16, float16, got {self.dtype!r}.")
@@ -120,7 +126,8 @@ class _Attention(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, visible, past_k=None, past_v=None):
+  def __call__(self, x, visible, past_k=None, past_v=None,
+               deterministic=True):
     """``x [B, T, d]``, ``visible [B, T, S]`` bool over the keys (past keys
     first, then these T); returns ``(y [B, T, d], k, v [B, T, H, Dh])``."""
     c = self.config
@@ -136,6 +143,7 @@ class _Attention(nn.Module):
         jnp.asarray(c.head_dim, dtype))
     scores = jnp.where(visible[:, None], scores.astype(jnp.float32), _MASKED)
     weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    weights = nn.Dropout(c.dropout)(weights, deterministic)
     y = jnp.einsum("bhqk,bkhd->bqhd", weights, values).reshape(b, t, c.width)
     return nn.Dense(c.width, dtype=dtype, name="c_proj")(y), k, v
 
@@ -144,18 +152,19 @@ class _Block(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, visible, past_k=None, past_v=None):
+  def __call__(self, x, visible, past_k=None, past_v=None,
+               deterministic=True):
     c = self.config
     dtype = jnp.dtype(c.dtype)
     h, k, v = _Attention(c, name="attn")(
         nn.LayerNorm(c.layer_norm_eps, dtype=dtype, name="ln_1")(x), visible,
-        past_k, past_v)
-    x = x + h
+        past_k, past_v, deterministic)
+    x = x + nn.Dropout(c.dropout)(h, deterministic)
     h = nn.LayerNorm(c.layer_norm_eps, dtype=dtype, name="ln_2")(x)
     h = nn.Dense(c.mlp_ratio * c.width, dtype=dtype, name="c_fc")(h)
     h = nn.Dense(c.width, dtype=dtype, name="c_proj")(
         nn.gelu(h, approximate=True))
-    return x + h, k, v
+    return x + nn.Dropout(c.dropout)(h, deterministic), k, v
 
 
 class Transformer(nn.Module):
@@ -169,7 +178,7 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: Array, mask: Array | None = None,
-               cache: KVCache | None = None):
+               cache: KVCache | None = None, *, deterministic: bool = True):
     """Logits and scalars for each position.
 
     Args:
@@ -179,6 +188,8 @@ class Transformer(nn.Module):
         scoring.
       cache: tokens already processed (their keys and values); the new
         tokens follow them.
+      deterministic: ``False`` applies dropout (``config.dropout``), which
+        then needs ``rngs={"dropout": key}`` in ``apply``.
 
     Returns:
       ``(logits [B, T, vocab] float32, scalar [B, T] float32, cache)``;
@@ -207,11 +218,13 @@ class Transformer(nn.Module):
     wte = nn.Embed(c.vocab_size, c.width, dtype=dtype, name="wte")
     wpe = nn.Embed(c.max_len, c.width, dtype=dtype, name="wpe")
     x = wte(tokens) + wpe(jnp.minimum(positions, c.max_len - 1))
+    x = nn.Dropout(c.dropout)(x, deterministic)
     new_k, new_v = [], []
     for i in range(c.num_layers):
       past_k = None if cache is None else cache.key[i]
       past_v = None if cache is None else cache.value[i]
-      x, k, v = _Block(c, name=f"h_{i}")(x, visible, past_k, past_v)
+      x, k, v = _Block(c, name=f"h_{i}")(x, visible, past_k, past_v,
+                                         deterministic)
       new_k.append(k)
       new_v.append(v)
     x = nn.LayerNorm(c.layer_norm_eps, dtype=dtype, name="ln_f")(x)

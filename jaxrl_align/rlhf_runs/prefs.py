@@ -1,0 +1,188 @@
+"""``jaxrl-align rlhf prefs``: continuations of corpus prefixes sampled from
+the pretrained model, compared by simulated annotators. The run directory
+holds ``prefs.jsonl`` (one pair per line: prompt, chosen, rejected,
+annotator, gold scores, split) and ``summary.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_align import _checks
+from jaxrl_align import experiment
+from jaxrl_align.rlhf import corpus
+from jaxrl_align.rlhf import generation
+from jaxrl_align.rlhf import model as model_lib
+from jaxrl_align.rlhf_runs import _common
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefsSettings:
+  """How the preference data set is made.
+
+  Attributes:
+    num_prompts: prompts (corpus prefixes of training documents).
+    prompt_tokens: tokens per prompt.
+    response_tokens: tokens sampled after each prompt.
+    samples_per_prompt: continuations per prompt; every pair of them is
+      compared (k (k - 1) / 2 pairs per prompt).
+    beta: annotators' Bradley–Terry inverse temperature.
+    temperature: sampling temperature of the pretrained model.
+    batch_size: prompts per generation call.
+    valid_fraction: share of prompts whose pairs are held out.
+    seed: seeds prompts, sampling, annotators.
+  """
+  num_prompts: int = 1024
+  prompt_tokens: int = 16
+  response_tokens: int = 48
+  samples_per_prompt: int = 6
+  beta: float = 10.0
+  temperature: float = 1.0
+  batch_size: int = 64
+  valid_fraction: float = 0.2
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("num_prompts", "prompt_tokens", "response_tokens",
+                 "batch_size", "samples_per_prompt"):
+      _checks.check_positive_int(name, getattr(self, name))
+    _checks.check_scalar_in_range("samples_per_prompt",
+                                  self.samples_per_prompt, 2, math.inf)
+    for name in ("beta", "temperature"):
+      _checks.check_scalar_in_range(name, getattr(self, name), 0, math.inf,
+                                    low_inclusive=False)
+    _common.check_split_and_seed(self)
+
+
+def _prompts(tokenizer, docs, settings: PrefsSettings) -> list[list[int]]:
+  """Prefixes of ``prompt_tokens`` tokens taken at evenly spaced offsets of
+  the documents, cycling through them, shuffled by the seed."""
+  streams = [tokenizer.encode(d).ids for d in docs]
+  n = settings.prompt_tokens
+  starts = [(i, s) for i, ids in enumerate(streams)
+            for s in range(0, max(len(ids) - 2 * n, 1), 3 * n)]
+  order = np.random.default_rng(settings.seed).permutation(len(starts))
+  picked = [starts[j] for j in order[:settings.num_prompts]]
+  if len(picked) < settings.num_prompts:
+    raise ValueError(f"The corpus gives only {len(picked)} prompts of "
+                     f"{n} tokens; ask for fewer.")
+  return [streams[i][s:s + n] for i, s in picked]
+
+
+def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
+              *, documents: list[str] | None = None, overwrite: bool = False,
+              progress: bool = True) -> dict[str, Any]:
+  """Samples continuations with the pretrained model and has simulated
+  annotators compare them; writes ``prefs.jsonl`` and ``summary.json``.
+
+  Prompts come from the sft run's training documents (``documents``: the
+  texts that run was given instead of the corpus, for tests).
+  """
+  from jaxrl_align.rlhf import annotators
+
+  model_config, params, tokenizer = _common.load_sft(sft_dir)
+  total = settings.prompt_tokens + settings.response_tokens
+  if total > model_config.max_len:
+    raise ValueError(f"prompt_tokens + response_tokens = {total} exceeds the "
+                     f"model's max_len {model_config.max_len}.")
+  experiment.prepare_run_dir(out, resume=False, overwrite=overwrite)
+  with open(os.path.join(sft_dir, "config.json")) as f:
+    sft_settings = json.load(f)["settings"]
+  docs = documents if documents is not None else corpus.load_documents()
+  train_docs, _ = corpus.split(docs,
+                               sft_settings["valid_fraction"],
+                               sft_settings["seed"])
+  prompts = _prompts(tokenizer, train_docs, settings)
+  eos, pad = corpus.special_ids(tokenizer)
+  k = settings.samples_per_prompt
+  apply_fn = model_lib.Transformer(model_config).apply
+  generate = jax.jit(lambda p, t, m, key: generation.generate(
+      apply_fn, p, model_config, t, m, key,
+      max_new_tokens=settings.response_tokens,
+      temperature=settings.temperature, stop_token=eos, pad_token=pad))
+  key = jax.random.key(settings.seed)
+  responses: list[str] = []
+  bar = experiment.progress_bar(len(prompts) * k, 0, progress)
+  start = time.perf_counter()
+  generated = 0
+  for i in range(0, len(prompts), settings.batch_size):
+    batch = [p for p in prompts[i:i + settings.batch_size] for _ in range(k)]
+    rows = len(batch)
+    batch += [batch[0]] * (settings.batch_size * k - rows)  # one shape
+    tokens, mask = corpus.left_pad(batch, settings.prompt_tokens, pad)
+    key, sub = jax.random.split(key)
+    gen = generate(params, jnp.asarray(tokens), jnp.asarray(mask), sub)
+    response = np.asarray(gen.response)[:rows]
+    live = np.asarray(gen.response_mask)[:rows]
+    generated += int(live.sum())
+    responses += [tokenizer.decode([int(t) for t in r[m] if t != eos])
+                  for r, m in zip(response, live)]
+    if bar is not None:
+      bar.update(rows)
+  gen_seconds = time.perf_counter() - start
+  if bar is not None:
+    bar.close()
+
+  lexicon = annotators.load_lexicon()
+  scores = annotators.scores(lexicon, responses)        # [N, 10]
+  gold = annotators.gold_scores(lexicon, responses)     # [N]
+  rng = np.random.default_rng(settings.seed + 1)
+  # Every pair of a prompt's continuations.
+  i, j = np.triu_indices(k, 1)
+  base = np.arange(len(prompts))[:, None] * k
+  first, second = (base + i).ravel(), (base + j).ravel()
+  n_pairs = len(first)
+  # Each pair is labelled by two different annotators: the first label is
+  # the data set's; the second measures agreement.
+  who = rng.integers(0, annotators.NUM_RATERS, n_pairs)
+  other = (who + rng.integers(1, annotators.NUM_RATERS, n_pairs)
+           ) % annotators.NUM_RATERS
+  label = annotators.prefer_first(scores[first, who], scores[second, who],
+                                  settings.beta, rng)
+  label2 = annotators.prefer_first(scores[first, other],
+                                   scores[second, other], settings.beta, rng)
+  prompt_of_pair = first // k
+  valid_prompts = set(np.random.default_rng(settings.seed + 2).permutation(
+      len(prompts))[:max(1, int(settings.valid_fraction * len(prompts)))])
+  gold_margin = gold[first] - gold[second]
+  # An annotator who scores both texts the same (most often: neither has a
+  # word in the lexicon) calls it a tie; ties are left out, as preference
+  # data sets leave out "no preference" answers.
+  tie = scores[first, who] == scores[second, who]
+  kept = np.flatnonzero(~tie)
+  with open(os.path.join(out, "prefs.jsonl"), "w") as f:
+    for j in kept:
+      c, r = (first[j], second[j]) if label[j] else (second[j], first[j])
+      f.write(json.dumps({
+          "prompt": tokenizer.decode(prompts[prompt_of_pair[j]]),
+          "chosen": responses[c], "rejected": responses[r],
+          "annotator": int(who[j]), "gold_chosen": float(gold[c]),
+          "gold_rejected": float(gold[r]),
+          "split": "valid" if prompt_of_pair[j] in valid_prompts else "train",
+      }) + "\n")
+  label, label2 = label[kept], label2[kept]
+  gold_margin = gold_margin[kept]
+  decided = gold_margin != 0
+  summary = {
+      "pairs": int(len(kept)),
+      "ties_left_out": int(np.sum(tie)),
+      "valid_pairs": int(sum(p in valid_prompts
+                             for p in prompt_of_pair[kept])),
+      "annotator_agreement": _common.mean_or_none(label == label2),
+      "label_agrees_with_gold": _common.mean_or_none(
+          label[decided] == (gold_margin[decided] > 0)),
+      "pairs_with_gold_tie": int(np.sum(~decided)),
+      "generated_tokens_per_second": generated / gen_seconds,
+      "sft_run": os.path.abspath(sft_dir),
+      "settings": dataclasses.asdict(settings),
+  }
+  _common.write_json(os.path.join(out, "summary.json"), summary)
+  return summary
