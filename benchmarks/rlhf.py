@@ -109,7 +109,7 @@ def main():
   pair = jax.random.randint(key, (32, 49), 2, VOCAB)
   pair_mask = jnp.ones(pair.shape, bool)
   rm_step = jax.jit(functools.partial(reward_model.step, config, rm_config))
-  t = timed(rm_step, rm_state, pair, pair_mask, pair, pair_mask,
+  t = timed(rm_step, rm_state, pair, pair_mask, pair, pair_mask, key,
             repeats=args.repeats)
   print(f"reward model: {32 / t:,.0f} pairs/s (32 pairs of 49 tokens per "
         f"step, {t * 1e3:.0f} ms)")

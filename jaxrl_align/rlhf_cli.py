@@ -29,7 +29,8 @@ def _groups():
               ("pretraining", sft.SFTConfig, None),
               ("run", rlhf_runs.SFTRunSettings, None)],
       "prefs": [("preferences", rlhf_runs.PrefsSettings, None)],
-      "rm": [("reward model", reward_model.RMConfig, None)],
+      "rm": [("reward model", reward_model.RMConfig, None),
+             ("run", rlhf_runs.RMRunSettings, None)],
   }
 
 
@@ -152,7 +153,8 @@ def _rm(args: argparse.Namespace) -> int:
   from jaxrl_align.rlhf import reward_model
 
   config = reward_model.RMConfig(**_pick(args, reward_model.RMConfig))
-  summary = rlhf_runs.run_rm(args.out, args.sft, args.prefs, config,
+  settings = rlhf_runs.RMRunSettings(**_pick(args, rlhf_runs.RMRunSettings))
+  summary = rlhf_runs.run_rm(args.out, args.sft, args.prefs, config, settings,
                              overwrite=args.overwrite,
                              progress=not args.no_progress)
   print(f"held-out accuracy: {summary['valid_accuracy_vs_annotators']:.1%} "
@@ -160,6 +162,8 @@ def _rm(args: argparse.Namespace) -> int:
         f"{_percent(summary['valid_accuracy_vs_gold'])} against the gold "
         f"reward (the labels themselves agree with gold on "
         f"{_percent(summary['annotator_labels_vs_gold'])}); "
+        f"parameters of step {summary['best_step']} of {summary['steps']} "
+        f"(development accuracy {summary['dev_accuracy']:.1%}); "
         f"{summary['pairs_per_second']:.0f} pairs/s.")
   print(f"Wrote {args.out}/ (model/, metrics.jsonl, summary.json).")
   return 0

@@ -33,6 +33,9 @@ def test_config_rejects_bad_fields():
     model_lib.TransformerConfig(vocab_size=0)
   with pytest.raises(ValueError, match="dtype"):
     model_lib.TransformerConfig(vocab_size=10, dtype="int8")
+  for rate in (-0.1, 1.0):
+    with pytest.raises(ValueError, match="dropout"):
+      model_lib.TransformerConfig(vocab_size=10, dropout=rate)
 
 
 def test_causal_later_tokens_never_change_earlier_outputs(net):
@@ -60,6 +63,32 @@ def test_left_padding_gives_the_unpadded_outputs(net):
   np.testing.assert_allclose(logits_p[:, pad:], logits, atol=1e-5)
   np.testing.assert_allclose(score_p[:, pad:], score, atol=1e-5)
   assert np.all(np.isfinite(np.asarray(logits_p)))
+
+
+def test_dropout_only_when_asked_seeded_and_causal(net):
+  _, params = net
+  drop = model_lib.Transformer(
+      model_lib.TransformerConfig(**{**CONFIG.__dict__, "dropout": 0.5}))
+  tokens = random_tokens(jax.random.key(20), (2, 9))
+  plain, _, _ = model_lib.Transformer(CONFIG).apply(params, tokens)
+  # Deterministic (the default): the rate changes nothing.
+  np.testing.assert_array_equal(drop.apply(params, tokens)[0], plain)
+
+  @jax.jit
+  def train_mode(tokens, key):
+    return drop.apply(params, tokens, deterministic=False,
+                      rngs={"dropout": key})[0]
+
+  a = train_mode(tokens, jax.random.key(1))
+  np.testing.assert_array_equal(a, train_mode(tokens, jax.random.key(1)))
+  assert np.abs(np.asarray(a - plain)).max() > 1e-2
+  assert np.abs(np.asarray(a - train_mode(tokens, jax.random.key(2)))
+                ).max() > 1e-2
+  # The masks depend on shapes and the key only: a later token still never
+  # changes an earlier output.
+  changed = tokens.at[:, 5:].set(random_tokens(jax.random.key(21), (2, 4)))
+  np.testing.assert_array_equal(train_mode(changed, jax.random.key(1))[:, :5],
+                                a[:, :5])
 
 
 def test_position_ids_count_real_tokens_only():

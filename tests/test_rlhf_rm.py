@@ -63,6 +63,42 @@ def test_normalize_head_is_affine():
   np.testing.assert_allclose([r2.mean(), r2.std()], [0, 1], atol=1e-5)
 
 
+def test_body_learns_at_a_fraction_of_the_head_rate():
+  # With the same gradient g twice, Adam's bias-corrected moments are g and
+  # g², so the second update is -lr_t g / (|g| + eps) (params are zero, so
+  # weight decay adds nothing): the body's update is exactly
+  # body_learning_rate_scale times what it would be at the head's rate.
+  config = model_lib.TransformerConfig(vocab_size=9, max_len=8, num_layers=1,
+                                       num_heads=1, width=8)
+  params = model_lib.Transformer(config).init(jax.random.key(0),
+                                              jnp.zeros((1, 2), jnp.int32))
+  params = jax.tree.map(jnp.zeros_like, params)
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
+
+  def second_update(scale):
+    tx = reward_model.optimizer(reward_model.RMConfig(
+        learning_rate=1e-2, body_learning_rate_scale=scale, warmup_steps=1))
+    state = tx.init(params)
+    with jax.numpy_dtype_promotion("standard"):  # optax's count arithmetic
+      _, state = tx.update(grads, state, params)
+      updates, _ = tx.update(grads, state, params)
+    return updates["params"]
+
+  full, scaled = second_update(1.0), second_update(0.25)
+  head = full["score"]["kernel"]
+  # 0.5 is clipped by the global norm to g = 0.5 / norm(all); |update| =
+  # lr * g / (g + 1e-8) ≈ lr.
+  np.testing.assert_allclose(head, -1e-2, rtol=1e-4)
+  np.testing.assert_array_equal(scaled["score"]["kernel"], head)
+  for name in ("wte", "h_0", "ln_f"):
+    for a, b in zip(jax.tree.leaves(full[name]), jax.tree.leaves(scaled[name])):
+      np.testing.assert_allclose(b, 0.25 * a, rtol=1e-6)
+  with pytest.raises(ValueError, match="body_learning_rate_scale"):
+    reward_model.RMConfig(body_learning_rate_scale=0.0)
+  with pytest.raises(ValueError, match="dropout"):
+    reward_model.RMConfig(dropout=1.0)
+
+
 def test_reward_model_recovers_a_known_linear_reward():
   # True reward: a fixed weight per token, summed over the sequence. Pairs
   # labelled by it; a held-out accuracy >= 0.9 means the ranking is learned.
@@ -86,7 +122,8 @@ def test_reward_model_recovers_a_known_linear_reward():
   for epoch in range(rm_config.epochs):
     for i in range(0, 4000, 50):
       state, loss, _ = step(state, jnp.asarray(chosen[i:i + 50]), mask,
-                            jnp.asarray(rejected[i:i + 50]), mask)
+                            jnp.asarray(rejected[i:i + 50]), mask,
+                            jax.random.key(i))
   held = slice(4000, 4200)
   full = jnp.ones((200, 8), bool)
   r_c = reward_model.rewards(module.apply, state.params,

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrl_align import checkpoints
 from jaxrl_align import rlhf_runs
 from jaxrl_align.rlhf import corpus
 from jaxrl_align.rlhf import model as model_lib
@@ -153,15 +154,43 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
   assert prefs["generated_tokens_per_second"] > 0
   rm_dir = str(tmp_path / "rm")
   code = cli.main(["rlhf", "rm", "--out", rm_dir, "--sft", sft_dir,
-                   "--prefs", prefs_dir, "--epochs", "1", "--batch-size", "5",
+                   "--prefs", prefs_dir, "--epochs", "2", "--batch-size", "5",
+                   "--dropout", "0.1", "--body-learning-rate-scale", "0.5",
+                   "--dev-fraction", "0.25", "--eval-every", "2",
                    "--no-progress"])
   assert code == 0
   rm = json.load(open(os.path.join(rm_dir, "summary.json")))
-  assert rm["train_pairs"] + rm["valid_pairs"] == prefs["pairs"]
+  assert (rm["train_pairs"] + rm["dev_pairs"] + rm["valid_pairs"]
+          == prefs["pairs"])
+  assert rm["valid_pairs"] == prefs["valid_pairs"]
   assert 0 <= rm["valid_accuracy_vs_annotators"] <= 1
+  # The kept parameters are those of the best development accuracy logged.
+  logged = [json.loads(l) for l in open(os.path.join(rm_dir,
+                                                     "metrics.jsonl"))]
+  assert [m["step"] for m in logged][-1] == rm["steps"]
+  best = max([m["dev_accuracy"] for m in logged] + [rm["dev_accuracy"]])
+  assert rm["dev_accuracy"] == best
+  assert rm["best_step"] in [0] + [m["step"] for m in logged]
+  store = checkpoints.Checkpoints(os.path.join(rm_dir, "model"), keep=1)
+  assert store.steps() == [rm["best_step"]]
+  store.close()
   # Unknown option and bad value: refused with exit code 2, nothing run.
   assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
                    sft_dir, "--num-promts", "3"]) == 2
   assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
                    sft_dir, "--samples-per-prompt", "1"]) == 2
   assert not os.path.exists(tmp_path / "x")
+
+
+def test_rm_dev_split_takes_whole_prompts_and_is_seeded():
+  from jaxrl_align.rlhf_runs import rm
+
+  records = [{"prompt": f"p{i % 16}", "n": i} for i in range(64)]
+  train, dev = rm._dev_split(records, 0.25, seed=3)
+  assert len({r["prompt"] for r in dev}) == 4  # a quarter of 16 prompts
+  assert not {r["prompt"] for r in dev} & {r["prompt"] for r in train}
+  assert sorted(r["n"] for r in train + dev) == list(range(64))
+  assert rm._dev_split(records, 0.25, seed=3) == (train, dev)
+  assert rm._dev_split(records, 0.25, seed=4) != (train, dev)
+  with pytest.raises(ValueError, match="dev_fraction"):
+    rlhf_runs.RMRunSettings(dev_fraction=1.0)

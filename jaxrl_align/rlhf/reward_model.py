@@ -31,23 +31,36 @@ class RMConfig:
   Attributes:
     epochs: passes over the training pairs.
     batch_size: pairs per step.
-    learning_rate: AdamW learning rate (constant after warm-up).
+    learning_rate: AdamW learning rate of the scalar head (constant after
+      warm-up).
+    body_learning_rate_scale: the rest of the network's learning rate as a
+      fraction of ``learning_rate`` (in (0, 1]: the pretrained body moves
+      more slowly than the fresh head).
     warmup_steps: linear warm-up steps.
     weight_decay: AdamW decoupled weight decay.
     max_grad_norm: global-norm gradient clip.
+    dropout: dropout rate while training (the model's
+      ``TransformerConfig.dropout`` is replaced by it; scoring never drops).
   """
   epochs: int = 3
   batch_size: int = 32
   learning_rate: float = 3e-4
+  body_learning_rate_scale: float = 1.0
   warmup_steps: int = 20
   weight_decay: float = 0.01
   max_grad_norm: float = 1.0
+  dropout: float = 0.0
 
   def __post_init__(self):
     _checks.check_positive_int("RMConfig.epochs", self.epochs)
     _checks.check_positive_int("RMConfig.warmup_steps", self.warmup_steps,
                                allow_zero=True)
     _training.check_optimizer_fields(self, "RMConfig")
+    _checks.check_scalar_in_range("RMConfig.body_learning_rate_scale",
+                                  self.body_learning_rate_scale, 0, 1,
+                                  low_inclusive=False)
+    _checks.check_scalar_in_range("RMConfig.dropout", self.dropout, 0, 1,
+                                  high_inclusive=False)
 
 
 class RMState(NamedTuple):
@@ -55,11 +68,27 @@ class RMState(NamedTuple):
   opt_state: optax.OptState
 
 
+def _param_labels(params):
+  """``"head"`` for the scalar head's leaves, ``"body"`` for the rest."""
+  return {**params, "params": {
+      name: jax.tree.map(lambda _, n=name: "head" if n == "score" else "body",
+                         sub) for name, sub in params["params"].items()}}
+
+
 def optimizer(config: RMConfig) -> optax.GradientTransformation:
-  schedule = optax.linear_schedule(0.0, config.learning_rate,
-                                   max(config.warmup_steps, 1))
-  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                     optax.adamw(schedule, weight_decay=config.weight_decay))
+  """Global-norm clip, then AdamW with linear warm-up: the head at
+  ``learning_rate``, the body at ``body_learning_rate_scale`` times it."""
+  def adamw(peak):
+    schedule = optax.linear_schedule(0.0, peak, max(config.warmup_steps, 1))
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+
+  lr = config.learning_rate
+  return optax.chain(
+      optax.clip_by_global_norm(config.max_grad_norm),
+      optax.multi_transform(
+          {"head": adamw(lr),
+           "body": adamw(lr * config.body_learning_rate_scale)},
+          _param_labels))
 
 
 def rewards(apply_fn, params, tokens: Array, mask: Array) -> Array:
@@ -94,10 +123,15 @@ def init(params, config: RMConfig) -> RMState:
 
 def step(model_config: model_lib.TransformerConfig, config: RMConfig,
          state: RMState, chosen: Array, chosen_mask: Array, rejected: Array,
-         rejected_mask: Array):
-  """One AdamW step on a batch of ``[B, T]`` pairs; returns ``(state,
-  loss, accuracy)``."""
-  apply_fn = model_lib.Transformer(model_config).apply
+         rejected_mask: Array, key: Array):
+  """One AdamW step on a batch of ``[B, T]`` pairs (``key`` draws the
+  dropout masks); returns ``(state, loss, accuracy)``."""
+  module = model_lib.Transformer(
+      dataclasses.replace(model_config, dropout=config.dropout))
+
+  def apply_fn(params, tokens, mask):
+    return module.apply(params, tokens, mask, deterministic=False,
+                        rngs={"dropout": key})
 
   def loss_fn(params):
     tokens = jnp.concatenate([chosen, rejected])
