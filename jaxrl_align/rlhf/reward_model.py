@@ -49,7 +49,7 @@ class RMConfig:
   warmup_steps: int = 20
   weight_decay: float = 0.01
   max_grad_norm: float = 1.0
-  dropout: float = 0.0
+  dropout: float = 0.1
 
   def __post_init__(self):
     _checks.check_positive_int("RMConfig.epochs", self.epochs)
