@@ -102,15 +102,16 @@ def test_body_learns_at_a_fraction_of_the_head_rate():
 def test_reward_model_recovers_a_known_linear_reward():
   # True reward: a fixed weight per token, summed over the sequence. Pairs
   # labelled by it; a held-out accuracy >= 0.9 means the ranking is learned.
-  # 4,000 training pairs, 200 held out; measured 0.93 after 2-3 epochs.
+  # 4,000 training pairs, 400 held out; with the default dropout (0.1)
+  # measured 0.87 / 0.92 / 0.95 after epochs 1 / 2 / 3 (0.945 without).
   config = model_lib.TransformerConfig(vocab_size=16, max_len=8, num_layers=2,
                                        num_heads=2, width=32)
   rng = np.random.default_rng(0)
   weights = rng.normal(size=16)
-  seqs = rng.integers(0, 16, size=(8400, 8))
+  seqs = rng.integers(0, 16, size=(8800, 8))
   true = weights[seqs].sum(axis=1)
-  a, b = seqs[:4200], seqs[4200:]
-  a_better = true[:4200] > true[4200:]
+  a, b = seqs[:4400], seqs[4400:]
+  a_better = true[:4400] > true[4400:]
   chosen = np.where(a_better[:, None], a, b)
   rejected = np.where(a_better[:, None], b, a)
   module = model_lib.Transformer(config)
@@ -123,9 +124,9 @@ def test_reward_model_recovers_a_known_linear_reward():
     for i in range(0, 4000, 50):
       state, loss, _ = step(state, jnp.asarray(chosen[i:i + 50]), mask,
                             jnp.asarray(rejected[i:i + 50]), mask,
-                            jax.random.key(i))
-  held = slice(4000, 4200)
-  full = jnp.ones((200, 8), bool)
+                            jax.random.key(epoch * 4000 + i))
+  held = slice(4000, 4400)
+  full = jnp.ones((400, 8), bool)
   r_c = reward_model.rewards(module.apply, state.params,
                              jnp.asarray(chosen[held]), full)
   r_r = reward_model.rewards(module.apply, state.params,
