@@ -99,6 +99,24 @@ def test_body_learns_at_a_fraction_of_the_head_rate():
     reward_model.RMConfig(dropout=1.0)
 
 
+def test_step_is_seeded_by_its_dropout_key():
+  config = model_lib.TransformerConfig(vocab_size=9, max_len=8, num_layers=1,
+                                       num_heads=1, width=8)
+  params = model_lib.Transformer(config).init(jax.random.key(0),
+                                              jnp.zeros((1, 2), jnp.int32))
+  # A non-zero head (it starts at zero: every reward would be 0).
+  params["params"]["score"]["kernel"] = jnp.ones((8, 1))
+  rm_config = reward_model.RMConfig(dropout=0.5, warmup_steps=0)
+  state = reward_model.init(params, rm_config)
+  step = jax.jit(functools.partial(reward_model.step, config, rm_config))
+  tokens = jax.random.randint(jax.random.key(1), (4, 6), 0, 9)
+  mask = jnp.ones((4, 6), bool)
+  losses = [step(state, tokens, mask, tokens[::-1], mask,
+                 jax.random.key(k))[1] for k in (7, 7, 8)]
+  assert losses[0] == losses[1]  # bit for bit
+  assert losses[0] != losses[2]  # the key draws the masks
+
+
 def test_reward_model_recovers_a_known_linear_reward():
   # True reward: a fixed weight per token, summed over the sequence. Pairs
   # labelled by it; a held-out accuracy >= 0.9 means the ranking is learned.
