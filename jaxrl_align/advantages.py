@@ -207,3 +207,87 @@ def discounted_returns(
   """
   return lambda_returns(reward, next_value, terminated, truncated,
                         gamma=gamma, lam=1.0)
+
+
+def _check_group(reward):
+  _checks.check_min_rank("reward", reward, 1)
+  _checks.check_floating("reward", reward)
+  if jnp.shape(reward)[0] < 2:
+    raise ValueError(f"`reward` needs at least 2 samples per group on its "
+                     f"first axis, got shape {jnp.shape(reward)}.")
+
+
+def rloo_advantages(reward: Array) -> Array:
+  r"""REINFORCE leave-one-out: each sample's reward minus the mean of the
+  other samples of its group.
+
+  .. math::
+
+    A_i = r_i - \frac{1}{G - 1} \sum_{j \ne i} r_j
+        = \frac{G}{G - 1} (r_i - \bar r)
+
+  The baseline of sample ``i`` does not depend on ``r_i``, so the policy
+  gradient stays unbiased.
+
+  Args:
+    reward: ``[G, *B]``: ``G ≥ 2`` sampled responses (axis 0, like the time
+      axis of the other estimators) for each of ``*B`` prompts.
+
+  Returns:
+    ``[G, *B]`` advantages; each group sums to zero.
+
+  References:
+    Kool et al., 2019, "Buy 4 REINFORCE Samples, Get a Baseline for Free!";
+    Ahmadian et al., 2024, https://arxiv.org/abs/2402.14740; TRL's
+    ``trl/trainer/rloo_trainer.py`` (rewards reshaped ``[rloo_k, -1]``,
+    ``baseline = (sum - r) / (rloo_k - 1)``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> rloo_advantages(jnp.array([1.0, 2.0, 6.0])).tolist()
+    [-3.0, -1.5, 4.5]
+  """
+  _check_group(reward)
+  g = reward.shape[0]
+  baseline = (jnp.sum(reward, axis=0, keepdims=True) - reward) / (g - 1)
+  return reward - baseline
+
+
+def grpo_advantages(reward: Array, *, scale: bool = True,
+                    eps: float = 1e-4) -> Array:
+  r"""Group-relative advantages of GRPO: rewards standardised within each
+  group of samples of the same prompt.
+
+  .. math::
+
+    A_i = \frac{r_i - \operatorname{mean}(r)}{\operatorname{std}(r) + \epsilon}
+
+  with the unbiased standard deviation (``ddof = 1``, as PyTorch's default
+  that TRL uses); ``scale=False`` keeps only the mean's subtraction (Dr. GRPO,
+  TRL's ``scale_rewards=False``).
+
+  Args:
+    reward: ``[G, *B]``, ``G ≥ 2`` samples per prompt on axis 0.
+    scale: divide by the group's standard deviation (static).
+    eps: added to the standard deviation.
+
+  Returns:
+    ``[G, *B]`` advantages.
+
+  References:
+    Shao et al., 2024, "DeepSeekMath", https://arxiv.org/abs/2402.03300
+    (section 4.1); TRL's ``trl/trainer/grpo_trainer.py``
+    (``(rewards - mean_grouped) / (std_grouped + 1e-4)``); Liu et al., 2025,
+    "Understanding R1-Zero-Like Training", https://arxiv.org/abs/2503.20783.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> grpo_advantages(jnp.array([0.0, 2.0]), eps=0.0).tolist()
+    [-0.7071067690849304, 0.7071067690849304]
+  """
+  _check_group(reward)
+  centred = reward - jnp.mean(reward, axis=0, keepdims=True)
+  if not scale:
+    return centred
+  std = jnp.std(reward, axis=0, ddof=1, keepdims=True)
+  return centred / (std + jnp.asarray(eps, reward.dtype))

@@ -27,7 +27,7 @@ from jaxrl_align import advantages
 from jaxrl_align import distributions
 from jaxrl_align import losses
 from jaxrl_align import trust_region
-from jaxrl_align.agents import common
+from jaxrl_align import sgd
 
 OBS_DIM = 6
 NUM_ACTIONS = 4
@@ -120,7 +120,7 @@ def train_bandit(key: jax.Array, *, algo: str, num_updates: int = 60,
       def _epoch(c, _):
         p, s = c
         grads = jax.grad(loss_fn)(p)
-        with common.optax_numerics():
+        with sgd.optax_numerics():
           updates, s = optimiser.update(grads, s, p)
         return (optax.apply_updates(p, updates), s), None
       (new_theta, opt_state), _ = jax.lax.scan(

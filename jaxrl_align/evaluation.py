@@ -58,21 +58,21 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
   from PIL import Image
 
   from jaxrl_align import normalization
-  from jaxrl_align.agents import common
+  from jaxrl_align.agents import on_policy
 
   _, config, settings, _, states = restore_run(run_dir)
   if not 0 <= seed_index < settings.seeds:
     raise experiment.RunError(f"`seed_index` must be in [0, {settings.seeds}), got "
                    f"{seed_index}.")
   state = jax.tree.map(lambda x: x[seed_index], states)
-  _, _, network = common.setup(config)
-  stats = common.obs_stats(config, state.rollout.env_state)
+  policy = on_policy.task_policy(config)
+  stats = on_policy.obs_stats(config, state.rollout.env_state)
 
   @jax.jit
   def act(obs):
     if stats is not None:
-      obs = normalization.normalize(stats, obs, clip=common.OBS_CLIP)
-    return common.mode_action(network, state.params, obs[None])[0]
+      obs = normalization.normalize(stats, obs, clip=on_policy.OBS_CLIP)
+    return policy.mode(state.params, obs[None])[0]
 
   env = gymnasium.make(config.env_id, render_mode="rgb_array")
   try:
@@ -80,10 +80,9 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
     frames, total, done = [env.render()], 0.0, False
     while not done:
       action = np.asarray(act(np.asarray(obs, np.float32)))
-      if not network.discrete:
+      if isinstance(env.action_space, gymnasium.spaces.Box):
         action = np.clip(action, env.action_space.low, env.action_space.high)
-      obs, reward, terminated, truncated, _ = env.step(
-          int(action) if network.discrete else action)
+      obs, reward, terminated, truncated, _ = env.step(action)
       total += float(reward)
       done = terminated or truncated
       frames.append(env.render())

@@ -5,9 +5,10 @@ The agents need only this interface from a network::
     params = network.init(key, obs)                   # obs [B, *obs_shape]
     policy_out, value = network.apply(params, obs)    # value [B]
 
-where ``policy_out`` is ``logits [B, A]`` for a discrete policy or ``(mean
-[B, D], log_std [D])`` for a diagonal Gaussian one. Any module with that
-interface can replace :class:`ActorCritic`.
+where ``policy_out`` is what the network's policy head
+(:mod:`jaxrl_align.heads`) reads: ``logits [B, A]`` for a categorical policy,
+``(mean [B, D], log_std [D])`` for a diagonal Gaussian one. Any module with
+that interface can replace :class:`ActorCritic`.
 
 Orthogonal initialisation without QR. jaxlib's CPU QR, batched inside
 ``jit(vmap(...))`` (which is what ``vmap(train)`` over seeds does with
@@ -20,7 +21,7 @@ the Newton–Schulz iteration ``X ← X (3I - XᵀX) / 2`` converges to it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -97,29 +98,22 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-  """Separate actor and critic MLPs.
+  """Separate actor and critic MLPs; the head shapes the policy output.
 
   Attributes:
-    action_dim: number of actions (discrete) or action dimensions.
-    discrete: categorical policy if True, else diagonal Gaussian with a
-      state-independent log-std (initialised to ``log_std_init``).
+    head: the policy head (:mod:`jaxrl_align.heads`); the actor's last
+      layer has ``head.out_dim`` units and the head may add parameters (a
+      Gaussian's state-independent ``log_std``).
     hidden: hidden sizes of both MLPs.
-    log_std_init: initial log-std of the Gaussian policy.
   """
-  action_dim: int
-  discrete: bool
+  head: Any
   hidden: Sequence[int] = (64, 64)
-  log_std_init: float = 0.0
 
   @nn.compact
   def __call__(self, obs: Array):
     """``obs [B, *obs_shape]`` -> ``(policy_out, value [B])``."""
     x = obs.reshape((obs.shape[0], -1))
-    out = MLP(self.hidden, self.action_dim, out_scale=0.01, name="actor")(x)
+    out = MLP(self.hidden, self.head.out_dim, out_scale=0.01, name="actor")(x)
     value = MLP(self.hidden, 1, out_scale=1.0, name="critic")(x)[:, 0]
-    if self.discrete:
-      return out, value
-    log_std = self.param(
-        "log_std", lambda _, shape: jnp.full(shape, self.log_std_init),
-        (self.action_dim,))
-    return (out, log_std), value
+    extra = self.head.extra_params(self)
+    return (out if extra is None else (out, extra)), value

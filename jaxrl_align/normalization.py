@@ -150,3 +150,51 @@ def normalize(state: RunningMeanStd, x: Array, *, center: bool = True,
     c = jnp.asarray(clip, dtype)
     y = jnp.clip(y, -c, c)
   return y
+
+
+def whiten(x: Array, mask: Array | None = None, *, ddof: int = 0,
+           shift_mean: bool = True, eps: float = 1e-8) -> Array:
+  r"""Batch whitening, ``(x - mean) / (std + eps)``, over masked entries.
+
+  The statistics of one batch (advantages before a policy step, rewards of a
+  rollout), unlike :func:`normalize`'s running ones. With a ``mask``, only
+  the selected entries enter the mean and standard deviation (padding
+  tokens do not); every entry is transformed, so mask the result where it
+  is used.
+
+  ``std = sqrt(Σ m (x - mean)² / (Σ m - ddof))``. ``ddof = 0`` is what our
+  learners use; ``ddof = 1`` matches PyTorch's ``Tensor.std`` (SB3, CleanRL,
+  TRL's ``masked_whiten``). With ``shift_mean=False`` the mean is added
+  back, so only the scale changes (TRL's reward whitening).
+
+  Args:
+    x: ``[*N]`` float.
+    mask: optional ``[*N]`` bool; at least ``ddof + 1`` true entries.
+    ddof: 0 or 1 (static).
+    shift_mean: subtract the mean (static).
+    eps: added to the standard deviation.
+
+  Returns:
+    ``[*N]`` in the dtype of ``x``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> whiten(jnp.array([1.0, 3.0, 100.0]), jnp.array([True, True, False]))
+    Array([-1.,  1., 98.], dtype=float32)
+  """
+  if ddof not in (0, 1):
+    raise ValueError(f"`ddof` must be 0 or 1, got {ddof!r}.")
+  _checks.check_floating("x", x)
+  if mask is None:
+    mean = jnp.mean(x)
+    white = (x - mean) / (jnp.std(x, ddof=ddof) + eps)
+  else:
+    if jnp.shape(mask) != jnp.shape(x):
+      raise ValueError(f"`mask` must have shape {jnp.shape(x)}, got "
+                       f"{jnp.shape(mask)}.")
+    m = jnp.asarray(mask).astype(x.dtype)
+    count = jnp.sum(m)
+    mean = jnp.sum(x * m) / jnp.maximum(count, 1)
+    var = jnp.sum(m * (x - mean) ** 2) / jnp.maximum(count - ddof, 1)
+    white = (x - mean) / (jnp.sqrt(var) + eps)
+  return white if shift_mean else white + mean

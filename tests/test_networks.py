@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxrl_align import heads
 from jaxrl_align import networks
 
 
@@ -34,12 +35,13 @@ def test_orthogonal_init_has_the_haar_distribution_of_qr_init():
 
 def test_actor_critic_shapes():
   obs = jnp.zeros((5, 3))
-  disc = networks.ActorCritic(action_dim=2, discrete=True)
+  disc = networks.ActorCritic(heads.Categorical(2))
   params = disc.init(jax.random.key(0), obs)
   logits, value = disc.apply(params, obs)
   assert logits.shape == (5, 2) and value.shape == (5,)
-  cont = networks.ActorCritic(action_dim=1, discrete=False, log_std_init=-0.5)
-  params = cont.init(jax.random.key(0), obs)
+  cont = networks.ActorCritic(heads.DiagGaussian(1))
+  params = heads.DiagGaussian(1).with_log_std(
+      cont.init(jax.random.key(0), obs), -0.5)
   (mean, log_std), value = cont.apply(params, obs)
   assert mean.shape == (5, 1) and log_std.shape == (1,) and value.shape == (5,)
   np.testing.assert_allclose(log_std, [-0.5])
@@ -53,7 +55,7 @@ def test_vmapped_init_never_deadlocks():
   """Regression test for the batched-QR deadlock on 2-core CPUs: many
   jit(vmap(init)) calls over 8 seeds must all finish (the timeout fails the
   test instead of hanging CI)."""
-  net = networks.ActorCritic(action_dim=2, discrete=True)
+  net = networks.ActorCritic(heads.Categorical(2))
   obs = jnp.zeros((1, 4))
   init = jax.jit(jax.vmap(lambda k: net.init(k, obs)))
   for i in range(30):

@@ -11,7 +11,9 @@ import scipy.stats
 
 from jaxrl_align import agents
 from jaxrl_align import envs
-from jaxrl_align.agents import common
+from jaxrl_align import sgd
+from jaxrl_align.agents import on_policy
+from jaxrl_align.agents import presets
 from jaxrl_align.agents import ppo
 
 PROBE = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=4,
@@ -24,9 +26,7 @@ def train_probe(env_id, updates=60, **overrides):
   config = ppo.PPOConfig(env_id=env_id, total_timesteps=updates * kwargs[
       "num_envs"] * kwargs["num_steps"], **kwargs)
   state, metrics = jax.jit(ppo.train)(config, jax.random.key(0))
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
-  return config, network, state, metrics
+  return config, on_policy.task_policy(config).network, state, metrics
 
 
 def value(network, state, obs):
@@ -91,17 +91,11 @@ def _train_with_done_handling(wrong: bool, updates=150):
   config = ppo.PPOConfig(env_id="ProbeTimeLimit-v0",
                          total_timesteps=updates * 8 * 64,
                          **dict(PROBE, num_steps=64))
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
-
-  def policy(params):
-    def fn(key, obs):
-      action, log_prob, val = common.sample_action(network, params, key, obs)
-      return action, {"log_prob": log_prob, "value": val}
-    return fn
+  env, env_params = on_policy.make_env(config)
+  policy = on_policy.task_policy(config)
 
   def step(state, _):
-    rollout, traj = envs.rollout(policy(state.params), env, env_params,
+    rollout, traj = envs.rollout(policy.act(state.params), env, env_params,
                                  state.rollout, config.num_steps)
     if wrong:
       traj = traj._replace(terminated=traj.terminated | traj.truncated,
@@ -112,7 +106,7 @@ def _train_with_done_handling(wrong: bool, updates=150):
   state = ppo.init(config, jax.random.key(0))
   state, _ = jax.jit(lambda s: jax.lax.scan(step, s, None, length=updates))(
       state)
-  return value(network, state, [0.0])[0]
+  return value(policy.network, state, [0.0])[0]
 
 
 def test_truncation_probe_needs_bootstrapping():
@@ -196,23 +190,23 @@ def test_target_kl_stops_the_epochs():
 
 def test_minibatch_shuffling():
   key = jax.random.key(3)
-  perm = np.asarray(jax.jit(common.permutation, static_argnums=1)(key, 2048))
+  perm = np.asarray(jax.jit(sgd.permutation, static_argnums=1)(key, 2048))
   np.testing.assert_array_equal(np.sort(perm), np.arange(2048))
-  np.testing.assert_array_equal(perm, common.permutation(key, 2048))
-  assert not np.array_equal(perm, common.permutation(jax.random.key(4), 2048))
+  np.testing.assert_array_equal(perm, sgd.permutation(key, 2048))
+  assert not np.array_equal(perm, sgd.permutation(jax.random.key(4), 2048))
   # Uniform over the 24 orders of 4 items: chi-square over 4,800 draws.
-  draws = jax.vmap(common.permutation, in_axes=(0, None))(
+  draws = jax.vmap(sgd.permutation, in_axes=(0, None))(
       jax.random.split(key, 4800), 4)
   codes = np.asarray(draws) @ np.array([64, 16, 4, 1])
   _, counts = np.unique(codes, return_counts=True)
   assert counts.size == 24
   assert scipy.stats.chisquare(counts).pvalue > 1e-3
   batch = {"x": jnp.arange(12.0), "y": jnp.arange(24).reshape(12, 2)}
-  split = common.minibatches(key, batch, 3)
+  split = sgd.minibatches(key, batch, 3)
   assert split["x"].shape == (3, 4) and split["y"].shape == (3, 4, 2)
   np.testing.assert_array_equal(np.sort(split["x"].ravel()), np.arange(12.0))
   np.testing.assert_array_equal(split["y"][..., 0], 2 * split["x"])
-  whole = common.minibatches(key, batch, 1)
+  whole = sgd.minibatches(key, batch, 1)
   np.testing.assert_array_equal(whole["x"], batch["x"][None])
 
 
@@ -226,7 +220,7 @@ def test_kl_penalty_objective_runs_and_adapts_beta():
 
 def test_config_presets_and_bad_input():
   config = ppo.PPOConfig(env_id="Pendulum-v1")
-  assert config.num_steps == ppo.PRESETS["Pendulum-v1"]["num_steps"]
+  assert config.num_steps == presets.preset("ppo", "Pendulum-v1")["num_steps"]
   assert ppo.PPOConfig(env_id="Pendulum-v1", num_steps=64).num_steps == 64
   bad = [(dict(env_id="CartPole-v0"), "env_id"),
          (dict(num_minibatches=3), "num_minibatches"),

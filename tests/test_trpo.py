@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrl_align import envs
-from jaxrl_align.agents import common
+from jaxrl_align.agents import on_policy
 from jaxrl_align.agents import trpo
 
 PROBE = dict(num_envs=8, num_steps=16, num_minibatches=2, update_epochs=10,
@@ -22,9 +22,7 @@ def train_probe(env_id, updates=60, **overrides):
   config = trpo.TRPOConfig(env_id=env_id, total_timesteps=updates * kwargs[
       "num_envs"] * kwargs["num_steps"], **kwargs)
   state, metrics = jax.jit(trpo.train)(config, jax.random.key(0))
-  env, env_params = common.make_env(config)
-  network = common.make_network(config, env, env_params)
-  return config, network, state, metrics
+  return config, on_policy.task_policy(config).network, state, metrics
 
 
 def apply(network, state, obs):

@@ -1,7 +1,14 @@
-"""Learners composed from the primitives: PPO and TRPO."""
+"""Learners composed from the primitives: PPO and TRPO.
+
+``LEARNERS`` is the registry the runner and the command line read (see
+:class:`jaxrl_align.learner.Learner`); adding an algorithm is adding its
+entry here.
+"""
 
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
-from jaxrl_align.agents.common import compiler_options
+from jaxrl_align.compiler import compiler_options
 
-__all__ = ("compiler_options", "ppo", "trpo")
+LEARNERS = {learner.name: learner for learner in (ppo.LEARNER, trpo.LEARNER)}
+
+__all__ = ("compiler_options", "LEARNERS", "ppo", "trpo")

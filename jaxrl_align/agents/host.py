@@ -1,9 +1,10 @@
 """The same learners on host-stepped Gymnasium environments.
 
 The rollout runs on the host through
-:class:`~jaxrl_align.envs.GymnasiumVecEnv` (any Gymnasium id); the policy and
-``learn`` are the jitted functions of the JAX-native path, so the learning is
-the same code. Observation normalisation and reward scaling are the JAX
+:class:`~jaxrl_align.envs.GymnasiumVecEnv` (any Gymnasium id); the policy is
+built from that environment's own observation and action spaces, and the
+jitted ``learn`` is the one of the JAX-native path, so the learning is the
+same code. Observation normalisation and reward scaling are the JAX
 wrappers' and are not available here yet: configs that ask for them are
 refused.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import jax
 
 from jaxrl_align import envs
-from jaxrl_align.agents import common
+from jaxrl_align.agents import on_policy
 
 
 def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
@@ -25,7 +26,7 @@ def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
 
   Args:
     algo: the learner module.
-    config: its config; its task fixes the network's shapes and presets.
+    config: its config (batch sizes, hyperparameters).
     key: PRNG key.
     env_id: the Gymnasium id to step (defaults to ``config.env_id``).
     seed: seed of the Gymnasium envs' first reset.
@@ -40,22 +41,23 @@ def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
                      "set them to False for host-stepped training.")
   host = envs.GymnasiumVecEnv(env_id or config.env_id, config.num_envs,
                               seed=seed, **env_kwargs)
-  _, _, network = common.setup(config)
+  policy = on_policy.make_policy(config, host.observation_space,
+                                 host.action_space)
 
   @jax.jit
-  def policy(params, key, obs):
-    return common.rollout_policy(network, params)(key, obs)
+  def act(params, key, obs):
+    return policy.act(params)(key, obs)
 
-  learn = jax.jit(functools.partial(algo.learn, config))
-  state = algo.init(config, key)
+  learn = jax.jit(functools.partial(algo.learn, config, policy=policy))
+  state = algo.init(config, key, policy)
   episodes = state.episodes
   history = []
   for _ in range(config.num_updates):
     rollout_key, key = jax.random.split(key)
-    _, trajectory = host.rollout(functools.partial(policy, state.params),
+    _, trajectory = host.rollout(functools.partial(act, state.params),
                                  rollout_key, config.num_steps)
     state, metrics = learn(state, trajectory)
-    episodes, finished = common.episode_metrics(episodes, trajectory)
+    episodes, finished = on_policy.episode_metrics(episodes, trajectory)
     metrics = dict(metrics, episode_return=episodes.last_return,
                    episodes_finished=finished)
     history.append({k: float(v) for k, v in metrics.items()})

@@ -23,60 +23,26 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
+from jaxrl_align import configs
 from jaxrl_align import envs
 from jaxrl_align import kl_control
 from jaxrl_align import losses
-from jaxrl_align.agents import common
+from jaxrl_align import normalization
+from jaxrl_align import sgd
+from jaxrl_align.agents import on_policy
 
 Array = jax.Array
-
-# Settings that learn each task (see docs/agents.md for where they come from
-# and what they reach). Any field passed explicitly overrides its preset.
-PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(total_timesteps=100_000, num_envs=8, num_steps=32,
-                        num_minibatches=1, update_epochs=20,
-                        learning_rate=1e-3, gamma=0.98, gae_lambda=0.8,
-                        ent_coef=0.0),
-    "Acrobot-v1": dict(total_timesteps=200_000, num_envs=16, num_steps=256,
-                       num_minibatches=64, update_epochs=4, normalize_obs=True,
-                       ent_coef=0.0, gae_lambda=0.94),
-    "MountainCar-v0": dict(total_timesteps=1_000_000, num_envs=16,
-                           num_steps=16, num_minibatches=1, update_epochs=4,
-                           normalize_obs=True, gae_lambda=0.98, ent_coef=0.0),
-    "MountainCarContinuous-v0": dict(
-        total_timesteps=200_000, num_envs=1, num_steps=8, num_minibatches=1,
-        update_epochs=10, learning_rate=7.77e-5, gamma=0.9999,
-        gae_lambda=0.9, clip_eps=0.1, ent_coef=0.00429, vf_coef=0.19,
-        max_grad_norm=5.0, normalize_obs=True, log_std_init=-3.29),
-    "Pendulum-v1": dict(total_timesteps=200_000, num_envs=16, num_steps=128,
-                        num_minibatches=32, update_epochs=10,
-                        learning_rate=1e-3, gamma=0.9, gae_lambda=0.95,
-                        ent_coef=0.0),
-}
-
-PRESETS.update({probe: {} for probe in envs.PROBE_IDS})
-
-DEFAULTS: dict[str, Any] = dict(
-    total_timesteps=100_000, num_envs=8, num_steps=128, num_minibatches=4,
-    update_epochs=4, hidden=(64, 64), normalize_obs=False, scale_reward=False,
-    anneal_lr=True, objective="clip", clip_value=False, learning_rate=2.5e-4,
-    gamma=0.99, gae_lambda=0.95, clip_eps=0.2, vf_clip_eps=0.2, ent_coef=0.01,
-    vf_coef=0.5, max_grad_norm=0.5, target_kl=float("inf"), kl_target=0.01,
-    kl_beta_init=1.0, log_std_init=0.0)
-
-
-def _static(default=None):
-  return struct.field(pytree_node=False, default=default)
+static = configs.static
 
 
 @struct.dataclass
 class PPOConfig:
   """PPO settings. Static fields (marked *static*) fix shapes and structure;
   the rest are pytree leaves, so a ``vmap`` over configs sweeps them.
-  ``None`` means "the task's preset" (see :data:`PRESETS`).
+  ``None`` means "the task's preset, else the default" (see
+  :mod:`jaxrl_align.agents.presets`).
 
   Attributes:
     env_id: *static* one of the five classic-control ids.
@@ -104,18 +70,18 @@ class PPOConfig:
     kl_beta_init: initial β of the KL-penalty objective.
     log_std_init: initial log-std of a Gaussian policy.
   """
-  env_id: str = _static("CartPole-v1")
-  total_timesteps: int = _static()
-  num_envs: int = _static()
-  num_steps: int = _static()
-  num_minibatches: int = _static()
-  update_epochs: int = _static()
-  hidden: tuple = _static()
-  normalize_obs: bool = _static()
-  scale_reward: bool = _static()
-  anneal_lr: bool = _static()
-  objective: str = _static()
-  clip_value: bool = _static()
+  env_id: str = static("CartPole-v1")
+  total_timesteps: int = static()
+  num_envs: int = static()
+  num_steps: int = static()
+  num_minibatches: int = static()
+  update_epochs: int = static()
+  hidden: tuple = static()
+  normalize_obs: bool = static()
+  scale_reward: bool = static()
+  anneal_lr: bool = static()
+  objective: str = static(choices=("clip", "kl_penalty"))
+  clip_value: bool = static()
   learning_rate: Any = None
   gamma: Any = None
   gae_lambda: Any = None
@@ -130,25 +96,16 @@ class PPOConfig:
   log_std_init: Any = None
 
   def __post_init__(self):
-    common.fill_presets(self, PRESETS, DEFAULTS)
-    common.check_batch(self)
-    if self.objective not in ("clip", "kl_penalty"):
-      raise ValueError(f"`objective` must be 'clip' or 'kl_penalty', got "
-                       f"{self.objective!r}.")
+    on_policy.finish_config(self, "ppo")
     inf = float("inf")
-    common.check_range(self, "learning_rate", 0.0, inf, low_inclusive=False)
-    common.check_range(self, "gamma", 0.0, 1.0)
-    common.check_range(self, "gae_lambda", 0.0, 1.0)
-    for name in ("clip_eps", "vf_clip_eps", "max_grad_norm", "target_kl",
-                 "kl_target"):
-      common.check_range(self, name, 0.0, inf, low_inclusive=False)
+    for name in ("clip_eps", "vf_clip_eps", "target_kl", "kl_target"):
+      configs.check_range(self, name, 0.0, inf, low_inclusive=False)
     for name in ("ent_coef", "vf_coef", "kl_beta_init"):
-      common.check_range(self, name, 0.0, inf)
-    common.check_range(self, "log_std_init", -20.0, 5.0)
+      configs.check_range(self, name, 0.0, inf)
 
   @property
   def num_updates(self) -> int:
-    return common.num_updates(self)
+    return on_policy.num_updates(self)
 
 
 class PPOState(NamedTuple):
@@ -157,7 +114,8 @@ class PPOState(NamedTuple):
   Attributes:
     params: network parameters.
     opt_state: Adam state.
-    rollout: the env state, current observation and rollout key.
+    rollout: the env state, current observation and rollout key (None for
+      host-stepped environments).
     key: key for minibatch shuffling.
     update: int32 number of updates done.
     kl_coef: β of the KL-penalty objective.
@@ -165,46 +123,45 @@ class PPOState(NamedTuple):
   """
   params: Any
   opt_state: Any
-  rollout: envs.RolloutState
+  rollout: envs.RolloutState | None
   key: Array
   update: Array
   kl_coef: Array
-  episodes: common.EpisodeMetrics
+  episodes: on_policy.EpisodeMetrics
 
 
-def _optimizer(config):
-  # Flat: Adam runs on one vector, not one small kernel per parameter array.
-  return optax.flatten(optax.chain(
-      optax.clip_by_global_norm(config.max_grad_norm),
-      optax.scale_by_adam(eps=1e-5)))
+def init(config: PPOConfig, key: Array,
+         policy: on_policy.Policy | None = None) -> PPOState:
+  """Initial parameters, optimiser and environments for one run.
 
-
-def init(config: PPOConfig, key: Array) -> PPOState:
-  """Initial parameters, optimiser and environments for one run."""
-  env, env_params, network = common.setup(config)
-  k_params, k_env, k_learn = jax.random.split(key, 3)
-  params = common.init_params(config, network, env, env_params, k_params)
-  with common.optax_numerics():
-    opt_state = _optimizer(config).init(params)
-  zero = jnp.zeros((), jnp.float32)
+  Args:
+    config: the settings.
+    key: PRNG key.
+    policy: the policy of a host-stepped environment
+      (:func:`~jaxrl_align.agents.on_policy.make_policy`); the state then
+      has no JAX-native rollout. Default: the config's task.
+  """
+  _, params, rollout, k_learn = on_policy.start(config, key, policy)
+  with sgd.optax_numerics():
+    opt_state = sgd.clipped_adam(config.max_grad_norm).init(params)
   return PPOState(
-      params=params, opt_state=opt_state,
-      rollout=envs.rollout_init(env, env_params, k_env), key=k_learn,
+      params=params, opt_state=opt_state, rollout=rollout, key=k_learn,
       update=jnp.zeros((), jnp.int32),
       kl_coef=jnp.asarray(config.kl_beta_init, jnp.float32),
-      episodes=common.EpisodeMetrics(zero, zero))
+      episodes=on_policy.no_episodes())
 
 
-def _loss(config, network, params, kl_coef, batch):
+def _loss(config, policy, params, kl_coef, batch):
   """PPO loss on a minibatch and its diagnostics."""
-  out, value = network.apply(params, batch["obs"])
-  log_prob, entropy = common.log_prob_entropy(network, out, batch["action"])
-  advantage = common.normalize(batch["advantage"])
+  out, value = policy.apply(params, batch["obs"])
+  log_prob = policy.head.log_prob(out, batch["action"])
+  entropy = policy.head.entropy(out)
+  advantage = normalization.whiten(batch["advantage"])
   if config.objective == "clip":
     policy_loss = losses.ppo_clip_loss(log_prob, batch["log_prob"], advantage,
                                        clip_eps=config.clip_eps)
   else:
-    kl = common.policy_kl(network, batch["old_out"], out)
+    kl = policy.head.kl(batch["old_out"], out)
     policy_loss = losses.ppo_kl_penalty_loss(
         log_prob, batch["log_prob"], advantage, kl, beta=kl_coef)
   if config.clip_value:
@@ -225,7 +182,8 @@ def _loss(config, network, params, kl_coef, batch):
   return total, diagnostics
 
 
-def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory):
+def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory,
+          policy: on_policy.Policy | None = None):
   """Learns from one ``[T, N]`` trajectory (JAX-native or host-stepped).
 
   GAE bootstraps from the value of ``trajectory.next_obs`` (the true
@@ -235,54 +193,47 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory):
   an epoch ends with approx. KL above ``target_kl`` the remaining steps are
   masked out (inside ``jit``).
 
+  Args:
+    config: the settings.
+    state: the learner state.
+    trajectory: ``[T, N]`` transitions with ``extras["log_prob"]`` and
+      ``extras["value"]`` recorded by the rollout's policy.
+    policy: the network and head that produced it (default: the config's
+      JAX-native task).
+
   Returns:
     ``(state, metrics)``, metrics a dict of scalars.
   """
-  _, _, network = common.setup(config)
+  if policy is None:
+    policy = on_policy.task_policy(config)
   t, n = trajectory.reward.shape
-  advantage, target = common.advantages_and_targets(
-      network, state.params, trajectory, config.gamma, config.gae_lambda)
+  advantage, target = on_policy.advantages_and_targets(
+      policy, state.params, trajectory, config.gamma, config.gae_lambda)
   batch = {"obs": trajectory.obs, "action": trajectory.action,
            "log_prob": trajectory.extras["log_prob"],
            "value": trajectory.extras["value"], "advantage": advantage,
            "target": target}
-  batch = common.flatten_batch(batch, t, n)
+  batch = sgd.flatten_time(batch, t, n)
   if config.objective == "kl_penalty":
-    batch["old_out"] = network.apply(state.params, batch["obs"])[0]
+    batch["old_out"] = policy.apply(state.params, batch["obs"])[0]
 
   lr = jnp.asarray(config.learning_rate, jnp.float32)
   if config.anneal_lr:
-    lr = common.linear_schedule(lr, state.update, config.num_updates)
-  optimizer = _optimizer(config)
-  grad_fn = jax.grad(lambda p, b: _loss(config, network, p, state.kl_coef, b),
+    lr = sgd.linear_schedule(lr, state.update, config.num_updates)
+  optimizer = sgd.clipped_adam(config.max_grad_norm)
+  grad_fn = jax.grad(lambda p, b: _loss(config, policy, p, state.kl_coef, b),
                      has_aux=True)
 
   def _update_minibatch(carry, minibatch):
     params, opt_state = carry
     grads, diag = grad_fn(params, minibatch)
-    with common.optax_numerics():
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (jax.tree.map(lambda p, u: p - lr * u, params, updates),
-            opt_state), diag
-
-  def _update_epoch(carry, epoch_key):
-    # Early stopping by masking: once stopped, an epoch's results are
-    # discarded (one select per epoch, not per minibatch).
-    params, opt_state, stopped = carry
-    (new_params, new_opt_state), diag = jax.lax.scan(
-        _update_minibatch, (params, opt_state),
-        common.minibatches(epoch_key, batch, config.num_minibatches))
-    keep = lambda new, old: jax.tree.map(
-        lambda a, b: jnp.where(stopped, b, a), new, old)
-    params, opt_state = keep((new_params, new_opt_state), (params, opt_state))
-    active = jnp.broadcast_to(~stopped, (config.num_minibatches,))
-    stopped = stopped | (diag["approx_kl"][-1] > config.target_kl)
-    return (params, opt_state, stopped), (diag, active)
+    return sgd.descend(optimizer, grads, opt_state, params, lr), diag
 
   key, learn_key = jax.random.split(state.key)
-  (params, opt_state, _), (diag, active) = jax.lax.scan(
-      _update_epoch, (state.params, state.opt_state, jnp.zeros((), bool)),
-      jax.random.split(learn_key, config.update_epochs))
+  (params, opt_state), diag, active = sgd.minibatch_epochs(
+      _update_minibatch, (state.params, state.opt_state), batch, learn_key,
+      epochs=config.update_epochs, num_minibatches=config.num_minibatches,
+      stop=lambda diag: diag["approx_kl"] > config.target_kl)
   active = active.astype(jnp.float32)
   metrics = {k: (v * active).sum() / jnp.maximum(active.sum(), 1)
              for k, v in diag.items()}
@@ -301,31 +252,7 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory):
   return new_state, metrics
 
 
-def update(config: PPOConfig, state: PPOState):
-  """One JAX-native rollout of ``num_steps`` and :func:`learn` on it.
+update, train, evaluate = on_policy.functions(init, learn)
 
-  Returns:
-    ``(state, metrics)``: :func:`learn`'s metrics plus the mean return and
-    length of the episodes that finished (the previous values when none
-    did), their count, and the env steps so far.
-  """
-  return common.update(config, state, learn)
-
-
-def train(config: PPOConfig, key: Array):
-  """A whole run: ``init`` then ``lax.scan`` of ``update``.
-
-  Returns:
-    ``(state, metrics)``: the final :class:`PPOState` and a dict of
-    ``[num_updates]`` metric arrays.
-  """
-  state = init(config, key)
-  return jax.lax.scan(lambda s, _: update(config, s), state, None,
-                      length=config.num_updates)
-
-
-def evaluate(config: PPOConfig, state: PPOState, key: Array,
-             num_episodes: int) -> Array:
-  """``[num_episodes]`` returns of the deterministic policy, one episode per
-  env, observations normalised with the run's statistics (frozen)."""
-  return common.evaluate(config, state, key, num_episodes)
+LEARNER = on_policy.make_learner("ppo", PPOConfig, init, update, evaluate,
+                                 finite_metrics=("policy_loss", "value_loss"))

@@ -17,50 +17,26 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from jaxrl_align import _checks
+from jaxrl_align import configs
 from jaxrl_align import envs
 from jaxrl_align import losses
+from jaxrl_align import normalization
+from jaxrl_align import sgd
 from jaxrl_align import trust_region
-from jaxrl_align.agents import common
+from jaxrl_align.agents import on_policy
 
 Array = jax.Array
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(total_timesteps=100_000, num_envs=8, num_steps=128,
-                        num_minibatches=4, update_epochs=10, gamma=0.99,
-                        gae_lambda=0.98, max_kl=0.01, cg_iters=15),
-    "Acrobot-v1": dict(total_timesteps=200_000, num_envs=8, num_steps=256,
-                       normalize_obs=True, gae_lambda=0.95),
-    "MountainCar-v0": dict(total_timesteps=1_000_000, num_envs=16,
-                           num_steps=64, normalize_obs=True, gae_lambda=0.98),
-    "MountainCarContinuous-v0": dict(total_timesteps=200_000, num_envs=4,
-                                     num_steps=256, normalize_obs=True,
-                                     gamma=0.9999, log_std_init=-1.0),
-    "Pendulum-v1": dict(total_timesteps=200_000, num_envs=4, num_steps=512,
-                        num_minibatches=8, update_epochs=10, gamma=0.9,
-                        gae_lambda=0.95, max_kl=0.01),
-}
-PRESETS.update({probe: {} for probe in envs.PROBE_IDS})
-
-DEFAULTS: dict[str, Any] = dict(
-    total_timesteps=100_000, num_envs=8, num_steps=128, num_minibatches=4,
-    update_epochs=10, hidden=(64, 64), normalize_obs=False,
-    scale_reward=False, cg_iters=10, backtrack_iters=10, fisher_subsample=1,
-    learning_rate=1e-3, gamma=0.99, gae_lambda=0.95, max_kl=0.01,
-    cg_damping=0.1, backtrack_coeff=0.8, max_grad_norm=0.5, log_std_init=0.0)
-
-
-def _static(default=None):
-  return struct.field(pytree_node=False, default=default)
+static = configs.static
 
 
 @struct.dataclass
 class TRPOConfig:
   """TRPO settings; *static* fields fix shapes, the rest are leaves.
-  ``None`` means "the task's preset" (see :data:`PRESETS`).
+  ``None`` means "the task's preset, else the default" (see
+  :mod:`jaxrl_align.agents.presets`).
 
   Attributes:
     env_id: *static* task id.
@@ -85,18 +61,18 @@ class TRPOConfig:
     max_grad_norm: critic global-norm gradient clip > 0.
     log_std_init: initial log-std of a Gaussian policy.
   """
-  env_id: str = _static("CartPole-v1")
-  total_timesteps: int = _static()
-  num_envs: int = _static()
-  num_steps: int = _static()
-  num_minibatches: int = _static()
-  update_epochs: int = _static()
-  hidden: tuple = _static()
-  normalize_obs: bool = _static()
-  scale_reward: bool = _static()
-  cg_iters: int = _static()
-  backtrack_iters: int = _static()
-  fisher_subsample: int = _static()
+  env_id: str = static("CartPole-v1")
+  total_timesteps: int = static()
+  num_envs: int = static()
+  num_steps: int = static()
+  num_minibatches: int = static()
+  update_epochs: int = static()
+  hidden: tuple = static()
+  normalize_obs: bool = static()
+  scale_reward: bool = static()
+  cg_iters: int = static()
+  backtrack_iters: int = static()
+  fisher_subsample: int = static()
   learning_rate: Any = None
   gamma: Any = None
   gae_lambda: Any = None
@@ -107,24 +83,18 @@ class TRPOConfig:
   log_std_init: Any = None
 
   def __post_init__(self):
-    common.fill_presets(self, PRESETS, DEFAULTS)
-    common.check_batch(self)
+    on_policy.finish_config(self, "trpo")
     for name in ("cg_iters", "backtrack_iters", "fisher_subsample"):
       _checks.check_positive_int(name, getattr(self, name))
-    inf = float("inf")
-    common.check_range(self, "learning_rate", 0.0, inf, low_inclusive=False)
-    common.check_range(self, "gamma", 0.0, 1.0)
-    common.check_range(self, "gae_lambda", 0.0, 1.0)
-    common.check_range(self, "max_kl", 0.0, inf, low_inclusive=False)
-    common.check_range(self, "cg_damping", 0.0, inf)
-    common.check_range(self, "backtrack_coeff", 0.0, 1.0,
-                       low_inclusive=False, high_inclusive=False)
-    common.check_range(self, "max_grad_norm", 0.0, inf, low_inclusive=False)
-    common.check_range(self, "log_std_init", -20.0, 5.0)
+    configs.check_range(self, "max_kl", 0.0, float("inf"),
+                        low_inclusive=False)
+    configs.check_range(self, "cg_damping", 0.0, float("inf"))
+    configs.check_range(self, "backtrack_coeff", 0.0, 1.0,
+                        low_inclusive=False, high_inclusive=False)
 
   @property
   def num_updates(self) -> int:
-    return common.num_updates(self)
+    return on_policy.num_updates(self)
 
 
 class TRPOState(NamedTuple):
@@ -133,17 +103,18 @@ class TRPOState(NamedTuple):
   Attributes:
     params: network parameters (actor, log-std and critic).
     opt_state: the critic's Adam state.
-    rollout: env state, current observation and rollout key.
+    rollout: env state, current observation and rollout key (None for
+      host-stepped environments).
     key: key for critic minibatch shuffling.
     update: int32 number of updates done.
     episodes: last mean episode return and length.
   """
   params: Any
   opt_state: Any
-  rollout: envs.RolloutState
+  rollout: envs.RolloutState | None
   key: Array
   update: Array
-  episodes: common.EpisodeMetrics
+  episodes: on_policy.EpisodeMetrics
 
 
 def _split(params):
@@ -157,106 +128,95 @@ def _merge(policy, critic):
   return {"params": dict(policy["params"], critic=critic)}
 
 
-def _critic_optimizer(config):
-  # Flat: Adam runs on one vector, not one small kernel per parameter array.
-  return optax.flatten(optax.chain(
-      optax.clip_by_global_norm(config.max_grad_norm),
-      optax.scale_by_adam(eps=1e-5)))
-
-
-def init(config: TRPOConfig, key: Array) -> TRPOState:
-  """Initial parameters, critic optimiser and environments for one run."""
-  env, env_params, network = common.setup(config)
-  k_params, k_env, k_learn = jax.random.split(key, 3)
-  params = common.init_params(config, network, env, env_params, k_params)
-  with common.optax_numerics():
-    opt_state = _critic_optimizer(config).init(_split(params)[1])
-  zero = jnp.zeros((), jnp.float32)
-  return TRPOState(params=params, opt_state=opt_state,
-                   rollout=envs.rollout_init(env, env_params, k_env),
+def init(config: TRPOConfig, key: Array,
+         policy: on_policy.Policy | None = None) -> TRPOState:
+  """Initial parameters, critic optimiser and environments for one run
+  (``policy``: as for :func:`jaxrl_align.agents.ppo.init`)."""
+  _, params, rollout, k_learn = on_policy.start(config, key, policy)
+  with sgd.optax_numerics():
+    opt_state = sgd.clipped_adam(config.max_grad_norm).init(_split(params)[1])
+  return TRPOState(params=params, opt_state=opt_state, rollout=rollout,
                    key=k_learn, update=jnp.zeros((), jnp.int32),
-                   episodes=common.EpisodeMetrics(zero, zero))
+                   episodes=on_policy.no_episodes())
 
 
-def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory):
+def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
+          policy: on_policy.Policy | None = None):
   """Learns from one ``[T, N]`` trajectory (JAX-native or host-stepped).
 
   GAE (bootstrapping from the true successors' values), then one
   :func:`~jaxrl_align.trpo_step` of the policy on the whole batch with
   normalised advantages, then ``update_epochs`` Adam epochs of the critic.
 
+  Args:
+    config: the settings.
+    state: the learner state.
+    trajectory: ``[T, N]`` transitions with ``extras["log_prob"]`` and
+      ``extras["value"]``.
+    policy: the network and head that produced it (default: the config's
+      JAX-native task).
+
   Returns:
     ``(state, metrics)``, metrics a dict of scalars, among them the line
     search's ``kl``, ``accepted``, ``step_fraction`` and ``cg_residual``.
   """
-  _, _, network = common.setup(config)
+  if policy is None:
+    policy = on_policy.task_policy(config)
+  head = policy.head
   t, n = trajectory.reward.shape
-  advantage, target = common.advantages_and_targets(
-      network, state.params, trajectory, config.gamma, config.gae_lambda)
-  batch = common.flatten_batch(
+  advantage, target = on_policy.advantages_and_targets(
+      policy, state.params, trajectory, config.gamma, config.gae_lambda)
+  batch = sgd.flatten_time(
       {"obs": trajectory.obs, "action": trajectory.action,
        "log_prob": trajectory.extras["log_prob"], "advantage": advantage,
        "target": target}, t, n)
-  advantage = common.normalize(batch["advantage"])
-  policy, critic = _split(state.params)
-  old_out = jax.lax.stop_gradient(network.apply(state.params, batch["obs"])[0])
+  advantage = normalization.whiten(batch["advantage"])
+  actor, critic = _split(state.params)
+  old_out = jax.lax.stop_gradient(policy.apply(state.params, batch["obs"])[0])
 
   def policy_out(p, obs):
-    return network.apply(_merge(p, critic), obs)[0]
+    return policy.apply(_merge(p, critic), obs)[0]
 
   def loss_fn(p):
-    log_prob, _ = common.log_prob_entropy(network, policy_out(p, batch["obs"]),
-                                          batch["action"])
+    log_prob = head.log_prob(policy_out(p, batch["obs"]), batch["action"])
     return -jnp.mean(jnp.exp(log_prob - batch["log_prob"]) * advantage)
 
   def kl_fn(p):
-    return jnp.mean(common.policy_kl(network, old_out,
-                                     policy_out(p, batch["obs"])))
+    return jnp.mean(head.kl(old_out, policy_out(p, batch["obs"])))
 
   fisher_kl_fn = None
   if config.fisher_subsample > 1:
     every = config.fisher_subsample
     sub_obs = batch["obs"][::every]
-    # Gaussian outputs are (mean [B, D], log_std [D]): only the mean is
-    # per-sample.
-    sub_old = (old_out[::every] if network.discrete
-               else (old_out[0][::every], old_out[1]))
+    sub_old = head.every(old_out, every)
 
     def fisher_kl_fn(p):
-      return jnp.mean(common.policy_kl(network, sub_old,
-                                       policy_out(p, sub_obs)))
+      return jnp.mean(head.kl(sub_old, policy_out(p, sub_obs)))
 
-  new_policy, info = trust_region.trpo_step(
-      loss_fn, kl_fn, policy, max_kl=config.max_kl, cg_iters=config.cg_iters,
+  new_actor, info = trust_region.trpo_step(
+      loss_fn, kl_fn, actor, max_kl=config.max_kl, cg_iters=config.cg_iters,
       cg_damping=config.cg_damping, backtrack_coeff=config.backtrack_coeff,
       backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher_kl_fn)
 
-  optimizer = _critic_optimizer(config)
+  optimizer = sgd.clipped_adam(config.max_grad_norm)
   lr = jnp.asarray(config.learning_rate, jnp.float32)
 
   def critic_loss(c, minibatch):
-    value = network.apply(_merge(new_policy, c), minibatch["obs"])[1]
+    value = policy.apply(_merge(new_actor, c), minibatch["obs"])[1]
     return losses.value_loss(value, minibatch["target"])
 
   def _update_minibatch(carry, minibatch):
     c, opt_state = carry
     loss, grads = jax.value_and_grad(critic_loss)(c, minibatch)
-    with common.optax_numerics():
-      updates, opt_state = optimizer.update(grads, opt_state, c)
-    return (jax.tree.map(lambda p, u: p - lr * u, c, updates), opt_state), loss
-
-  def _update_epoch(carry, epoch_key):
-    return jax.lax.scan(_update_minibatch, carry, common.minibatches(
-        epoch_key, {"obs": batch["obs"], "target": batch["target"]},
-        config.num_minibatches))
+    return sgd.descend(optimizer, grads, opt_state, c, lr), loss
 
   key, learn_key = jax.random.split(state.key)
-  (critic, opt_state), value_losses = jax.lax.scan(
-      _update_epoch, (critic, state.opt_state),
-      jax.random.split(learn_key, config.update_epochs))
+  (critic, opt_state), value_losses, _ = sgd.minibatch_epochs(
+      _update_minibatch, (critic, state.opt_state),
+      {"obs": batch["obs"], "target": batch["target"]}, learn_key,
+      epochs=config.update_epochs, num_minibatches=config.num_minibatches)
 
-  _, entropy = common.log_prob_entropy(
-      network, policy_out(new_policy, batch["obs"]), batch["action"])
+  entropy = head.entropy(policy_out(new_actor, batch["obs"]))
   metrics = {
       "policy_loss": info.loss, "value_loss": value_losses.mean(),
       "entropy": entropy.mean(), "kl": info.kl,
@@ -265,29 +225,13 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory):
       "loss_improvement": info.loss_improvement,
       "backtracks": info.backtracks.astype(jnp.float32),
       "learning_rate": lr}
-  new_state = state._replace(params=_merge(new_policy, critic),
+  new_state = state._replace(params=_merge(new_actor, critic),
                              opt_state=opt_state, key=key,
                              update=state.update + 1)
   return new_state, metrics
 
 
-def update(config: TRPOConfig, state: TRPOState):
-  """One JAX-native rollout of ``num_steps`` and :func:`learn` on it."""
-  return common.update(config, state, learn)
+update, train, evaluate = on_policy.functions(init, learn)
 
-
-def train(config: TRPOConfig, key: Array):
-  """A whole run: ``init`` then ``lax.scan`` of ``update``.
-
-  Returns:
-    ``(state, metrics)`` with ``[num_updates]`` metric arrays.
-  """
-  state = init(config, key)
-  return jax.lax.scan(lambda s, _: update(config, s), state, None,
-                      length=config.num_updates)
-
-
-def evaluate(config: TRPOConfig, state: TRPOState, key: Array,
-             num_episodes: int) -> Array:
-  """``[num_episodes]`` returns of the deterministic policy."""
-  return common.evaluate(config, state, key, num_episodes)
+LEARNER = on_policy.make_learner("trpo", TRPOConfig, init, update, evaluate,
+                                 finite_metrics=("policy_loss", "value_loss"))

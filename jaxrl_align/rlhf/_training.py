@@ -1,14 +1,11 @@
 """What the pretraining and reward-model optimisers share: the checks of
-their settings and the AdamW update (host-side configs, pure update)."""
+their settings."""
 
 from __future__ import annotations
 
 import math
 
-import optax
-
 from jaxrl_align import _checks
-from jaxrl_align.agents import common
 
 
 def check_optimizer_fields(config, owner: str) -> None:
@@ -21,10 +18,3 @@ def check_optimizer_fields(config, owner: str) -> None:
   _checks.check_scalar_in_range(f"{owner}.weight_decay", config.weight_decay,
                                 0, math.inf)
 
-
-def apply_gradients(tx: optax.GradientTransformation, grads, opt_state,
-                    params):
-  """``(params, opt_state)`` after one ``tx`` step."""
-  with common.optax_numerics():
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state

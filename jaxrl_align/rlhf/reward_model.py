@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxrl_align import _checks
+from jaxrl_align import sgd
 from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
 
@@ -142,7 +143,7 @@ def step(model_config: model_lib.TransformerConfig, config: RMConfig,
 
   (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  params, opt_state = _training.apply_gradients(
+  params, opt_state = sgd.apply_gradients(
       optimizer(config), grads, state.opt_state, state.params)
   return RMState(params, opt_state), loss, accuracy
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxrl_align import _checks
+from jaxrl_align import sgd
 from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
 
@@ -99,6 +100,6 @@ def step(model_config: model_lib.TransformerConfig, config: SFTConfig,
   apply_fn = model_lib.Transformer(model_config).apply
   loss, grads = jax.value_and_grad(
       lambda p: next_token_loss(apply_fn, p, tokens, mask))(state.params)
-  params, opt_state = _training.apply_gradients(
+  params, opt_state = sgd.apply_gradients(
       optimizer(config), grads, state.opt_state, state.params)
   return SFTState(params, opt_state), loss

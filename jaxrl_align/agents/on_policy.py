@@ -1,0 +1,346 @@
+"""What the on-policy learners (PPO, TRPO) share, written once.
+
+A learner is its config, its state, ``init`` and ``learn``; this module
+turns those into ``update`` (one JAX-native rollout and ``learn`` on it),
+``train`` (``init`` and ``lax.scan`` of ``update``), ``evaluate`` and the
+:class:`~jaxrl_align.learner.Learner` the runner drives. The environment
+and the :class:`Policy` are built once per program from the config's
+static fields and handed to ``learn``; ``learn`` itself never builds an
+environment, so host-stepped Gymnasium environments
+(:mod:`jaxrl_align.agents.host`) pass the policy built from their own
+spaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_align import _checks
+from jaxrl_align import advantages
+from jaxrl_align import configs
+from jaxrl_align import envs
+from jaxrl_align import heads
+from jaxrl_align import learner
+from jaxrl_align import networks
+from jaxrl_align import normalization
+from jaxrl_align.agents import presets
+
+Array = jax.Array
+
+OBS_CLIP = 10.0
+REWARD_CLIP = 10.0
+
+
+# ------------------------------------------------------------------ configs
+
+
+def finish_config(config, algo: str) -> None:
+  """``__post_init__`` work common to PPO and TRPO configs: presets, the
+  task id, the static fields that fix the batch layout, choices."""
+  if config.env_id not in envs.ENV_IDS + envs.PROBE_IDS:
+    raise ValueError(f"Unknown `env_id` {config.env_id!r}; known ids: "
+                     f"{', '.join(envs.ENV_IDS + envs.PROBE_IDS)}.")
+  configs.fill_defaults(config, presets.preset(algo, config.env_id),
+                        presets.DEFAULTS[algo])
+  for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs",
+               "num_minibatches"):
+    _checks.check_positive_int(name, getattr(config, name))
+  batch = config.num_envs * config.num_steps
+  if batch % config.num_minibatches:
+    raise ValueError(
+        f"`num_minibatches` ({config.num_minibatches}) must divide the batch "
+        f"num_envs * num_steps = {batch}.")
+  if config.total_timesteps < batch:
+    raise ValueError(
+        f"`total_timesteps` ({config.total_timesteps}) must be at least one "
+        f"batch, num_envs * num_steps = {batch}.")
+  if not (isinstance(config.hidden, tuple) and config.hidden and all(
+      isinstance(h, int) and h > 0 for h in config.hidden)):
+    raise ValueError(f"`hidden` must be a non-empty tuple of positive ints, "
+                     f"got {config.hidden!r}.")
+  configs.check_choices(config)
+  configs.check_range(config, "learning_rate", 0.0, float("inf"),
+                      low_inclusive=False)
+  configs.check_range(config, "gamma", 0.0, 1.0)
+  configs.check_range(config, "gae_lambda", 0.0, 1.0)
+  configs.check_range(config, "max_grad_norm", 0.0, float("inf"),
+                      low_inclusive=False)
+  configs.check_range(config, "log_std_init", -20.0, 5.0)
+
+
+def num_updates(config) -> int:
+  """Rollout-and-learn iterations in a run."""
+  return config.total_timesteps // (config.num_envs * config.num_steps)
+
+
+# ------------------------------------------------------ environment, policy
+
+
+class Policy(NamedTuple):
+  """The actor-critic network and its head, built once (static, hashable).
+
+  Attributes:
+    network: :class:`~jaxrl_align.networks.ActorCritic`.
+    head: its policy head (:mod:`jaxrl_align.heads`).
+    obs_shape: one observation's shape.
+  """
+  network: Any
+  head: Any
+  obs_shape: tuple[int, ...]
+
+  def init(self, key: Array, log_std_init) -> Any:
+    params = self.network.init(key, jnp.zeros((1,) + self.obs_shape,
+                                              jnp.float32))
+    return self.head.with_log_std(params, log_std_init)
+
+  def apply(self, params, obs: Array):
+    """``(policy_out, value [B])`` for ``obs [B, *obs_shape]``."""
+    return self.network.apply(params, obs)
+
+  def act(self, params) -> Callable:
+    """The rollout's policy: ``(key, obs) -> (action, {log_prob, value})``."""
+    def policy_fn(key, obs):
+      out, value = self.apply(params, obs)
+      action = self.head.sample(key, out)
+      return action, {"log_prob": self.head.log_prob(out, action),
+                      "value": value}
+    return policy_fn
+
+  def mode(self, params, obs: Array) -> Array:
+    return self.head.mode(self.apply(params, obs)[0])
+
+
+def make_policy(config, observation_space, action_space) -> Policy:
+  """The policy for a task's spaces (gymnax or Gymnasium ``Box`` /
+  ``Discrete``), with ``config.hidden`` layers."""
+  head = heads.for_space(action_space)
+  return Policy(networks.ActorCritic(head, config.hidden), head,
+                tuple(int(d) for d in observation_space.shape))
+
+
+def make_env(config):
+  """The config's JAX-native training vector env, with its wrappers."""
+  vec, params = envs.make_vec(config.env_id, config.num_envs)
+  if config.normalize_obs:
+    vec = envs.NormalizeObservation(vec, clip=OBS_CLIP)
+  if config.scale_reward:
+    vec = envs.ScaleReward(vec, gamma=config.gamma, clip=REWARD_CLIP)
+  return vec, params
+
+
+def task_policy(config) -> Policy:
+  """The policy of the config's JAX-native task."""
+  env, env_params = envs.make_gymnax(config.env_id)
+  return make_policy(config, env.observation_space(env_params),
+                     env.action_space(env_params))
+
+
+def obs_stats(config, env_state):
+  """The observation statistics inside a training env state (or None)."""
+  if not config.normalize_obs:
+    return None
+  if config.scale_reward:
+    env_state = env_state.inner
+  return env_state.obs_stats
+
+
+# ------------------------------------------------------------------ state
+
+
+class EpisodeMetrics(NamedTuple):
+  """Running summary of finished episodes, carried across updates."""
+  last_return: Array
+  last_length: Array
+
+
+def start(config, key: Array, policy: Policy | None = None):
+  """``(policy, params, rollout, learn_key)`` of a fresh run.
+
+  Without ``policy``: the config's JAX-native task, its policy and a reset
+  rollout state. With one (host-stepped environments): ``rollout`` is None.
+  """
+  k_params, k_env, k_learn = jax.random.split(key, 3)
+  rollout = None
+  if policy is None:
+    env, env_params = make_env(config)
+    policy = make_policy(config, env.observation_space(env_params),
+                         env.action_space(env_params))
+    rollout = envs.rollout_init(env, env_params, k_env)
+  return policy, policy.init(k_params, config.log_std_init), rollout, k_learn
+
+
+def no_episodes() -> EpisodeMetrics:
+  zero = jnp.zeros((), jnp.float32)
+  return EpisodeMetrics(zero, zero)
+
+
+def episode_metrics(prev: EpisodeMetrics, trajectory):
+  """Mean return/length of episodes finished in this trajectory, carrying the
+  previous values forward when none finished (never NaN)."""
+  done = (trajectory.terminated | trajectory.truncated).astype(jnp.float32)
+  count = done.sum()
+  mean_ret = (trajectory.episode_return * done).sum() / jnp.maximum(count, 1)
+  mean_len = (trajectory.episode_length.astype(jnp.float32) * done).sum(
+  ) / jnp.maximum(count, 1)
+  new = EpisodeMetrics(jnp.where(count > 0, mean_ret, prev.last_return),
+                       jnp.where(count > 0, mean_len, prev.last_length))
+  return new, count
+
+
+# ---------------------------------------------------------------- learning
+
+
+def advantages_and_targets(policy: Policy, params, trajectory, gamma, lam):
+  """GAE from the trajectory, bootstrapping from the true successors.
+
+  Returns:
+    ``(advantages [T, N], returns [T, N])``.
+  """
+  t, n = trajectory.reward.shape
+  flat_next = trajectory.next_obs.reshape((t * n,) + trajectory.next_obs.shape[2:])
+  next_value = policy.apply(params, flat_next)[1].reshape(t, n)
+  return advantages.gae(trajectory.reward, trajectory.extras["value"],
+                        next_value, trajectory.terminated,
+                        trajectory.truncated, gamma=gamma, lam=lam)
+
+
+def update(config, state, learn):
+  """One JAX-native rollout of ``num_steps`` and ``learn`` on it."""
+  env, env_params = make_env(config)
+  policy = make_policy(config, env.observation_space(env_params),
+                       env.action_space(env_params))
+  rollout, trajectory = envs.rollout(policy.act(state.params), env,
+                                     env_params, state.rollout,
+                                     config.num_steps)
+  state, metrics = learn(config, state._replace(rollout=rollout), trajectory,
+                         policy)
+  episodes, finished = episode_metrics(state.episodes, trajectory)
+  metrics.update(episode_return=episodes.last_return,
+                 episode_length=episodes.last_length,
+                 episodes_finished=finished,
+                 env_steps=(state.update * config.num_envs
+                            * config.num_steps).astype(jnp.float32))
+  return state._replace(episodes=episodes), metrics
+
+
+def evaluate(config, state, key: Array, num_episodes: int) -> Array:
+  """Deterministic-policy returns of ``num_episodes`` episodes, one per env.
+
+  Each env runs until its first episode ends (the task's time limit bounds
+  the scan). Observations are normalised with the training run's statistics,
+  frozen.
+  """
+  _checks.check_positive_int("num_episodes", num_episodes)
+  env, env_params = envs.make_vec(config.env_id, num_episodes)
+  policy = make_policy(config, env.observation_space(env_params),
+                       env.action_space(env_params))
+  stats = obs_stats(config, state.rollout.env_state)
+  horizon = int(env_params.max_steps_in_episode)
+  key, reset_key = jax.random.split(key)
+  obs, env_state = env.reset(reset_key, env_params)
+
+  def _env_step(carry, step_key):
+    obs, env_state, finished, returns = carry
+    if stats is not None:
+      obs = normalization.normalize(stats, obs, clip=OBS_CLIP)
+    action = policy.mode(state.params, obs)
+    obs, env_state, _, terminated, truncated, info = env.step(
+        step_key, env_state, action, env_params)
+    done = terminated | truncated
+    returns = jnp.where(done & ~finished, info["episode_return"], returns)
+    return (obs, env_state, finished | done, returns), None
+
+  init = (obs, env_state, jnp.zeros(num_episodes, bool),
+          jnp.zeros(num_episodes, jnp.float32))
+  (_, _, _, returns), _ = jax.lax.scan(
+      _env_step, init, jax.random.split(key, horizon))
+  return returns
+
+
+# ----------------------------------------------------- the runner's view
+
+
+def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
+  del states
+  means = np.mean(evaluation, axis=1)
+  return {
+      "env_id": config.env_id,
+      "total_timesteps": num_updates(config) * config.num_envs
+                         * config.num_steps,
+      "eval_episodes": int(evaluation.shape[1]),
+      "eval_return_mean": float(np.mean(means)),
+      "eval_return_std_over_seeds": float(np.std(means)),
+      "per_seed": [{"seed": i, "eval_return_mean": float(means[i]),
+                    "train_episode_return": (last_metrics[i] or {}).get(
+                        "episode_return")}
+                   for i in range(len(means))]}
+
+
+def _report(summary: dict[str, Any]) -> str:
+  lines = [f"{summary['algo'].upper()} on {summary['env_id']}, "
+           f"{summary['seeds']} seeds x {summary['total_timesteps']:,} steps",
+           f"  {'seed':>4s} {'eval return':>12s} {'last train return':>18s}"]
+  for row in summary["per_seed"]:
+    train = row["train_episode_return"]
+    lines.append(f"  {row['seed']:4d} {row['eval_return_mean']:12.1f} "
+                 f"{train if train is not None else float('nan'):18.1f}")
+  lines.append(f"  mean {summary['eval_return_mean']:11.1f} ± "
+               f"{summary['eval_return_std_over_seeds']:.1f} (std over seeds, "
+               f"{summary['eval_episodes']} deterministic episodes each); "
+               f"{summary['wall_seconds_this_session']:.1f} s")
+  return "\n".join(lines)
+
+
+def functions(init: Callable, learn: Callable):
+  """``(update, train, evaluate)`` of a learner given its ``init`` and
+  ``learn``: the wrappers every on-policy learner shares."""
+
+  def update_fn(config, state):
+    """One JAX-native rollout of ``num_steps`` and ``learn`` on it.
+
+    Returns:
+      ``(state, metrics)``: ``learn``'s metrics plus the mean return and
+      length of the episodes that finished (the previous values when none
+      did), their count, and the env steps so far.
+    """
+    return update(config, state, learn)
+
+  def train(config, key: Array):
+    """A whole run: ``init`` then ``lax.scan`` of ``update``.
+
+    Returns:
+      ``(state, metrics)``: the final state and a dict of ``[num_updates]``
+      metric arrays.
+    """
+    state = init(config, key)
+    return jax.lax.scan(lambda s, _: update(config, s, learn), state, None,
+                        length=num_updates(config))
+
+  def evaluate_fn(config, state, key: Array, num_episodes: int) -> Array:
+    """``[num_episodes]`` returns of the deterministic policy, one episode
+    per env, observations normalised with the run's statistics (frozen)."""
+    return evaluate(config, state, key, num_episodes)
+
+  return update_fn, train, evaluate_fn
+
+
+def make_learner(name: str, config_type: type, init: Callable,
+                 update_fn: Callable, evaluate_fn: Callable,
+                 finite_metrics: tuple[str, ...]) -> learner.Learner:
+  """The runner's :class:`~jaxrl_align.learner.Learner` of an on-policy
+  algorithm (``data`` unused: the environment is part of the program)."""
+  return learner.Learner(
+      name=name, config_type=config_type, defaults=presets.DEFAULTS[name],
+      init=lambda config, key, data: init(config, key),
+      update=lambda config, state, data: update_fn(config, state),
+      evaluate=lambda config, state, key, data, size: evaluate_fn(
+          config, state, key, size),
+      num_updates=num_updates, units="env_steps",
+      units_per_update=lambda config: config.num_envs * config.num_steps,
+      progress_metric="episode_return", finite_metrics=finite_metrics,
+      summarize=_summarize, report=_report)
+

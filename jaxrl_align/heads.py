@@ -1,0 +1,137 @@
+"""Policy heads: the distribution a network's policy output parameterises.
+
+A head is chosen once, from the action space, and every piece of a learner
+that samples, scores or compares actions asks the head; no ``if discrete``
+elsewhere. Each head is a small hashable object (a static part of a
+learner) over the pure functions of :mod:`jaxrl_align.distributions`::
+
+    head = heads.for_space(env.action_space(env_params))
+    action = head.sample(key, out); log_p = head.log_prob(out, action)
+    head.entropy(out); head.kl(old_out, new_out); head.mode(out)
+
+``out`` is what the network's policy part returns for a batch of
+observations ``[B, ...]``: logits ``[B, A]`` (:class:`Categorical`) or
+``(mean [B, D], log_std [D])`` (:class:`DiagGaussian`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_align import distributions
+
+Array = jax.Array
+
+
+class Categorical(NamedTuple):
+  """A categorical policy over ``num_actions`` actions; ``out`` = logits.
+
+  Attributes:
+    num_actions: number of actions.
+  """
+  num_actions: int
+
+  @property
+  def out_dim(self) -> int:
+    """Size of the network's last layer."""
+    return self.num_actions
+
+  def extra_params(self, module) -> None:
+    """Parameters the head adds to the network (none)."""
+    del module
+
+  def sample(self, key: Array, out: Array) -> Array:
+    return distributions.categorical_sample(key, out)
+
+  def log_prob(self, out: Array, action: Array) -> Array:
+    return distributions.categorical_log_prob(out, action)
+
+  def entropy(self, out: Array) -> Array:
+    return distributions.categorical_entropy(out)
+
+  def kl(self, old_out: Array, new_out: Array) -> Array:
+    """``KL(old || new)`` per sample (analytic)."""
+    return distributions.categorical_kl(old_out, new_out)
+
+  def mode(self, out: Array) -> Array:
+    return distributions.categorical_mode(out)
+
+  def every(self, out: Array, k: int) -> Array:
+    """The outputs of every ``k``-th sample."""
+    return out[::k]
+
+  def with_log_std(self, params, log_std) -> Any:
+    """Parameters with the initial log-std set (a categorical has none)."""
+    del log_std
+    return params
+
+
+class DiagGaussian(NamedTuple):
+  """A diagonal Gaussian policy with a state-independent log-std parameter;
+  ``out = (mean [B, D], log_std [D])``.
+
+  Attributes:
+    action_dim: ``D``, the size of a (flattened) action.
+  """
+  action_dim: int
+
+  @property
+  def out_dim(self) -> int:
+    return self.action_dim
+
+  def extra_params(self, module) -> Array:
+    """Creates the network's ``log_std`` parameter (zeros; set the initial
+    value with :meth:`with_log_std`)."""
+    return module.param("log_std", lambda _, shape: jnp.zeros(shape),
+                        (self.action_dim,))
+
+  def sample(self, key: Array, out) -> Array:
+    return distributions.gaussian_sample(key, *out)
+
+  def log_prob(self, out, action: Array) -> Array:
+    return distributions.gaussian_log_prob(*out, action)
+
+  def entropy(self, out) -> Array:
+    return distributions.gaussian_entropy(*out)
+
+  def kl(self, old_out, new_out) -> Array:
+    return distributions.gaussian_kl(*old_out, *new_out)
+
+  def mode(self, out) -> Array:
+    return distributions.gaussian_mode(*out)
+
+  def every(self, out, k: int):
+    # Only the mean is per-sample; the log-std is shared.
+    return out[0][::k], out[1]
+
+  def with_log_std(self, params, log_std):
+    inner = dict(params["params"])
+    inner["log_std"] = jnp.full_like(inner["log_std"], log_std)
+    return {**params, "params": inner}
+
+
+def for_space(space):
+  """The head for an action space: ``Discrete`` → :class:`Categorical`,
+  ``Box`` → :class:`DiagGaussian` (flattened). gymnax and Gymnasium spaces
+  both work.
+
+  Args:
+    space: the action space.
+
+  Returns:
+    A head.
+
+  Raises:
+    ValueError: any other space (``MultiDiscrete``, ``Dict``, ...).
+  """
+  kind = type(space).__name__
+  if kind == "Discrete":
+    return Categorical(int(space.n))
+  if kind == "Box":
+    return DiagGaussian(int(np.prod(space.shape)))
+  raise ValueError(f"Unsupported action space {space}: the learners take "
+                   f"Discrete or Box actions.")

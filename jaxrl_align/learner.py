@@ -1,0 +1,69 @@
+"""The learner protocol: what the one runner needs to know of an algorithm.
+
+A learner is three pure functions and a static description::
+
+    state = init(config, key, data)
+    state, metrics = update(config, state, data)         # metrics: scalars
+    result = evaluate(config, state, key, data, size)    # optional
+
+``config`` is the learner's frozen pytree config (static fields fix the
+program, leaves are hyperparameters), ``data`` a pytree of arrays that does
+not change during the run (``None`` for environment learners; token windows
+for pretraining, preference pairs for the reward model, prompts and frozen
+models for RL on a language model). ``data`` enters the compiled programs
+as an argument, never as a constant, and is not checkpointed: the host
+builds it again to resume.
+
+The runner (:mod:`jaxrl_align.host.runner`) compiles ``init`` and chunks of
+``update`` under ``jit(vmap(...))`` over seeds, writes the metrics, saves
+and restores checkpoints, and calls ``evaluate`` at the end. It reads
+nothing else of an algorithm: adding one is adding a :class:`Learner` to a
+registry (``jaxrl_align.agents.LEARNERS``, ``jaxrl_align.rlhf.LEARNERS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+
+class Learner(NamedTuple):
+  """A pure learner and how to run it.
+
+  Attributes:
+    name: registry key, recorded in the run directory (``"ppo"``).
+    config_type: its config class.
+    defaults: the value of each config field when neither the user nor a
+      task preset sets it (what ``--help`` shows).
+    init: ``(config, key, data) -> state``.
+    update: ``(config, state, data) -> (state, metrics)``, metrics a dict of
+      scalars; NaN means "no value this update" (the runner writes null).
+    evaluate: ``(config, state, key, data, size) -> array or dict of
+      arrays``, the final evaluation of one seed (``size``: episodes or
+      samples), or None when there is none.
+    num_updates: ``config -> int``, updates in a whole run.
+    units: what an update consumes, as the metric that counts it
+      cumulatively (``"env_steps"``, ``"tokens"``, ``"pairs"``); learning
+      curves use it as their x axis.
+    units_per_update: ``config -> int``.
+    progress_metric: the metric the progress bar shows.
+    finite_metrics: metrics that must stay finite; a NaN or infinity in one
+      of them (or in the state's parameters) stops a run.
+    summarize: ``(config, states, evaluation, last_metrics) -> dict``, the
+      learner's part of ``summary.json``: ``states`` and ``evaluation``
+      have a leading seed axis (host arrays), ``last_metrics`` is each
+      seed's last row of ``metrics.jsonl``.
+    report: ``summary -> str``, the summary as text for the terminal.
+  """
+  name: str
+  config_type: type
+  defaults: dict[str, Any]
+  init: Callable[..., Any]
+  update: Callable[..., Any]
+  evaluate: Callable[..., Any] | None
+  num_updates: Callable[[Any], int]
+  units: str
+  units_per_update: Callable[[Any], int]
+  progress_metric: str
+  finite_metrics: tuple[str, ...]
+  summarize: Callable[..., dict]
+  report: Callable[[dict], str]
