@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 .PHONY: demo test test-fast bench bench-learners clean
 
 demo: $(VENV)/.installed-run
-	$(BIN)/python -m jaxrl_align demo
+	$(BIN)/python -m jaxrl_align demo --overwrite
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

@@ -44,18 +44,18 @@ def _rows_digest(rows) -> str:
 
 def rl_fingerprints(tmp: str):
   from jaxrl_align import agents
-  from jaxrl_align import experiment
+  from jaxrl_align.host import runner
 
   for algo in ("ppo", "trpo"):
-    _, config_cls = experiment.ALGOS[algo]
+    config_cls = agents.LEARNERS[algo].config_type
     for env_id in ("CartPole-v1", "Pendulum-v1"):
       base = config_cls(env_id=env_id)
       config = base.replace(total_timesteps=8 * base.num_envs * base.num_steps)
       out = os.path.join(tmp, f"{algo}-{env_id}")
-      result = experiment.run(algo, config, out, experiment.RunnerSettings(
+      result = runner.run(algo, config, out, runner.RunnerSettings(
           seeds=2, chunk=2, checkpoint_every=4, eval_episodes=2),
-                              progress=False)
-      rows = experiment.read_metrics(out)
+                          progress=False)
+      rows = runner.read_metrics(out)
       yield (f"runner {algo} {env_id}", _digest(result.states.params),
              _rows_digest(rows) + " eval " + _digest(result.eval_returns))
       keys = jax.random.split(jax.random.key(0), 2)
@@ -67,9 +67,10 @@ def rl_fingerprints(tmp: str):
 
 
 def rlhf_fingerprints(tmp: str):
-  from jaxrl_align import checkpoints
-  from jaxrl_align import rlhf_runs
-  from jaxrl_align.rlhf import corpus
+  from jaxrl_align.host import checkpoints
+  from jaxrl_align.host import rlhf as rlhf_runs
+  from jaxrl_align.host.rlhf import corpus
+  from jaxrl_align.rlhf import model
   from jaxrl_align.rlhf import reward_model
   from jaxrl_align.rlhf import sft
 
@@ -77,10 +78,12 @@ def rlhf_fingerprints(tmp: str):
   sft_dir, prefs_dir, rm_dir = (os.path.join(tmp, n)
                                 for n in ("sft", "prefs", "rm"))
   summary = rlhf_runs.run_sft(
-      sft_dir, dict(max_len=32, num_layers=1, num_heads=2, width=32),
-      sft.SFTConfig(steps=30, batch_size=8, warmup_steps=5),
-      rlhf_runs.SFTRunSettings(vocab_size=300, eval_every=10, num_samples=1),
-      documents=docs, progress=False)
+      sft_dir, sft.SFTConfig(
+          model=model.TransformerConfig(vocab_size=300, max_len=32,
+                                        num_layers=1, num_heads=2, width=32),
+          steps=30, batch_size=8, warmup_steps=5, eval_every=10),
+      rlhf_runs.SFTRunSettings(num_samples=1), documents=docs,
+      progress=False)
   _, params, _ = rlhf_runs.load_sft(sft_dir)
   yield ("rlhf sft", _digest(params),
          f"valid {summary['valid_loss_initial']:.6f} -> "
@@ -90,10 +93,9 @@ def rlhf_fingerprints(tmp: str):
       samples_per_prompt=4, batch_size=8, valid_fraction=0.25),
                       documents=docs, progress=False)
   summary = rlhf_runs.run_rm(
-      rm_dir, sft_dir, prefs_dir, reward_model.RMConfig(epochs=2,
-                                                        batch_size=5),
-      rlhf_runs.RMRunSettings(dev_fraction=0.25, eval_every=2),
-      progress=False)
+      rm_dir, sft_dir, prefs_dir, reward_model.RMConfig(
+          epochs=2, batch_size=5, eval_every=2),
+      rlhf_runs.RMRunSettings(dev_fraction=0.25), progress=False)
   store = checkpoints.Checkpoints(os.path.join(rm_dir, "model"), keep=1)
   _, rm_params = store.restore(params)
   store.close()

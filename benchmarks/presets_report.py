@@ -17,13 +17,14 @@ import time
 import jax
 import numpy as np
 
+from jaxrl_align import agents
 from jaxrl_align import envs
-from jaxrl_align.experiment import ALGOS
+from jaxrl_align.agents import LEARNERS
 
 
 def run(algo, env_id, seeds):
-  module, config_cls = ALGOS[algo]
-  config = config_cls(env_id=env_id)
+  module = getattr(agents, algo)
+  config = LEARNERS[algo].config_type(env_id=env_id)
   keys = jax.random.split(jax.random.key(0), seeds)
   start = time.perf_counter()
   states, _ = jax.jit(jax.vmap(module.train, in_axes=(None, 0)))(config, keys)
@@ -36,7 +37,7 @@ def run(algo, env_id, seeds):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", type=int, default=4)
-  parser.add_argument("--algos", nargs="+", default=list(ALGOS))
+  parser.add_argument("--algos", nargs="+", default=list(LEARNERS))
   parser.add_argument("--envs", nargs="+", default=list(envs.ENV_IDS))
   args = parser.parse_args()
   print(f"{'algo':5s} {'task':25s} {'steps':>9s} {'mean':>8s}  per seed"

@@ -78,14 +78,14 @@ def main():
         f"{config.num_layers} layers, width {config.width}, context "
         f"{config.max_len}, vocab {VOCAB}")
   key = jax.random.key(0)
-  sft_config = sft.SFTConfig()
-  state = sft.init(config, sft_config, key)
+  sft_config = sft.SFTConfig(model=config)
+  tokens = jax.random.randint(key, (32, config.max_len), 0, VOCAB)
+  mask = jnp.ones(tokens.shape, bool)
+  state = sft.init(sft_config, key, sft.SFTData(tokens, tokens))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"parameters: {n_params:,}")
 
-  tokens = jax.random.randint(key, (32, config.max_len), 0, VOCAB)
-  mask = jnp.ones(tokens.shape, bool)
-  step = jax.jit(functools.partial(sft.step, config, sft_config))
+  step = jax.jit(functools.partial(sft.step, sft_config))
   t = timed(step, state, tokens, mask, repeats=args.repeats)
   print(f"pretraining: {tokens.size / t:,.0f} tokens/s "
         f"({t * 1e3:.0f} ms per step of 32 x {config.max_len})")
@@ -109,11 +109,11 @@ def main():
   pair_mask = jnp.ones(pair.shape, bool)
   rm_steps = {}
   for dropout in (0.1, 0.0):  # the default, and without dropout
-    rm_config = reward_model.RMConfig(dropout=dropout)
-    rm_state = reward_model.init(state.params, rm_config)
+    rm_config = reward_model.RMConfig(model=config, dropout=dropout)
+    opt_state = reward_model.optimizer(rm_config).init(state.params)
     rm_steps[dropout] = functools.partial(
-        jax.jit(functools.partial(reward_model.step, config, rm_config)),
-        rm_state, pair, pair_mask, pair, pair_mask, key)
+        jax.jit(functools.partial(reward_model.step, rm_config)),
+        state.params, opt_state, pair, pair_mask, pair, pair_mask, key)
   times = {d: float("inf") for d in rm_steps}
   for _ in range(args.repeats):  # interleaved, so drift hits both alike
     for d, fn in rm_steps.items():

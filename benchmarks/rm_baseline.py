@@ -26,7 +26,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from jaxrl_align.rlhf_runs import rm
+from jaxrl_align.host.rlhf import rm
 
 _WORD = re.compile(r"[a-z']+")
 
@@ -77,7 +77,7 @@ def main() -> None:
   args = parser.parse_args()
   with open(os.path.join(args.prefs, "prefs.jsonl")) as f:
     records = [json.loads(line) for line in f]
-  train, dev = rm._dev_split([r for r in records if r["split"] == "train"],
+  train, dev = rm.dev_split([r for r in records if r["split"] == "train"],
                              args.dev_fraction, args.seed)
   valid = [r for r in records if r["split"] == "valid"]
   vocab: dict[str, int] = {}

@@ -1,7 +1,8 @@
-"""What the runner costs: ``experiment.run`` against the bare ``train``.
+"""What the runner costs: ``runner.run`` against the bare ``train``.
 
 The same config and seeds, in alternation: the pure ``jax.jit(jax.vmap(
-train))`` (with the runner's compiler options; compiled once, then timed) and ``experiment.run`` (chunks,
+train))`` (with the runner's compiler options; compiled once, then timed) and
+``runner.run`` (chunks,
 progress bar, metrics.jsonl, checkpoints; its programs are compiled by a
 throw-away run first and cached, so both are timed warm). The runner's time
 is its training loop (``wall_seconds_this_session`` in ``summary.json``);
@@ -22,9 +23,9 @@ import time
 
 import jax
 
-from jaxrl_align import experiment
 from jaxrl_align import agents
 from jaxrl_align.agents import ppo
+from jaxrl_align.host import runner
 
 
 def main():
@@ -37,9 +38,9 @@ def main():
   train = jax.jit(jax.vmap(ppo.train, in_axes=(None, 0)),
                   compiler_options=agents.compiler_options()).lower(
       config, keys).compile()
-  settings = experiment.RunnerSettings(seeds=args.seeds)
+  settings = runner.RunnerSettings(seeds=args.seeds)
   with tempfile.TemporaryDirectory() as tmp:
-    experiment.run("ppo", config, os.path.join(tmp, "warm"), settings,
+    runner.run("ppo", config, os.path.join(tmp, "warm"), settings,
                    progress=False)
     bare, runner, quiet = [], [], []
     for i in range(args.repeats):
@@ -49,7 +50,7 @@ def main():
       for progress, times in ((True, runner), (False, quiet)):
         out = os.path.join(tmp, f"run{i}-{progress}")
         start = time.perf_counter()
-        experiment.run("ppo", config, out, settings, progress=progress)
+        runner.run("ppo", config, out, settings, progress=progress)
         total = time.perf_counter() - start
         with open(os.path.join(out, "summary.json")) as f:
           times.append(json.load(f)["wall_seconds_this_session"])
@@ -59,7 +60,7 @@ def main():
             f"{total:.2f} s)", flush=True)
   print(f"CartPole-v1 PPO preset, {args.seeds} seeds, "
         f"{config.num_updates} updates in chunks of "
-        f"{experiment.default_chunk(config.num_updates)} (best of "
+        f"{runner.default_chunk(config.num_updates)} (best of "
         f"{args.repeats}): runner / bare = {min(runner) / min(bare):.3f}; "
         f"progress bar on / off = {min(runner) / min(quiet):.3f}")
 

@@ -6,7 +6,9 @@ in your own jitted code. Time-major ``[T, *B]`` arrays throughout.
 
 from jaxrl_align.advantages import discounted_returns
 from jaxrl_align.advantages import gae
+from jaxrl_align.advantages import grpo_advantages
 from jaxrl_align.advantages import lambda_returns
+from jaxrl_align.advantages import rloo_advantages
 from jaxrl_align.distributions import categorical_entropy
 from jaxrl_align.distributions import categorical_kl
 from jaxrl_align.distributions import categorical_log_prob
@@ -37,6 +39,13 @@ from jaxrl_align.normalization import normalize
 from jaxrl_align.normalization import running_mean_std_init
 from jaxrl_align.normalization import running_mean_std_update
 from jaxrl_align.normalization import RunningMeanStd
+from jaxrl_align.normalization import whiten
+from jaxrl_align.preferences import bradley_terry_loss
+from jaxrl_align.preferences import dpo_loss
+from jaxrl_align.sequences import batch_major
+from jaxrl_align.sequences import kl_penalized_rewards
+from jaxrl_align.sequences import last_step
+from jaxrl_align.sequences import time_major
 from jaxrl_align.trust_region import CGInfo
 from jaxrl_align.trust_region import conjugate_gradient
 from jaxrl_align.trust_region import conjugate_gradient_with_info
@@ -50,6 +59,8 @@ __version__ = "0.1.0"
 __all__ = (
     "adaptive_kl_controller",
     "approx_kl",
+    "batch_major",
+    "bradley_terry_loss",
     "categorical_entropy",
     "categorical_kl",
     "categorical_log_prob",
@@ -61,6 +72,7 @@ __all__ = (
     "conjugate_gradient",
     "conjugate_gradient_with_info",
     "discounted_returns",
+    "dpo_loss",
     "entropy_loss",
     "fisher_vector_product",
     "fixed_kl_controller",
@@ -70,22 +82,28 @@ __all__ = (
     "gaussian_log_prob",
     "gaussian_mode",
     "gaussian_sample",
+    "grpo_advantages",
     "kl_k1",
     "kl_k2",
     "kl_k3",
+    "kl_penalized_rewards",
     "KLController",
     "KLControllerState",
     "lambda_returns",
+    "last_step",
     "masked_mean",
     "normalize",
     "npg_step",
     "ppo_clip_loss",
     "ppo_kl_controller",
     "ppo_kl_penalty_loss",
+    "rloo_advantages",
     "running_mean_std_init",
     "running_mean_std_update",
     "RunningMeanStd",
+    "time_major",
     "trpo_step",
     "TRPOInfo",
     "value_loss",
+    "whiten",
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from typing import Any, Iterable
 
 import numpy as np
@@ -25,19 +26,30 @@ from flax import struct
 from jaxrl_align import _checks
 
 
-def static(default: Any = None, *, choices: Iterable[Any] | None = None):
+def static(default: Any = None, *, choices: Iterable[Any] | None = None,
+           derived: bool = False):
   """A field that fixes shapes or program structure (never traced).
 
   Args:
     default: its default (``None``: filled in ``__post_init__``).
     choices: the values it may take, if a closed set (checked by
       :func:`check_choices`; the command line offers them).
+    derived: set by the run from its inputs (the data set's size, the
+      pretrained model's shape), not by the user: no command-line option.
 
   Returns:
     A dataclass field with ``pytree_node=False``.
   """
-  metadata = {"choices": tuple(choices)} if choices is not None else None
+  metadata = {}
+  if choices is not None:
+    metadata["choices"] = tuple(choices)
+  if derived:
+    metadata["derived"] = True
   return struct.field(pytree_node=False, default=default, metadata=metadata)
+
+
+def is_derived(field: dataclasses.Field) -> bool:
+  return bool(field.metadata.get("derived"))
 
 
 def is_static(field: dataclasses.Field) -> bool:
@@ -95,16 +107,20 @@ def check_choices(config) -> None:
 
 
 def field_docs(cls) -> dict[str, str]:
-  """``{field: description}`` from the class docstring's ``Attributes:``."""
-  body = (cls.__doc__ or "").split("Attributes:", 1)[-1]
-  docs, name = {}, None
-  for line in body.splitlines():
-    m = re.match(r"\s{4}(\w+): (.*)", line)
-    if m:
-      name = m.group(1)
-      docs[name] = m.group(2).strip()
-    elif name and line.strip():
-      docs[name] += " " + line.strip()
+  """``{field: description}`` from the ``Attributes:`` sections of the
+  docstrings of the class and its bases."""
+  docs = {}
+  for klass in reversed(cls.__mro__):
+    if "Attributes:" not in (klass.__doc__ or ""):
+      continue
+    name = None
+    for line in klass.__doc__.split("Attributes:", 1)[1].splitlines():
+      m = re.match(r"\s{4}(\w+): (.*)", line)
+      if m:
+        name = m.group(1)
+        docs[name] = m.group(2).strip()
+      elif name and line.strip():
+        docs[name] += " " + line.strip()
   return docs
 
 
@@ -131,13 +147,14 @@ def to_dict(config) -> dict[str, Any]:
 
 
 def from_dict(cls, fields: dict[str, Any]):
-  """Inverse of :func:`to_dict` (builds, so validates, the config)."""
-  defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+  """Inverse of :func:`to_dict` (builds, so validates, the config); nested
+  dicts become the dataclass their field is annotated with."""
+  hints = typing.get_type_hints(cls)
   kwargs = {}
   for name, value in fields.items():
-    default = defaults.get(name, dataclasses.MISSING)
-    if isinstance(value, dict) and dataclasses.is_dataclass(default):
-      value = from_dict(type(default), value)
+    hint = hints.get(name)
+    if isinstance(value, dict) and dataclasses.is_dataclass(hint):
+      value = from_dict(hint, value)
     elif isinstance(value, list):
       value = tuple(value)
     elif value in ("inf", "-inf", "nan"):

@@ -23,23 +23,21 @@ registry (``jaxrl_align.agents.LEARNERS``, ``jaxrl_align.rlhf.LEARNERS``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+from typing import Any, Callable
 
 
-class Learner(NamedTuple):
-  """A pure learner and how to run it.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Learner:
+  """A pure learner and how to run it (hashed by identity: one object per
+  algorithm, so compiled programs can be cached on it).
 
   Attributes:
     name: registry key, recorded in the run directory (``"ppo"``).
     config_type: its config class.
-    defaults: the value of each config field when neither the user nor a
-      task preset sets it (what ``--help`` shows).
     init: ``(config, key, data) -> state``.
     update: ``(config, state, data) -> (state, metrics)``, metrics a dict of
       scalars; NaN means "no value this update" (the runner writes null).
-    evaluate: ``(config, state, key, data, size) -> array or dict of
-      arrays``, the final evaluation of one seed (``size``: episodes or
-      samples), or None when there is none.
     num_updates: ``config -> int``, updates in a whole run.
     units: what an update consumes, as the metric that counts it
       cumulatively (``"env_steps"``, ``"tokens"``, ``"pairs"``); learning
@@ -53,13 +51,22 @@ class Learner(NamedTuple):
       have a leading seed axis (host arrays), ``last_metrics`` is each
       seed's last row of ``metrics.jsonl``.
     report: ``summary -> str``, the summary as text for the terminal.
+    evaluate: ``(config, state, key, data, size) -> array or dict of
+      arrays``, the final evaluation of one seed (``size``: episodes), or
+      None when there is none.
+    assess: ``(config, state, data) -> (state, metrics)``, run after the
+      update that completes every ``assess_every(config)`` updates (and
+      after the last): validation, keeping the best parameters. None when
+      there is none.
+    assess_every: ``config -> int``, with ``assess``.
+    defaults: the value of each config field when neither the user nor a
+      task preset sets it, for fields whose declared default is ``None``
+      (what ``--help`` shows).
   """
   name: str
   config_type: type
-  defaults: dict[str, Any]
   init: Callable[..., Any]
   update: Callable[..., Any]
-  evaluate: Callable[..., Any] | None
   num_updates: Callable[[Any], int]
   units: str
   units_per_update: Callable[[Any], int]
@@ -67,3 +74,7 @@ class Learner(NamedTuple):
   finite_metrics: tuple[str, ...]
   summarize: Callable[..., dict]
   report: Callable[[dict], str]
+  evaluate: Callable[..., Any] | None = None
+  assess: Callable[..., Any] | None = None
+  assess_every: Callable[[Any], int] | None = None
+  defaults: dict[str, Any] = dataclasses.field(default_factory=dict)

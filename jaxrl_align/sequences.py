@@ -66,7 +66,7 @@ def last_step(mask: Array) -> Array:
   t = mask.shape[0]
   index = t - 1 - jnp.argmax(mask[::-1], axis=0)
   steps = jnp.arange(t).reshape((t,) + (1,) * (mask.ndim - 1))
-  return (steps == index) & jnp.any(mask, axis=0)
+  return (steps == index[None]) & jnp.any(mask, axis=0)[None]
 
 
 def kl_penalized_rewards(score: Array, log_prob: Array, ref_log_prob: Array,

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_align import cli
+from jaxrl_align.host import cli
 from jaxrl_align import demo
 
 

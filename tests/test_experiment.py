@@ -12,17 +12,18 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_align import checkpoints
-from jaxrl_align import evaluation
-from jaxrl_align import experiment
-from jaxrl_align import plotting
+from jaxrl_align import configs
 from jaxrl_align.agents import ppo
+from jaxrl_align.host import checkpoints
+from jaxrl_align.host import evaluation
+from jaxrl_align.host import plotting
+from jaxrl_align.host import runner
 
 # 12 updates of 4 envs x 16 steps, in chunks of 2.
 SMALL = dict(env_id="CartPole-v1", total_timesteps=12 * 64, num_envs=4,
              num_steps=16, num_minibatches=2, update_epochs=2,
              hidden=(16, 16))
-SETTINGS = experiment.RunnerSettings(seeds=2, chunk=2, checkpoint_every=4,
+SETTINGS = runner.RunnerSettings(seeds=2, chunk=2, checkpoint_every=4,
                                      keep=2, eval_episodes=3)
 
 
@@ -39,7 +40,7 @@ def params_of(states):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("runs") / "full")
-  result = experiment.run("ppo", small_config(), out, SETTINGS,
+  result = runner.run("ppo", small_config(), out, SETTINGS,
                           progress=False)
   return out, result
 
@@ -67,7 +68,7 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(full_run):
   np.testing.assert_allclose(summary["eval_return_mean"],
                              result.eval_returns.mean())
   assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 1000
-  assert "PPO on CartPole-v1" in experiment.format_summary(summary)
+  assert "PPO on CartPole-v1" in ppo.LEARNER.report(summary)
 
 
 def test_runner_equals_plain_train(full_run):
@@ -83,7 +84,7 @@ def test_runner_equals_plain_train(full_run):
 def test_interrupted_and_resumed_run_is_bit_identical(full_run, tmp_path):
   out, full = full_run
   part = str(tmp_path / "part")
-  stopped = experiment.run("ppo", small_config(), part, SETTINGS,
+  stopped = runner.run("ppo", small_config(), part, SETTINGS,
                            progress=False, stop_after=6)
   assert stopped.interrupted and stopped.summary is None
   # A crash after metrics were written but before the next checkpoint:
@@ -91,20 +92,20 @@ def test_interrupted_and_resumed_run_is_bit_identical(full_run, tmp_path):
   with open(os.path.join(part, "metrics.jsonl"), "a") as f:
     f.write(json.dumps({"update": 7, "seed": 0, "episode_return": 1.0})
             + "\n")
-  resumed = experiment.run("ppo", small_config(), part, SETTINGS,
+  resumed = runner.run("ppo", small_config(), part, SETTINGS,
                            resume=True, progress=False)
   for a, b in zip(params_of(full.states), params_of(resumed.states)):
     np.testing.assert_array_equal(a, b)
-  assert (experiment.read_metrics(part) == experiment.read_metrics(out))
+  assert (runner.read_metrics(part) == runner.read_metrics(out))
   np.testing.assert_array_equal(full.eval_returns, resumed.eval_returns)
 
 
 def test_resume_with_a_changed_hyperparameter_is_recorded(tmp_path, capsys):
   out = str(tmp_path / "changed")
-  settings = experiment.RunnerSettings(chunk=2, eval_episodes=1)
+  settings = runner.RunnerSettings(chunk=2, eval_episodes=1)
   config = small_config(total_timesteps=4 * 64)
-  experiment.run("ppo", config, out, settings, progress=False, stop_after=2)
-  experiment.run("ppo", config.replace(learning_rate=1e-4), out, settings,
+  runner.run("ppo", config, out, settings, progress=False, stop_after=2)
+  runner.run("ppo", config.replace(learning_rate=1e-4), out, settings,
                  resume=True, progress=False)
   assert "resuming with learning_rate = 0.0001" in capsys.readouterr().err
   stored = json.load(open(os.path.join(out, "config.json")))
@@ -112,7 +113,7 @@ def test_resume_with_a_changed_hyperparameter_is_recorded(tmp_path, capsys):
   lr0 = float(config.learning_rate)  # the CartPole preset's
   assert stored["changes"] == [{"at_update": 2, "changes": {
       "learning_rate": [lr0, 1e-4]}}]
-  rows = experiment.read_metrics(out)
+  rows = runner.read_metrics(out)
   # Linear annealing over 4 updates, from the new rate after the resume.
   np.testing.assert_allclose([r["learning_rate"] for r in rows],
                              [lr0, lr0 * 3 / 4, 1e-4 * 2 / 4, 1e-4 * 1 / 4],
@@ -148,46 +149,46 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(full_run, tmp_path,
 
 def test_refusals_before_any_work(full_run, tmp_path):
   out = full_run[0]
-  with pytest.raises(experiment.RunError, match="--resume .* --overwrite"):
-    experiment.run("ppo", small_config(), out, SETTINGS, progress=False)
-  with pytest.raises(experiment.RunError, match=r"num_envs: 4 \(stored\) "
+  with pytest.raises(runner.RunError, match="--resume .* --overwrite"):
+    runner.run("ppo", small_config(), out, SETTINGS, progress=False)
+  with pytest.raises(runner.RunError, match=r"num_envs: 4 \(stored\) "
                                                 r"-> 8"):
-    experiment.run("ppo", small_config(num_envs=8), out, SETTINGS,
+    runner.run("ppo", small_config(num_envs=8), out, SETTINGS,
                    resume=True, progress=False)
-  with pytest.raises(experiment.RunError, match="is ppo, not trpo"):
+  with pytest.raises(runner.RunError, match="is ppo, not trpo"):
     from jaxrl_align.agents import trpo
-    experiment.run("trpo", trpo.TRPOConfig(env_id="CartPole-v1"), out,
+    runner.run("trpo", trpo.TRPOConfig(env_id="CartPole-v1"), out,
                    SETTINGS, resume=True, progress=False)
   fresh = str(tmp_path / "fresh")
-  with pytest.raises(experiment.RunError, match="`chunk` must divide"):
-    experiment.run("ppo", small_config(), fresh,
-                   experiment.RunnerSettings(chunk=5), progress=False)
-  with pytest.raises(experiment.RunError, match="`seeds`"):
-    experiment.run("ppo", small_config(), fresh,
-                   experiment.RunnerSettings(seeds=0), progress=False)
+  with pytest.raises(runner.RunError, match="`chunk` must divide"):
+    runner.run("ppo", small_config(), fresh,
+                   runner.RunnerSettings(chunk=5), progress=False)
+  with pytest.raises(runner.RunError, match="`seeds`"):
+    runner.run("ppo", small_config(), fresh,
+                   runner.RunnerSettings(seeds=0), progress=False)
   assert not os.path.exists(fresh)
-  with pytest.raises(experiment.RunError, match="not a run directory"):
+  with pytest.raises(runner.RunError, match="not a run directory"):
     evaluation.evaluate_run(str(tmp_path), 2)
 
 
 def test_default_chunk_divides_the_updates():
-  assert experiment.default_chunk(390) == 15  # 26 calls of 15 updates
-  assert experiment.default_chunk(97) == 1
-  assert experiment.default_chunk(10) == 1
+  assert runner.default_chunk(390) == 15  # 26 calls of 15 updates
+  assert runner.default_chunk(97) == 1
+  assert runner.default_chunk(10) == 1
   for n in (1, 12, 390, 781, 1000):
-    assert n % experiment.default_chunk(n) == 0
+    assert n % runner.default_chunk(n) == 0
 
 
 def test_config_json_round_trip():
   from jaxrl_align.agents import trpo
 
-  for algo, config in (("ppo", small_config(objective="kl_penalty")),
-                       ("trpo", trpo.TRPOConfig(env_id="Pendulum-v1"))):
-    back = experiment.config_from_dict(
-        algo, json.loads(json.dumps(experiment.config_to_dict(config))))
-    assert experiment.config_diff(config, back) == {}
-  assert experiment.static_fields(small_config())[:2] == ["env_id",
-                                                           "total_timesteps"]
+  for config in (small_config(objective="kl_penalty"),
+                 trpo.TRPOConfig(env_id="Pendulum-v1")):
+    back = configs.from_dict(
+        type(config), json.loads(json.dumps(configs.to_dict(config))))
+    assert configs.diff(config, back) == {}
+  assert configs.static_fields(small_config())[:2] == ["env_id",
+                                                        "total_timesteps"]
 
 
 def test_evaluate_plot_and_video(full_run, tmp_path):
@@ -199,7 +200,7 @@ def test_evaluate_plot_and_video(full_run, tmp_path):
   figure = plotting.plot_runs([out, out], str(tmp_path / "two.png"),
                               labels=["a", "b"])
   assert os.path.getsize(figure) > 1000
-  with pytest.raises(experiment.RunError, match="Unknown metric"):
+  with pytest.raises(runner.RunError, match="Unknown metric"):
     plotting.curves(out, "nope")
   gif = str(tmp_path / "episode.gif")
   total, frames = evaluation.record_video(out, gif, seed_index=1)
@@ -213,8 +214,8 @@ def test_evaluate_plot_and_video(full_run, tmp_path):
 
 def test_tensorboard_events(tmp_path):
   out = str(tmp_path / "tb")
-  experiment.run("ppo", small_config(total_timesteps=4 * 64), out,
-                 experiment.RunnerSettings(chunk=2, eval_episodes=1),
+  runner.run("ppo", small_config(total_timesteps=4 * 64), out,
+                 runner.RunnerSettings(chunk=2, eval_episodes=1),
                  tensorboard=True, progress=False)
   events = os.listdir(os.path.join(out, "tensorboard"))
   assert any(name.startswith("events.out.tfevents") for name in events)
@@ -249,11 +250,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
   stopped_at = ckpts.steps()
   ckpts.close()
   assert len(stopped_at) == 1 and 1 <= stopped_at[0] < UPDATES
-  from jaxrl_align import cli
+  from jaxrl_align.host import cli
   assert cli.main(["train", "--resume", out, "--no-progress"]) == 0
   whole = str(tmp_path / "whole")
   assert cli.main(["train", "--out", whole] + args) == 0
-  assert experiment.read_metrics(out) == experiment.read_metrics(whole)
+  assert runner.read_metrics(out) == runner.read_metrics(whole)
   _, _, _, _, a = evaluation.restore_run(out)
   _, _, _, _, b = evaluation.restore_run(whole)
   for x, y in zip(params_of(a), params_of(b)):

@@ -119,6 +119,22 @@ CASES = {
         lambda: (jnp.float32(RNG.random()), jnp.float32(4))),
     "ppo_kl_controller": (_controller(lambda: jra.ppo_kl_controller(1.0, target=0.5)),
                           lambda: (jnp.float32(RNG.random() * 2), jnp.float32(1))),
+    "whiten": (lambda x, m: jra.whiten(x, m, ddof=1), lambda: (f32(8), flags(8) | (jnp.arange(8) < 2))),
+    "bradley_terry_loss": (lambda a, b, m: jra.bradley_terry_loss(a, b, mask=m),
+                           lambda: (f32(8), f32(8), flags(8))),
+    "dpo_loss": (lambda a, b, c, d, beta: jra.dpo_loss(a, b, c, d, beta=beta,
+                                                       label_smoothing=0.1),
+                 lambda: (f32(8), f32(8), f32(8), f32(8), jnp.float32(RNG.random() + 0.1))),
+    "kl_penalized_rewards": (
+        lambda s, lp, ref, m, c: jra.kl_penalized_rewards(s, lp, ref, m, kl_coef=c,
+                                                          estimator="k3"),
+        lambda: (f32(3), f32(5, 3), f32(5, 3), flags(5, 3) | (jnp.arange(5) < 2)[:, None],
+                 jnp.float32(RNG.random()))),
+    "time_major": (jra.time_major, lambda: (f32(3, 5),)),
+    "batch_major": (jra.batch_major, lambda: (f32(5, 3, 2),)),
+    "last_step": (jra.last_step, lambda: (flags(6, 3),)),
+    "rloo_advantages": (jra.rloo_advantages, lambda: (f32(4, 3),)),
+    "grpo_advantages": (jra.grpo_advantages, lambda: (f32(4, 3),)),
 }
 
 CLASSES = {"CGInfo", "KLController", "KLControllerState", "RunningMeanStd",

@@ -205,7 +205,7 @@ def test_gpt2_checkpoint_gives_the_same_logits(tmp_path):
   import torch  # the test extra pins torch==2.13.0 (CPU)
   import transformers
 
-  from jaxrl_align.rlhf import gpt2
+  from jaxrl_align.host.rlhf import gpt2
 
   torch.manual_seed(0)
   hf_config = transformers.GPT2Config(vocab_size=97, n_positions=40, n_embd=32,

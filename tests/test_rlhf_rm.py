@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_align.rlhf import annotators
+import jaxrl_align as jra
+from jaxrl_align.host.rlhf import annotators
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import reward_model
 
@@ -17,16 +18,17 @@ def test_bradley_terry_loss_by_hand():
   # margins 2, 0, -1: -log σ(2) = log(1 + e^-2) = 0.126928,
   # -log σ(0) = log 2 = 0.693147, -log σ(-1) = log(1 + e) = 1.313262;
   # mean 0.711113; accuracy: only the first margin is > 0 -> 1/3.
-  loss, acc = jax.jit(reward_model.bradley_terry_loss)(
-      jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 1.0]))
+  chosen, rejected = jnp.array([3.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 1.0])
+  loss = jax.jit(jra.bradley_terry_loss)(chosen, rejected)
   np.testing.assert_allclose(loss, (math.log1p(math.exp(-2)) + math.log(2)
                                     + math.log1p(math.e)) / 3, rtol=1e-6)
   np.testing.assert_allclose(loss, 0.711113, atol=1e-6)
-  np.testing.assert_allclose(acc, 1 / 3, rtol=1e-6)
-  batched = jax.vmap(reward_model.bradley_terry_loss)(
+  np.testing.assert_allclose(reward_model.accuracy(chosen, rejected), 1 / 3,
+                             rtol=1e-6)
+  batched = jax.vmap(jra.bradley_terry_loss)(
       jnp.array([[3.0], [0.0]]), jnp.array([[1.0], [1.0]]))
-  np.testing.assert_allclose(batched[0], [math.log1p(math.exp(-2)),
-                                          math.log1p(math.e)], rtol=1e-6)
+  np.testing.assert_allclose(batched, [math.log1p(math.exp(-2)),
+                                       math.log1p(math.e)], rtol=1e-6)
 
 
 def test_rewards_read_the_last_real_token():
@@ -100,21 +102,36 @@ def test_body_learns_at_a_fraction_of_the_head_rate():
 
 
 def test_step_is_seeded_by_its_dropout_key():
+  # The head starts at zero and a head of ones reads a LayerNorm output,
+  # whose features sum to zero: either gives every reward 0 and the loss
+  # ln 2 whatever the masks. A random head gives rewards of order 1, so a
+  # different dropout mask moves the loss by far more than rounding.
   config = model_lib.TransformerConfig(vocab_size=9, max_len=8, num_layers=1,
                                        num_heads=1, width=8)
   params = model_lib.Transformer(config).init(jax.random.key(0),
                                               jnp.zeros((1, 2), jnp.int32))
-  # A non-zero head (it starts at zero: every reward would be 0).
-  params["params"]["score"]["kernel"] = jnp.ones((8, 1))
-  rm_config = reward_model.RMConfig(dropout=0.5, warmup_steps=0)
-  state = reward_model.init(params, rm_config)
-  step = jax.jit(functools.partial(reward_model.step, config, rm_config))
+  params["params"]["score"]["kernel"] = 2.0 * jax.random.normal(
+      jax.random.key(2), (8, 1))
+  rm_config = reward_model.RMConfig(model=config, dropout=0.5,
+                                    warmup_steps=0)
+  opt_state = reward_model.optimizer(rm_config).init(params)
+  step = jax.jit(functools.partial(reward_model.step, rm_config))
   tokens = jax.random.randint(jax.random.key(1), (4, 6), 0, 9)
   mask = jnp.ones((4, 6), bool)
-  losses = [step(state, tokens, mask, tokens[::-1], mask,
-                 jax.random.key(k))[1] for k in (7, 7, 8)]
-  assert losses[0] == losses[1]  # bit for bit
-  assert losses[0] != losses[2]  # the key draws the masks
+  runs = [step(params, opt_state, tokens, mask, tokens[::-1], mask,
+               jax.random.key(k)) for k in (7, 7, 8)]
+  losses = [float(r[2]) for r in runs]
+  assert abs(losses[0] - np.log(2)) > 0.05  # the rewards are not all 0
+  for a, b in zip(jax.tree.leaves(runs[0][0]), jax.tree.leaves(runs[1][0])):
+    np.testing.assert_array_equal(a, b)  # same key: bit for bit
+  assert losses[0] == losses[1]
+  assert abs(losses[0] - losses[2]) > 1e-3  # the key draws the masks
+  no_dropout = reward_model.RMConfig(model=config, dropout=0.0,
+                                     warmup_steps=0)
+  plain = [float(reward_model.step(no_dropout, params, opt_state, tokens,
+                                   mask, tokens[::-1], mask,
+                                   jax.random.key(k))[2]) for k in (7, 8)]
+  assert plain[0] == plain[1]  # without dropout the key changes nothing
 
 
 def test_reward_model_recovers_a_known_linear_reward():
@@ -134,22 +151,24 @@ def test_reward_model_recovers_a_known_linear_reward():
   rejected = np.where(a_better[:, None], b, a)
   module = model_lib.Transformer(config)
   params = module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
-  rm_config = reward_model.RMConfig(learning_rate=1e-3, batch_size=50)
-  state = reward_model.init(params, rm_config)
-  step = jax.jit(functools.partial(reward_model.step, config, rm_config))
+  rm_config = reward_model.RMConfig(model=config, learning_rate=1e-3,
+                                    batch_size=50)
+  opt_state = reward_model.optimizer(rm_config).init(params)
+  step = jax.jit(functools.partial(reward_model.step, rm_config))
   mask = jnp.ones((50, 8), bool)
   for epoch in range(rm_config.epochs):
     for i in range(0, 4000, 50):
-      state, loss, _ = step(state, jnp.asarray(chosen[i:i + 50]), mask,
-                            jnp.asarray(rejected[i:i + 50]), mask,
-                            jax.random.key(epoch * 4000 + i))
+      params, opt_state, _, _ = step(
+          params, opt_state, jnp.asarray(chosen[i:i + 50]), mask,
+          jnp.asarray(rejected[i:i + 50]), mask,
+          jax.random.key(epoch * 4000 + i))
   held = slice(4000, 4400)
   full = jnp.ones((400, 8), bool)
-  r_c = reward_model.rewards(module.apply, state.params,
+  r_c = reward_model.rewards(module.apply, params,
                              jnp.asarray(chosen[held]), full)
-  r_r = reward_model.rewards(module.apply, state.params,
+  r_r = reward_model.rewards(module.apply, params,
                              jnp.asarray(rejected[held]), full)
-  _, accuracy = reward_model.bradley_terry_loss(r_c, r_r)
+  accuracy = reward_model.accuracy(r_c, r_r)
   assert float(accuracy) >= 0.9, float(accuracy)
 
 

@@ -8,11 +8,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_align import checkpoints
-from jaxrl_align import rlhf_runs
-from jaxrl_align.rlhf import corpus
+from jaxrl_align.host import checkpoints
+from jaxrl_align.host import files
+from jaxrl_align.host import rlhf as rlhf_runs
+from jaxrl_align.host.rlhf import corpus
 from jaxrl_align.rlhf import model as model_lib
+from jaxrl_align.rlhf import reward_model
 from jaxrl_align.rlhf import sft
+
+
+def tiny_sft(vocab_size, max_len=32, num_layers=2, **fields):
+  return sft.SFTConfig(
+      model=model_lib.TransformerConfig(vocab_size=vocab_size,
+                                        max_len=max_len,
+                                        num_layers=num_layers, num_heads=2,
+                                        width=32), **fields)
 
 
 @pytest.fixture(scope="module")
@@ -92,50 +102,82 @@ def test_sft_config_rejects_bad_fields():
     sft.SFTConfig(steps=10, warmup_steps=10)
   with pytest.raises(ValueError, match="learning_rate"):
     sft.SFTConfig(learning_rate=0.0)
-  with pytest.raises(ValueError, match="vocab_size"):
-    rlhf_runs.SFTRunSettings(vocab_size=100)
+  with pytest.raises(ValueError, match="eval_every"):
+    sft.SFTConfig(eval_every=0)
 
 
 def test_sft_run_lowers_validation_loss(documents, tmp_path):
   # Tiny model, 60 articles, 120 steps: the held-out loss must fall by at
   # least 1 nat from its initial ~6.0 (log 400); reproducible bit for bit.
   out = str(tmp_path / "sft")
-  model = dict(max_len=32, num_layers=2, num_heads=2, width=32)
-  config = sft.SFTConfig(steps=120, batch_size=16, learning_rate=3e-3,
-                         warmup_steps=10)
-  settings = rlhf_runs.SFTRunSettings(vocab_size=400, eval_every=40,
-                                      num_samples=2)
-  summary = rlhf_runs.run_sft(out, model, config, settings,
+  config = tiny_sft(400, steps=120, batch_size=16, learning_rate=3e-3,
+                    warmup_steps=10, eval_every=40)
+  settings = rlhf_runs.SFTRunSettings(num_samples=2)
+  summary = rlhf_runs.run_sft(out, config, settings,
                               documents=documents[:60], progress=False)
   assert summary["valid_loss_best"] < summary["valid_loss_initial"] - 1.0
-  lines = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
-  assert [l["step"] for l in lines] == [40, 80, 120]
+  rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+  assert [r["update"] for r in rows] == list(range(1, 121))
+  assessed = [r for r in rows if r["valid_loss"] is not None]
+  assert [r["update"] for r in assessed] == [40, 80, 120]
+  best = min(assessed, key=lambda r: r["valid_loss"])
+  if best["valid_loss"] < summary["valid_loss_initial"]:
+    assert summary["best_step"] == best["update"]
+  np.testing.assert_allclose(summary["valid_loss_best"],
+                             min(best["valid_loss"],
+                                 summary["valid_loss_initial"]), rtol=1e-6)
   model_config, params, tokenizer = rlhf_runs.load_sft(out)
   assert model_config.max_len == 32
   assert tokenizer.get_vocab_size() == 400
   samples = open(os.path.join(out, "samples.txt")).read()
   assert samples.count("PROMPT:") == 2
-  again = rlhf_runs.run_sft(str(tmp_path / "again"), model, config, settings,
+  again = rlhf_runs.run_sft(str(tmp_path / "again"), config, settings,
                             documents=documents[:60], progress=False)
   assert again["valid_loss_best"] == summary["valid_loss_best"]
   assert again["samples"] == summary["samples"]
-  with pytest.raises(ValueError, match="not empty|non-empty|exists"):
-    rlhf_runs.run_sft(out, model, config, settings, documents=documents[:60],
+  with pytest.raises(ValueError, match="not empty"):
+    rlhf_runs.run_sft(out, config, settings, documents=documents[:60],
                       progress=False)
+  with pytest.raises(ValueError, match="vocab_size"):
+    rlhf_runs.run_sft(str(tmp_path / "never"), tiny_sft(100), settings,
+                      documents=documents[:60], progress=False)
+  assert not os.path.exists(tmp_path / "never")
+
+
+def test_sft_run_resumes_bit_for_bit(documents, tmp_path):
+  # Stopped after 20 of 40 steps (a checkpoint) and resumed: the same kept
+  # parameters and metrics as the run that was not stopped.
+  config = tiny_sft(300, num_layers=1, steps=40, batch_size=8,
+                    warmup_steps=5, eval_every=10)
+  settings = rlhf_runs.SFTRunSettings(num_samples=1)
+  whole = str(tmp_path / "whole")
+  rlhf_runs.run_sft(whole, config, settings, documents=documents[:40],
+                    progress=False)
+  part = str(tmp_path / "part")
+  assert rlhf_runs.run_sft(part, config, settings, documents=documents[:40],
+                           progress=False, stop_after=20) == {}
+  assert not os.path.exists(os.path.join(part, "model"))
+  rlhf_runs.run_sft(part, resume=True, documents=documents[:40],
+                    progress=False)
+  assert files.read_metrics(part) == files.read_metrics(whole)
+  _, a, _ = rlhf_runs.load_sft(part)
+  _, b, _ = rlhf_runs.load_sft(whole)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
 
 
 def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
   # The three commands at tiny size, through the CLI: each writes its run
   # directory and the numbers it reports are in range.
-  from jaxrl_align import cli
+  from jaxrl_align.host import cli
 
   docs = documents[:40]
   sft_dir = str(tmp_path / "sft")
   summary = rlhf_runs.run_sft(
-      sft_dir, dict(max_len=32, num_layers=1, num_heads=2, width=32),
-      sft.SFTConfig(steps=30, batch_size=8, warmup_steps=5),
-      rlhf_runs.SFTRunSettings(vocab_size=300, eval_every=10, num_samples=1),
-      documents=docs, progress=False)
+      sft_dir, tiny_sft(300, num_layers=1, steps=30, batch_size=8,
+                        warmup_steps=5, eval_every=10),
+      rlhf_runs.SFTRunSettings(num_samples=1), documents=docs,
+      progress=False)
   assert summary["valid_loss_best"] < summary["valid_loss_initial"]
   prefs_dir = str(tmp_path / "prefs")
   prefs = rlhf_runs.run_prefs(
@@ -164,13 +206,20 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
           == prefs["pairs"])
   assert rm["valid_pairs"] == prefs["valid_pairs"]
   assert 0 <= rm["valid_accuracy_vs_annotators"] <= 1
-  # The kept parameters are those of the best development accuracy logged.
+  # The kept parameters are those of the best development accuracy logged
+  # (strictly better than the pretrained parameters' to be kept).
   logged = [json.loads(l) for l in open(os.path.join(rm_dir,
                                                      "metrics.jsonl"))]
-  assert [m["step"] for m in logged][-1] == rm["steps"]
-  best = max([m["dev_accuracy"] for m in logged] + [rm["dev_accuracy"]])
-  assert rm["dev_accuracy"] == best
-  assert rm["best_step"] in [0] + [m["step"] for m in logged]
+  assert logged[-1]["update"] == rm["steps"]
+  assessed = [m for m in logged if m["dev_accuracy"] is not None]
+  assert assessed and all(m["update"] % 2 == 0 or m["update"] == rm["steps"]
+                          for m in assessed)
+  best = max(m["dev_accuracy"] for m in assessed)
+  assert rm["dev_accuracy"] >= best - 1e-6
+  if rm["best_step"] > 0:
+    first_best = min(m["update"] for m in assessed
+                     if m["dev_accuracy"] == rm["dev_accuracy"])
+    assert rm["best_step"] == first_best
   store = checkpoints.Checkpoints(os.path.join(rm_dir, "model"), keep=1)
   assert store.steps() == [rm["best_step"]]
   store.close()
@@ -180,17 +229,20 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
   assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
                    sft_dir, "--samples-per-prompt", "1"]) == 2
   assert not os.path.exists(tmp_path / "x")
+  assert files.is_run_dir(rm_dir)
 
 
 def test_rm_dev_split_takes_whole_prompts_and_is_seeded():
-  from jaxrl_align.rlhf_runs import rm
+  from jaxrl_align.host.rlhf import rm
 
   records = [{"prompt": f"p{i % 16}", "n": i} for i in range(64)]
-  train, dev = rm._dev_split(records, 0.25, seed=3)
+  train, dev = rm.dev_split(records, 0.25, seed=3)
   assert len({r["prompt"] for r in dev}) == 4  # a quarter of 16 prompts
   assert not {r["prompt"] for r in dev} & {r["prompt"] for r in train}
   assert sorted(r["n"] for r in train + dev) == list(range(64))
-  assert rm._dev_split(records, 0.25, seed=3) == (train, dev)
-  assert rm._dev_split(records, 0.25, seed=4) != (train, dev)
+  assert rm.dev_split(records, 0.25, seed=3) == (train, dev)
+  assert rm.dev_split(records, 0.25, seed=4) != (train, dev)
   with pytest.raises(ValueError, match="dev_fraction"):
     rlhf_runs.RMRunSettings(dev_fraction=1.0)
+  with pytest.raises(ValueError, match="train_pairs"):
+    reward_model.RMConfig().num_updates

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax import struct
+
 from jaxrl_align import _checks
 from jaxrl_align import advantages
 from jaxrl_align import configs
@@ -36,6 +38,50 @@ REWARD_CLIP = 10.0
 
 
 # ------------------------------------------------------------------ configs
+
+
+@struct.dataclass
+class OnPolicyConfig:
+  """The fields every on-policy learner's config has (PPO's and TRPO's
+  configs extend it). *Static* fields fix shapes and structure; the rest are
+  pytree leaves, so a ``vmap`` over configs sweeps them. ``None`` means "the
+  task's preset, else the algorithm's default" (see
+  :mod:`jaxrl_align.agents.presets`).
+
+  Attributes:
+    env_id: *static* one of the five classic-control ids.
+    total_timesteps: *static* env steps in the run.
+    num_envs: *static* parallel environments.
+    num_steps: *static* steps per env per rollout.
+    num_minibatches: *static* minibatches per epoch (must divide the batch).
+    update_epochs: *static* passes over each batch.
+    hidden: *static* hidden sizes of the actor and critic MLPs.
+    normalize_obs: *static* running observation normalisation.
+    scale_reward: *static* reward scaling by the discounted-return std.
+    learning_rate: Adam step size (ε = 1e-5).
+    gamma: discount in [0, 1].
+    gae_lambda: GAE λ in [0, 1].
+    max_grad_norm: global-norm gradient clip > 0.
+    log_std_init: initial log-std of a Gaussian policy.
+  """
+  env_id: str = configs.static("CartPole-v1")
+  total_timesteps: int = configs.static()
+  num_envs: int = configs.static()
+  num_steps: int = configs.static()
+  num_minibatches: int = configs.static()
+  update_epochs: int = configs.static()
+  hidden: tuple = configs.static()
+  normalize_obs: bool = configs.static()
+  scale_reward: bool = configs.static()
+  learning_rate: Any = None
+  gamma: Any = None
+  gae_lambda: Any = None
+  max_grad_norm: Any = None
+  log_std_init: Any = None
+
+  @property
+  def num_updates(self) -> int:
+    return num_updates(self)
 
 
 def finish_config(config, algo: str) -> None:

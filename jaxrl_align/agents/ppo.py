@@ -38,62 +38,32 @@ static = configs.static
 
 
 @struct.dataclass
-class PPOConfig:
-  """PPO settings. Static fields (marked *static*) fix shapes and structure;
-  the rest are pytree leaves, so a ``vmap`` over configs sweeps them.
-  ``None`` means "the task's preset, else the default" (see
-  :mod:`jaxrl_align.agents.presets`).
+class PPOConfig(on_policy.OnPolicyConfig):
+  """PPO settings: the fields of
+  :class:`~jaxrl_align.agents.on_policy.OnPolicyConfig` and these.
 
   Attributes:
-    env_id: *static* one of the five classic-control ids.
-    total_timesteps: *static* env steps in the run.
-    num_envs: *static* parallel environments.
-    num_steps: *static* steps per env per rollout.
-    num_minibatches: *static* minibatches per epoch (must divide the batch).
-    update_epochs: *static* passes over each batch.
-    hidden: *static* hidden sizes of the actor and critic MLPs.
-    normalize_obs: *static* running observation normalisation.
-    scale_reward: *static* reward scaling by the discounted-return std.
     anneal_lr: *static* linear learning-rate annealing to 0.
     objective: *static* ``"clip"`` or ``"kl_penalty"`` (adaptive β).
     clip_value: *static* PPO2-style value clipping.
-    learning_rate: Adam step size (ε = 1e-5).
-    gamma: discount in [0, 1].
-    gae_lambda: GAE λ in [0, 1].
     clip_eps: clip range ε > 0 of the ratio.
     vf_clip_eps: clip range of the value (with ``clip_value``).
     ent_coef: entropy bonus coefficient ≥ 0.
     vf_coef: value-loss coefficient ≥ 0.
-    max_grad_norm: global-norm gradient clip > 0.
     target_kl: stop the epochs once the approx. KL exceeds it (inf: never).
     kl_target: d_targ of the KL-penalty objective.
     kl_beta_init: initial β of the KL-penalty objective.
-    log_std_init: initial log-std of a Gaussian policy.
   """
-  env_id: str = static("CartPole-v1")
-  total_timesteps: int = static()
-  num_envs: int = static()
-  num_steps: int = static()
-  num_minibatches: int = static()
-  update_epochs: int = static()
-  hidden: tuple = static()
-  normalize_obs: bool = static()
-  scale_reward: bool = static()
   anneal_lr: bool = static()
   objective: str = static(choices=("clip", "kl_penalty"))
   clip_value: bool = static()
-  learning_rate: Any = None
-  gamma: Any = None
-  gae_lambda: Any = None
   clip_eps: Any = None
   vf_clip_eps: Any = None
   ent_coef: Any = None
   vf_coef: Any = None
-  max_grad_norm: Any = None
   target_kl: Any = None
   kl_target: Any = None
   kl_beta_init: Any = None
-  log_std_init: Any = None
 
   def __post_init__(self):
     on_policy.finish_config(self, "ppo")
@@ -102,10 +72,6 @@ class PPOConfig:
       configs.check_range(self, name, 0.0, inf, low_inclusive=False)
     for name in ("ent_coef", "vf_coef", "kl_beta_init"):
       configs.check_range(self, name, 0.0, inf)
-
-  @property
-  def num_updates(self) -> int:
-    return on_policy.num_updates(self)
 
 
 class PPOState(NamedTuple):

@@ -33,54 +33,27 @@ static = configs.static
 
 
 @struct.dataclass
-class TRPOConfig:
-  """TRPO settings; *static* fields fix shapes, the rest are leaves.
-  ``None`` means "the task's preset, else the default" (see
-  :mod:`jaxrl_align.agents.presets`).
+class TRPOConfig(on_policy.OnPolicyConfig):
+  """TRPO settings: the fields of
+  :class:`~jaxrl_align.agents.on_policy.OnPolicyConfig` (``learning_rate``,
+  ``max_grad_norm``, ``num_minibatches`` and ``update_epochs`` are the
+  critic's) and these.
 
   Attributes:
-    env_id: *static* task id.
-    total_timesteps: *static* env steps in the run.
-    num_envs: *static* parallel environments.
-    num_steps: *static* steps per env per rollout.
-    num_minibatches: *static* critic minibatches per epoch.
-    update_epochs: *static* critic epochs per update.
-    hidden: *static* hidden sizes.
-    normalize_obs: *static* running observation normalisation.
-    scale_reward: *static* reward scaling.
     cg_iters: *static* conjugate-gradient iterations.
     backtrack_iters: *static* line-search trials.
     fisher_subsample: *static* use every k-th sample for Fisher-vector
       products (1: all).
-    learning_rate: critic Adam step size.
-    gamma: discount in [0, 1].
-    gae_lambda: GAE λ in [0, 1].
     max_kl: trust-region radius δ > 0.
     cg_damping: Fisher damping ≥ 0.
     backtrack_coeff: line-search shrink factor in (0, 1).
-    max_grad_norm: critic global-norm gradient clip > 0.
-    log_std_init: initial log-std of a Gaussian policy.
   """
-  env_id: str = static("CartPole-v1")
-  total_timesteps: int = static()
-  num_envs: int = static()
-  num_steps: int = static()
-  num_minibatches: int = static()
-  update_epochs: int = static()
-  hidden: tuple = static()
-  normalize_obs: bool = static()
-  scale_reward: bool = static()
   cg_iters: int = static()
   backtrack_iters: int = static()
   fisher_subsample: int = static()
-  learning_rate: Any = None
-  gamma: Any = None
-  gae_lambda: Any = None
   max_kl: Any = None
   cg_damping: Any = None
   backtrack_coeff: Any = None
-  max_grad_norm: Any = None
-  log_std_init: Any = None
 
   def __post_init__(self):
     on_policy.finish_config(self, "trpo")
@@ -91,10 +64,6 @@ class TRPOConfig:
     configs.check_range(self, "cg_damping", 0.0, float("inf"))
     configs.check_range(self, "backtrack_coeff", 0.0, 1.0,
                         low_inclusive=False, high_inclusive=False)
-
-  @property
-  def num_updates(self) -> int:
-    return on_policy.num_updates(self)
 
 
 class TRPOState(NamedTuple):

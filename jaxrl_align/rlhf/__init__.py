@@ -1,6 +1,17 @@
 """RLHF on a small language model: the transformer, generation, GPT-2
-weights, corpus and tokenizer, simulated annotators and the reward model.
+weights, corpus and tokenizer, simulated annotators, pretraining and the
+reward model.
 
-Submodules are imported explicitly (``from jaxrl_align.rlhf import model``);
-the corpus, tokenizer and annotator modules need the ``rlhf`` extra.
+``LEARNERS`` is the registry of the pure RLHF learners the runner drives
+(see :class:`jaxrl_align.learner.Learner`). Other submodules are imported
+explicitly (``from jaxrl_align.rlhf import model``); the corpus, tokenizer
+and annotator modules need the ``rlhf`` extra.
 """
+
+from jaxrl_align.rlhf import reward_model
+from jaxrl_align.rlhf import sft
+
+LEARNERS = {learner.name: learner
+            for learner in (sft.LEARNER, reward_model.LEARNER)}
+
+__all__ = ("LEARNERS",)

@@ -11,7 +11,7 @@ embeddings; pre-norm blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``; a
 fused ``c_attn`` projection to queries, keys and values; a GELU (tanh
 approximation) MLP four times wider; a final layer norm; the output
 projection tied to the token embedding. Parameter names follow the Hugging
-Face checkpoint, so :mod:`jaxrl_align.rlhf.gpt2` loads one by renaming only.
+Face checkpoint, so :mod:`jaxrl_align.host.rlhf.gpt2` loads one by renaming only.
 
 Incremental decoding keeps a key-value cache as plain arrays
 (:class:`KVCache`), passed in and returned, so generation is a pure

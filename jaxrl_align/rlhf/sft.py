@@ -1,59 +1,107 @@
-"""Pretraining (``sft``): next-token cross-entropy on the corpus.
+"""Pretraining (``sft``): next-token cross-entropy on the corpus, as a pure
+learner (:class:`~jaxrl_align.learner.Learner`).
 
-Pure pieces: the loss, an ``(init, step)`` pair over :class:`SFTState`, and
-a held-out loss. The host loop that feeds batches, logs and saves lives in
-:mod:`jaxrl_align.rlhf_runs`.
+``init`` starts from fresh parameters and measures the validation loss;
+each ``update`` takes one AdamW step on a batch of training windows drawn
+(with replacement) from ``data``; ``assess``, every ``eval_every`` steps,
+measures the validation loss and keeps the parameters that reached the
+lowest. The host side (:mod:`jaxrl_align.host.rlhf`) builds the tokenizer
+and the windows, runs the learner through the runner and saves the kept
+parameters.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import struct
 
 from jaxrl_align import _checks
+from jaxrl_align import configs
+from jaxrl_align import learner
 from jaxrl_align import sgd
 from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
 
 Array = jax.Array
+static = configs.static
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class SFTConfig:
-  """Pretraining settings (host-side: all plain Python values).
+  """Pretraining settings.
 
   Attributes:
-    steps: optimiser steps.
-    batch_size: sequences per step.
-    learning_rate: AdamW peak learning rate (linear warm-up, cosine decay).
-    warmup_steps: linear warm-up steps.
+    model: *static* the transformer's shape (its ``vocab_size`` is the
+      tokenizer's).
+    steps: *static* optimiser steps.
+    batch_size: *static* sequences per step.
+    learning_rate: *static* AdamW peak learning rate (linear warm-up, cosine
+      decay; optax's schedule needs a Python number).
+    warmup_steps: *static* linear warm-up steps.
     weight_decay: AdamW decoupled weight decay.
     max_grad_norm: global-norm gradient clip.
+    eval_every: *static* steps between validation losses.
   """
-  steps: int = 600
-  batch_size: int = 32
-  learning_rate: float = 1e-3
-  warmup_steps: int = 50
-  weight_decay: float = 0.1
-  max_grad_norm: float = 1.0
+  model: model_lib.TransformerConfig = static(
+      model_lib.TransformerConfig(vocab_size=1024))
+  steps: int = static(600)
+  batch_size: int = static(32)
+  learning_rate: float = static(1e-3)
+  warmup_steps: int = static(50)
+  weight_decay: Any = 0.1
+  max_grad_norm: Any = 1.0
+  eval_every: int = static(50)
 
   def __post_init__(self):
+    if not isinstance(self.model, model_lib.TransformerConfig):
+      raise ValueError(f"`SFTConfig.model` must be a TransformerConfig, got "
+                       f"{type(self.model).__name__}.")
     _checks.check_positive_int("SFTConfig.steps", self.steps)
     _checks.check_positive_int("SFTConfig.warmup_steps", self.warmup_steps,
                                allow_zero=True)
     _checks.check_scalar_in_range("SFTConfig.warmup_steps", self.warmup_steps,
                                   0, self.steps, high_inclusive=False)
+    _checks.check_positive_int("SFTConfig.eval_every", self.eval_every)
     _training.check_optimizer_fields(self, "SFTConfig")
 
 
+class SFTData(NamedTuple):
+  """Token windows of the training and validation documents.
+
+  Attributes:
+    train: ``[N, max_len]`` int32.
+    valid: ``[M, max_len]`` int32.
+  """
+  train: Array
+  valid: Array
+
+
 class SFTState(NamedTuple):
-  """Parameters and AdamW state (which counts the steps)."""
-  params: dict
+  """Parameters, AdamW state (which counts the steps), the kept parameters.
+
+  Attributes:
+    params: current parameters.
+    opt_state: AdamW state.
+    key: batch-sampling key.
+    step: int32 steps done.
+    best_params: the parameters of the lowest validation loss so far.
+    best_valid_loss: that loss.
+    best_step: the step it was reached at (0: the initial parameters).
+    initial_valid_loss: the validation loss before training.
+  """
+  params: Any
   opt_state: optax.OptState
+  key: Array
+  step: Array
+  best_params: Any
+  best_valid_loss: Array
+  best_step: Array
+  initial_valid_loss: Array
 
 
 def optimizer(config: SFTConfig) -> optax.GradientTransformation:
@@ -86,20 +134,81 @@ def next_token_loss(apply_fn, params, tokens: Array, mask: Array) -> Array:
   return jnp.sum(jnp.where(valid, ce, 0.0)) / count
 
 
-def init(model_config: model_lib.TransformerConfig, config: SFTConfig,
-         key: Array) -> SFTState:
+def _window_loss(config: SFTConfig, params, tokens: Array) -> Array:
+  apply_fn = model_lib.Transformer(config.model).apply
+  return next_token_loss(apply_fn, params, tokens,
+                         jnp.ones(tokens.shape, bool))
+
+
+def init(config: SFTConfig, key: Array, data: SFTData) -> SFTState:
   """Fresh parameters (Flax's default initialisers) and optimiser."""
-  module = model_lib.Transformer(model_config)
-  params = module.init(key, jnp.zeros((1, 2), jnp.int32))
-  return SFTState(params, optimizer(config).init(params))
+  k_params, k_batches = jax.random.split(key)
+  params = model_lib.Transformer(config.model).init(
+      k_params, jnp.zeros((1, 2), jnp.int32))
+  with sgd.optax_numerics():
+    opt_state = optimizer(config).init(params)
+  loss = _window_loss(config, params, data.valid)
+  return SFTState(params, opt_state, k_batches, jnp.zeros((), jnp.int32),
+                  params, loss, jnp.zeros((), jnp.int32), loss)
 
 
-def step(model_config: model_lib.TransformerConfig, config: SFTConfig,
-         state: SFTState, tokens: Array, mask: Array):
+def step(config: SFTConfig, state: SFTState, tokens: Array, mask: Array):
   """One AdamW step on a ``[B, T]`` batch; returns ``(state, loss)``."""
-  apply_fn = model_lib.Transformer(model_config).apply
+  apply_fn = model_lib.Transformer(config.model).apply
   loss, grads = jax.value_and_grad(
       lambda p: next_token_loss(apply_fn, p, tokens, mask))(state.params)
   params, opt_state = sgd.apply_gradients(
       optimizer(config), grads, state.opt_state, state.params)
-  return SFTState(params, opt_state), loss
+  return state._replace(params=params, opt_state=opt_state,
+                        step=state.step + 1), loss
+
+
+def update(config: SFTConfig, state: SFTState, data: SFTData):
+  """A batch of ``batch_size`` training windows, drawn with replacement,
+  and one :func:`step` on it."""
+  key, sub = jax.random.split(state.key)
+  tokens = data.train[jax.random.randint(sub, (config.batch_size,), 0,
+                                         data.train.shape[0])]
+  state, loss = step(config, state._replace(key=key), tokens,
+                     jnp.ones(tokens.shape, bool))
+  return state, {
+      "train_loss": loss,
+      "tokens": (state.step * config.batch_size
+                 * config.model.max_len).astype(jnp.float32)}
+
+
+def assess(config: SFTConfig, state: SFTState, data: SFTData):
+  """The validation loss; keeps the parameters if it is the lowest yet."""
+  loss = _window_loss(config, state.params, data.valid)
+  better = loss < state.best_valid_loss
+  state = state._replace(
+      best_params=jax.lax.cond(better, lambda: state.params,
+                               lambda: state.best_params),
+      best_valid_loss=jnp.where(better, loss, state.best_valid_loss),
+      best_step=jnp.where(better, state.step, state.best_step))
+  return state, {"valid_loss": loss}
+
+
+def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
+  del config, evaluation, last_metrics
+  return {"per_seed": [
+      {"valid_loss_initial": float(states.initial_valid_loss[i]),
+       "valid_loss_best": float(states.best_valid_loss[i]),
+       "best_step": int(states.best_step[i])}
+      for i in range(np.shape(states.best_step)[0])]}
+
+
+def _report(summary: dict[str, Any]) -> str:
+  return "\n".join(
+      f"seed {i}: validation loss {s['valid_loss_initial']:.3f} -> "
+      f"{s['valid_loss_best']:.3f} nats/token (best at step "
+      f"{s['best_step']})" for i, s in enumerate(summary["per_seed"]))
+
+
+LEARNER = learner.Learner(
+    name="sft", config_type=SFTConfig, init=init, update=update,
+    assess=assess, assess_every=lambda config: config.eval_every,
+    num_updates=lambda config: config.steps, units="tokens",
+    units_per_update=lambda config: config.batch_size * config.model.max_len,
+    progress_metric="train_loss", finite_metrics=("train_loss",),
+    summarize=_summarize, report=_report)

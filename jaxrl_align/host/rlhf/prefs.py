@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -17,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_align import _checks
-from jaxrl_align import experiment
-from jaxrl_align.rlhf import corpus
+from jaxrl_align.host import files
+from jaxrl_align.host import runner
+from jaxrl_align.host.rlhf import _common
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
-from jaxrl_align.rlhf_runs import _common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,21 +87,21 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   Prompts come from the sft run's training documents (``documents``: the
   texts that run was given instead of the corpus, for tests).
   """
-  from jaxrl_align.rlhf import annotators
+  from jaxrl_align.host.rlhf import annotators
+  from jaxrl_align.host.rlhf import corpus
 
   model_config, params, tokenizer = _common.load_sft(sft_dir)
   total = settings.prompt_tokens + settings.response_tokens
   if total > model_config.max_len:
     raise ValueError(f"prompt_tokens + response_tokens = {total} exceeds the "
                      f"model's max_len {model_config.max_len}.")
-  experiment.prepare_run_dir(out, resume=False, overwrite=overwrite)
-  with open(os.path.join(sft_dir, "config.json")) as f:
-    sft_settings = json.load(f)["settings"]
+  sft_settings = runner.read_run(sft_dir)["run_settings"]
   docs = documents if documents is not None else corpus.load_documents()
   train_docs, _ = corpus.split(docs,
                                sft_settings["valid_fraction"],
                                sft_settings["seed"])
   prompts = _prompts(tokenizer, train_docs, settings)
+  files.prepare_run_dir(out, "prefs", overwrite=overwrite)
   eos, pad = corpus.special_ids(tokenizer)
   k = settings.samples_per_prompt
   apply_fn = model_lib.Transformer(model_config).apply
@@ -110,7 +111,7 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
       temperature=settings.temperature, stop_token=eos, pad_token=pad))
   key = jax.random.key(settings.seed)
   responses: list[str] = []
-  bar = experiment.progress_bar(len(prompts) * k, 0, progress)
+  bar = runner.progress_bar(len(prompts) * k, 0, progress, unit="sample")
   start = time.perf_counter()
   generated = 0
   for i in range(0, len(prompts), settings.batch_size):
@@ -158,16 +159,17 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   # data sets leave out "no preference" answers.
   tie = scores[first, who] == scores[second, who]
   kept = np.flatnonzero(~tie)
-  with open(os.path.join(out, "prefs.jsonl"), "w") as f:
-    for j in kept:
-      c, r = (first[j], second[j]) if label[j] else (second[j], first[j])
-      f.write(json.dumps({
-          "prompt": tokenizer.decode(prompts[prompt_of_pair[j]]),
-          "chosen": responses[c], "rejected": responses[r],
-          "annotator": int(who[j]), "gold_chosen": float(gold[c]),
-          "gold_rejected": float(gold[r]),
-          "split": "valid" if prompt_of_pair[j] in valid_prompts else "train",
-      }) + "\n")
+  lines = []
+  for j in kept:
+    c, r = (first[j], second[j]) if label[j] else (second[j], first[j])
+    lines.append(json.dumps({
+        "prompt": tokenizer.decode(prompts[prompt_of_pair[j]]),
+        "chosen": responses[c], "rejected": responses[r],
+        "annotator": int(who[j]), "gold_chosen": float(gold[c]),
+        "gold_rejected": float(gold[r]),
+        "split": "valid" if prompt_of_pair[j] in valid_prompts else "train",
+    }) + "\n")
+  files.atomic_write(os.path.join(out, "prefs.jsonl"), "".join(lines))
   label, label2 = label[kept], label2[kept]
   gold_margin = gold_margin[kept]
   decided = gold_margin != 0
@@ -184,5 +186,33 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
       "sft_run": os.path.abspath(sft_dir),
       "settings": dataclasses.asdict(settings),
   }
-  _common.write_json(os.path.join(out, "summary.json"), summary)
+  files.write_json(os.path.join(out, "summary.json"), summary)
   return summary
+
+
+def _report(s: dict[str, Any]) -> str:
+  pct = _common.percent
+  return (f"{s['pairs']} pairs ({s['valid_pairs']} held out; "
+          f"{s['ties_left_out']} ties left out); two annotators agree on "
+          f"{pct(s['annotator_agreement'])} of pairs; labels agree with the "
+          f"gold reward on {pct(s['label_agrees_with_gold'])}; generation "
+          f"{s['generated_tokens_per_second']:.0f} tokens/s.")
+
+
+def main(out, inputs, options, **flags) -> int:
+  """``jaxrl-align rlhf prefs``."""
+  summary = run_prefs(out, inputs["sft"],
+                      PrefsSettings(**options["preferences"]), **flags)
+  text, code = _common.ending("prefs", out, summary, _report)
+  print(text, file=sys.stderr if code else sys.stdout)
+  return code
+
+
+COMMAND = _common.Command(
+    help="sample continuations and collect simulated preferences",
+    description="Continuations of corpus prefixes by the pretrained model, "
+                "compared by annotators built from vaderSentiment's "
+                "individual human ratings (Bradley-Terry sampling).",
+    groups=(("preferences", PrefsSettings, None),), main=main,
+    inputs=(("sft", "a `jaxrl-align rlhf sft` run directory"),),
+    resumable=False)

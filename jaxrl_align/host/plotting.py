@@ -7,19 +7,23 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxrl_align import experiment
+from jaxrl_align.host import files
 
 
-def curves(run_dir: str, metric: str = "episode_return"):
-  """``(env_steps [U], values [seeds, U])`` of a run's ``metrics.jsonl``.
+def curves(run_dir: str, metric: str | None = None):
+  """``(units [U], values [seeds, U])`` of a run's ``metrics.jsonl``: the
+  metric (default: the run's progress metric) against the units consumed
+  (env steps, tokens, pairs). A null is no value (NaN).
 
   Updates logged by only some seeds (a run stopped mid-way) are left out.
   """
-  rows = experiment.read_metrics(run_dir)
+  run = files.read_run(run_dir)
+  metric = metric or run["progress_metric"]
+  rows = files.read_metrics(run_dir)
   if not rows:
-    raise experiment.RunError(f"{run_dir!r} has no metrics yet.")
+    raise files.RunError(f"{run_dir!r} has no metrics yet.")
   if metric not in rows[0]:
-    raise experiment.RunError(
+    raise files.RunError(
         f"Unknown metric {metric!r}; this run logs: "
         f"{', '.join(k for k in rows[0] if k not in ('update', 'seed'))}.")
   seeds = sorted({r["seed"] for r in rows})
@@ -27,7 +31,7 @@ def curves(run_dir: str, metric: str = "episode_return"):
   for r in rows:
     by_update.setdefault(r["update"], {})[r["seed"]] = r
   updates = sorted(u for u, s in by_update.items() if len(s) == len(seeds))
-  steps = np.array([by_update[u][seeds[0]]["env_steps"] for u in updates],
+  steps = np.array([by_update[u][seeds[0]][run["units"]] for u in updates],
                    float)
   values = np.array([[np.nan if by_update[u][s][metric] is None
                       else by_update[u][s][metric] for u in updates]
@@ -36,7 +40,7 @@ def curves(run_dir: str, metric: str = "episode_return"):
 
 
 def plot_runs(run_dirs: Sequence[str], out: str, *,
-              metric: str = "episode_return",
+              metric: str | None = None,
               labels: Sequence[str] | None = None) -> str:
   """One figure: each run's mean over seeds, with a band from the lowest to
   the highest seed (a ±std band would leave the possible range).
@@ -44,7 +48,8 @@ def plot_runs(run_dirs: Sequence[str], out: str, *,
   Args:
     run_dirs: run directories (``jaxrl-align train --out``).
     out: PNG path (written atomically).
-    metric: a key of ``metrics.jsonl``.
+    metric: a key of ``metrics.jsonl`` (default: the first run's progress
+      metric).
     labels: legend entries (default: ``ALGO env (N seeds)``).
 
   Returns:
@@ -55,25 +60,31 @@ def plot_runs(run_dirs: Sequence[str], out: str, *,
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  first = files.read_run(run_dirs[0])
+  metric = metric or first["progress_metric"]
   fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
   for i, run_dir in enumerate(run_dirs):
-    run = experiment.read_run(run_dir)
+    run = files.read_run(run_dir)
     steps, values = curves(run_dir, metric)
+    # Updates where no seed has a value (no episode ended yet) are skipped.
+    some = np.isfinite(values).any(axis=0)
+    steps, values = steps[some], values[:, some]
     mean = np.nanmean(values, 0)
     low, high = np.nanmin(values, 0), np.nanmax(values, 0)
+    task = run["config"].get("env_id")
     label = (labels[i] if labels else
-             f"{run['algo'].upper()} {run['config']['env_id']} "
+             f"{run['algo'].upper()}{' ' + task if task else ''} "
              f"({values.shape[0]} seeds)")
     line, = ax.plot(steps, mean, label=label)
     ax.fill_between(steps, low, high, alpha=0.2,
                     color=line.get_color(), linewidth=0)
-  ax.set_xlabel("env steps")
+  ax.set_xlabel(first["units"].replace("_", " "))
   ax.set_ylabel(metric.replace("_", " ")
                 + " (mean; band: lowest to highest seed)", fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(loc="best", fontsize=8)
   fig.tight_layout()
-  tmp = f"{out}.tmp-{os.getpid()}.png"
+  tmp = f"{out}.tmp-{os.getpid()}.png"  # matplotlib picks the format by suffix
   fig.savefig(tmp)
   plt.close(fig)
   os.replace(tmp, out)

@@ -1,7 +1,10 @@
 """Orbax checkpoints of vmapped learner states (host side).
 
 PRNG keys are stored as their key data and wrapped back on restore, so a
-restored state equals the saved one bit for bit.
+restored state equals the saved one bit for bit. Arrays are saved as the
+``jax.Array`` they are (each device's shards) and restored into the
+shardings of the template's arrays, so a state spread over a device mesh
+comes back spread the same way.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import os
 import sys
 
 import jax
-import numpy as np
 
 
 class CheckpointError(ValueError):
@@ -21,16 +23,20 @@ def _is_key(x) -> bool:
   return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _as_array(x) -> jax.Array:
+  return x if isinstance(x, jax.Array) else jax.numpy.asarray(x)
+
+
 def _to_saveable(states):
   return jax.tree.map(
-      lambda x: np.asarray(jax.random.key_data(x) if _is_key(x) else x),
+      lambda x: jax.random.key_data(x) if _is_key(x) else _as_array(x),
       states)
 
 
 def _from_saved(saved, template):
   return jax.tree.map(
-      lambda s, t: jax.random.wrap_key_data(s) if _is_key(t) else
-      jax.numpy.asarray(s), saved, template)
+      lambda s, t: jax.random.wrap_key_data(s) if _is_key(t) else s,
+      saved, template)
 
 
 class Checkpoints:
@@ -65,7 +71,7 @@ class Checkpoints:
     if not steps:
       raise CheckpointError("The run has no checkpoint to resume from.")
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, np.dtype(np.asarray(x).dtype)),
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         _to_saveable(template))
     errors = []
     for s in reversed(steps):

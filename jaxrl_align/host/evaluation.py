@@ -7,38 +7,40 @@ import os
 import jax
 import numpy as np
 
-from jaxrl_align import agents
-from jaxrl_align import checkpoints
-from jaxrl_align import experiment
+from jaxrl_align import compiler
+from jaxrl_align.host import checkpoints
+from jaxrl_align.host import files
+from jaxrl_align.host import runner
 
 
-def restore_run(run_dir: str, step: int | None = None):
-  """``(algo, config, settings, step, states)`` of a run's checkpoint (the
-  newest readable one when ``step`` is None)."""
-  algo, config, settings = experiment.load_config(run_dir)
-  module, _ = experiment.algo_module(algo)
-  init, _, _ = experiment.programs(module, config, settings)
-  template = init(config, jax.random.split(jax.random.key(settings.seed),
-                                           settings.seeds))
-  store = checkpoints.Checkpoints(
-      os.path.join(run_dir, experiment.CHECKPOINTS), settings.keep)
+def restore_run(run_dir: str, step: int | None = None, data=None):
+  """``(learner, config, settings, step, states)`` of a run's checkpoint
+  (the newest readable one when ``step`` is None; ``data``: the learner's,
+  for learners that have some)."""
+  learner, config, settings = runner.load_config(run_dir)
+  template = runner.initial_states(learner, config, settings, data)
+  store = checkpoints.Checkpoints(os.path.join(run_dir, runner.CHECKPOINTS),
+                                  settings.keep)
   try:
     step, states = store.restore(template, step)
   finally:
     store.close()
-  return algo, config, settings, step, states
+  return learner, config, settings, step, states
 
 
 def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
   """``([seeds, episodes] deterministic returns, update)`` of a run's
   newest readable checkpoint."""
   if not isinstance(episodes, int) or episodes < 1:
-    raise experiment.RunError(f"`episodes` must be an integer >= 1, got {episodes!r}.")
-  algo, config, settings, step, states = restore_run(run_dir)
-  module, _ = experiment.algo_module(algo)
+    raise files.RunError(f"`episodes` must be an integer >= 1, got "
+                         f"{episodes!r}.")
+  learner, config, settings, step, states = restore_run(run_dir)
+  if learner.evaluate is None:
+    raise files.RunError(f"{run_dir!r} is a {learner.name} run, which has no "
+                         f"evaluation.")
   evaluate = jax.jit(jax.vmap(
-      lambda s, k: module.evaluate(config, s, k, episodes)),
-      compiler_options=agents.compiler_options())
+      lambda s, k: learner.evaluate(config, s, k, None, episodes)),
+      compiler_options=compiler.compiler_options())
   keys = jax.random.split(jax.random.key(seed), settings.seeds)
   return np.asarray(evaluate(states, keys)), step
 
@@ -62,8 +64,8 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
 
   _, config, settings, _, states = restore_run(run_dir)
   if not 0 <= seed_index < settings.seeds:
-    raise experiment.RunError(f"`seed_index` must be in [0, {settings.seeds}), got "
-                   f"{seed_index}.")
+    raise files.RunError(f"`seed_index` must be in [0, {settings.seeds}), got "
+                         f"{seed_index}.")
   state = jax.tree.map(lambda x: x[seed_index], states)
   policy = on_policy.task_policy(config)
   stats = on_policy.obs_stats(config, state.rollout.env_state)
@@ -89,7 +91,7 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
   finally:
     env.close()
   images = [Image.fromarray(f) for f in frames]
-  tmp = f"{path}.tmp-{os.getpid()}.gif"
+  tmp = f"{path}.tmp-{os.getpid()}.gif"  # Pillow picks the format by suffix
   images[0].save(tmp, save_all=True, append_images=images[1:], duration=20,
                  loop=0)
   os.replace(tmp, path)

@@ -1,0 +1,349 @@
+"""The ``jaxrl-align`` command (also ``python -m jaxrl_align``).
+
+Host side: argument parsing and printing, nothing else. The commands and
+their options come from the registries: ``train`` offers every environment
+learner of :data:`jaxrl_align.agents.LEARNERS` and every field of its config
+(``--field-name VALUE``, with its docstring and default in ``--help``);
+``rlhf`` offers the commands of :data:`jaxrl_align.host.rlhf.COMMANDS`. The
+work is done by :mod:`~jaxrl_align.host.runner`,
+:mod:`~jaxrl_align.host.evaluation`, :mod:`~jaxrl_align.host.plotting` and
+:mod:`~jaxrl_align.host.rlhf`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from jaxrl_align import agents
+from jaxrl_align import envs
+from jaxrl_align.host import options
+from jaxrl_align.host import runner
+
+ENV_LEARNERS = agents.LEARNERS
+RUNNER_OPTIONS = {
+    "seeds": "seeds trained in one vmap (default 1)",
+    "seed": "base seed (default 0)",
+    "chunk": "updates per jitted call; divides the number of updates "
+             "(default: about 20 calls per run)",
+    "checkpoint_every": "checkpoint interval in updates (default: about 10 "
+                        "per run)",
+    "keep": "checkpoints kept (default 3)",
+    "eval_episodes": "final evaluation episodes per seed (default 16)"}
+
+
+# -------------------------------------------------------------- train
+
+
+def config_fields() -> dict[str, list[str]]:
+  """``{field: [learners that have it]}`` over the environment learners."""
+  owners: dict[str, list[str]] = {}
+  for name, learner in ENV_LEARNERS.items():
+    for f in options.option_fields(learner.config_type):
+      if f.name != "env_id":
+        owners.setdefault(f.name, []).append(name)
+  return owners
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+  owners = config_fields()
+  groups: dict[tuple[str, ...], Any] = {}
+  everyone = tuple(ENV_LEARNERS)
+  for name, learners in owners.items():
+    key = tuple(learners)
+    if key not in groups:
+      title = ("config fields, " + " and ".join(k.upper() for k in key)
+               + (" (default: the task's preset for the field, else the "
+                  "value shown; *static* fields fix the program)"
+                  if key == everyone else " only"))
+      groups[key] = parser.add_argument_group(title)
+    learner = ENV_LEARNERS[learners[0]]
+    options.add_options(groups[key], learner.config_type, [name],
+                        defaults={k: ENV_LEARNERS[k].defaults for k in key},
+                        default_note="preset, else ")
+
+
+def _check_fields(algo: str, given: dict[str, Any]) -> None:
+  owners = config_fields()
+  wrong = [k for k in given if algo not in owners[k]]
+  if wrong:
+    valid = sorted(k for k, o in owners.items() if algo in o)
+    raise runner.RunError(
+        f"{', '.join(map(options.flag, wrong))} is not a {algo.upper()} "
+        f"field; {algo.upper()} fields: "
+        f"{', '.join(map(options.flag, valid))}.")
+
+
+def _train(args: argparse.Namespace) -> int:
+  given = options.given(args, config_fields())
+  settings = {k: getattr(args, k) for k in RUNNER_OPTIONS
+              if getattr(args, k, None) is not None}
+  if args.resume:
+    if args.out is not None:
+      raise runner.RunError("--out and --resume exclude each other: --resume "
+                            "continues the run where it is.")
+    learner, stored, _ = runner.load_config(args.resume)
+    if args.algo not in (None, learner.name):
+      raise runner.RunError(f"The run in {args.resume!r} is {learner.name}; "
+                            f"--algo {args.algo} does not match.")
+    if args.env not in (None, stored.env_id):
+      raise runner.RunError(f"The run in {args.resume!r} is on "
+                            f"{stored.env_id}; --env {args.env} does not "
+                            f"match.")
+    if settings:
+      raise runner.RunError(
+          "Runner options (" + ", ".join(map(options.flag, settings))
+          + ") are fixed by the run being resumed.")
+    _check_fields(learner.name, given)
+    config = stored.replace(**given)  # validates the new values
+    out = args.resume
+  else:
+    if args.out is None:
+      raise runner.RunError("--out RUN_DIR is required (or --resume "
+                            "RUN_DIR).")
+    learner = runner.learner_of(args.algo or "ppo")
+    _check_fields(learner.name, given)
+    config = learner.config_type(env_id=args.env or "CartPole-v1", **given)
+    out = args.out
+  result = runner.run(learner, config, out,
+                      runner.RunnerSettings(**settings),
+                      resume=bool(args.resume), overwrite=args.overwrite,
+                      tensorboard=args.tensorboard,
+                      progress=not args.no_progress)
+  if result.interrupted:
+    print(f"Stopped; checkpoint saved. Resume with: jaxrl-align train "
+          f"--resume {out}", file=sys.stderr)
+    return 130
+  print(learner.report(result.summary))
+  print(f"run directory: {out} (metrics.jsonl, summary.json, "
+        f"learning_curve.png)")
+  return 0
+
+
+# ----------------------------------------------------- eval, plot, demo
+
+
+def _eval(args: argparse.Namespace) -> int:
+  import numpy as np
+
+  from jaxrl_align.host import evaluation
+
+  returns, step = evaluation.evaluate_run(args.run_dir, args.episodes)
+  _, config, _ = runner.load_config(args.run_dir)
+  run = runner.read_run(args.run_dir)
+  print(f"{run['algo'].upper()} on {config.env_id}, checkpoint at update "
+        f"{step}, {args.episodes} deterministic episodes per seed")
+  for i, r in enumerate(returns):
+    print(f"  seed {i}: {np.mean(r):9.1f}  (min {np.min(r):.1f}, "
+          f"max {np.max(r):.1f})")
+  means = returns.mean(1)
+  print(f"  mean {np.mean(means):9.1f} ± {np.std(means):.1f} over seeds")
+  if args.video:
+    path = os.path.join(args.run_dir, f"episode_seed{args.seed_index}.gif")
+    total, frames = evaluation.record_video(args.run_dir, path,
+                                            seed_index=args.seed_index)
+    print(f"video: {path} ({frames} frames, return {total:.1f}, rendered "
+          f"by Gymnasium)")
+  return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+  from jaxrl_align.host import plotting
+
+  out = args.out or os.path.join(args.run_dirs[0], "learning_curve.png")
+  plotting.plot_runs(args.run_dirs, out, metric=args.metric)
+  print(f"wrote {out}")
+  return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+  from jaxrl_align.host import demo
+
+  return demo.main(args.out, args.seeds, args.total_timesteps,
+                   progress=not args.no_progress, overwrite=args.overwrite)
+
+
+# --------------------------------------------------------------- rlhf
+
+
+def _rlhf(args: argparse.Namespace) -> int:
+  from jaxrl_align.host import rlhf
+
+  command = rlhf.COMMANDS[args.rlhf_command]
+  resume = getattr(args, "resume", None)
+  if resume and args.out is not None:
+    raise runner.RunError("--out and --resume exclude each other: --resume "
+                          "continues the run where it is.")
+  out = resume or args.out
+  if out is None:
+    raise runner.RunError("--out RUN_DIR is required"
+                          + (" (or --resume RUN_DIR)." if command.resumable
+                             else "."))
+  inputs = {name: getattr(args, name) for name, _ in command.inputs}
+  missing = [options.flag(n) for n, v in inputs.items() if v is None]
+  if missing and not resume:
+    raise runner.RunError(f"{', '.join(missing)} RUN_DIR is required.")
+  given = {title: options.given(args, [f.name for f in
+                                       options.option_fields(cls, names)])
+           for title, cls, names in command.groups}
+  if resume and any(given.values()):
+    raise runner.RunError("Settings are fixed by the run being resumed; "
+                          "give only --resume.")
+  return command.main(out, inputs, given, overwrite=args.overwrite,
+                      progress=not args.no_progress,
+                      **({"resume": bool(resume),
+                          "tensorboard": args.tensorboard}
+                         if command.resumable else {}))
+
+
+def _add_rlhf_parser(sub) -> None:
+  from jaxrl_align.host import rlhf
+
+  parser = sub.add_parser(
+      "rlhf", allow_abbrev=False,
+      help="RLHF on a small language model: " + ", ".join(rlhf.COMMANDS),
+      description="; ".join(f"{n}: {c.help}"
+                            for n, c in rlhf.COMMANDS.items()) + ".")
+  rsub = parser.add_subparsers(dest="rlhf_command", required=True)
+  for name, command in rlhf.COMMANDS.items():
+    p = rsub.add_parser(name, allow_abbrev=False, help=command.help,
+                        description=command.description)
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory to create")
+    if command.resumable:
+      p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                     help="continue this run from its newest checkpoint")
+      p.add_argument("--tensorboard", action="store_true",
+                     help="also write TensorBoard events")
+    for input_name, input_help in command.inputs:
+      p.add_argument(options.flag(input_name), default=None,
+                     metavar=f"{input_name.upper()}_RUN", help=input_help)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar")
+    for title, cls, names in command.groups:
+      options.add_options(p.add_argument_group(title), cls, names)
+    p.set_defaults(func=_rlhf)
+
+
+# -------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+  names = ", ".join(k.upper() for k in ENV_LEARNERS)
+  parser = argparse.ArgumentParser(
+      prog="jaxrl-align", allow_abbrev=False,
+      description=f"Policy-gradient RL ({names}) and RLHF as pure, jitted "
+                  f"JAX functions: train, evaluate, plot.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  fmt = argparse.ArgumentDefaultsHelpFormatter
+
+  train = sub.add_parser(
+      "train", help="train a learner over seeds into a run directory",
+      allow_abbrev=False,
+      description=f"Train {names.replace(', ', ' or ')} on a task, several "
+                  f"seeds in one vmap, with checkpoints that resume exactly.")
+  run = train.add_argument_group("run")
+  run.add_argument("--algo", choices=sorted(ENV_LEARNERS), default=None,
+                   help=f"learner (default {next(iter(ENV_LEARNERS))}; "
+                        f"taken from the run with --resume)")
+  run.add_argument("--env", default=None, metavar="ENV_ID",
+                   help="task: " + ", ".join(envs.ENV_IDS)
+                   + " (default CartPole-v1)")
+  run.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory to create")
+  run.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue this run from its newest readable "
+                        "checkpoint")
+  run.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out")
+  for name, text in RUNNER_OPTIONS.items():
+    run.add_argument(options.flag(name), type=int, default=None,
+                     metavar="INT", help=text)
+  run.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events (needs tensorboardX)")
+  run.add_argument("--no-progress", action="store_true",
+                   help="no progress bar")
+  _add_train_options(train)
+  train.set_defaults(func=_train)
+
+  evaluate = sub.add_parser("eval", help="evaluate a run's newest checkpoint",
+                            formatter_class=fmt)
+  evaluate.add_argument("run_dir", metavar="RUN_DIR")
+  evaluate.add_argument("--episodes", type=int, default=16,
+                        help="deterministic episodes per seed")
+  evaluate.add_argument("--video", action="store_true",
+                        help="render one episode with Gymnasium to a GIF")
+  evaluate.add_argument("--seed-index", type=int, default=0,
+                        help="which seed's policy the video shows")
+  evaluate.set_defaults(func=_eval)
+
+  plot = sub.add_parser("plot", help="learning curves of one or more runs",
+                        formatter_class=fmt)
+  plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  plot.add_argument("--out", default=None, metavar="PNG",
+                    help="figure path (default: RUN_DIR/learning_curve.png "
+                         "of the first run)")
+  plot.add_argument("--metric", default=None,
+                    help="a key of metrics.jsonl (default: the run's "
+                         "progress metric)")
+  plot.set_defaults(func=_plot)
+
+  demo = sub.add_parser(
+      "demo", help="the main job: PPO and TRPO on CartPole-v1, 8 seeds each",
+      formatter_class=fmt)
+  demo.add_argument("--seeds", type=int, default=8,
+                    help="seeds per learner, in one vmap")
+  demo.add_argument("--total-timesteps", type=int, default=100_000,
+                    help="env steps per seed")
+  demo.add_argument("--out", default="runs/demo", metavar="DIR",
+                    help="where the runs and the figure go")
+  demo.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier demo in --out")
+  demo.add_argument("--no-progress", action="store_true",
+                    help="no progress bar")
+  demo.set_defaults(func=_demo)
+
+  _add_rlhf_parser(sub)
+  return parser
+
+
+def _valid_options(parser: argparse.ArgumentParser, args) -> list[str]:
+  """Every ``--option`` of the (sub)command the user chose."""
+  chosen = parser
+  for dest in ("command", "rlhf_command"):
+    name = getattr(args, dest, None)
+    for action in chosen._actions:  # argparse keeps subparsers here
+      if isinstance(action, argparse._SubParsersAction) and name:
+        chosen = action.choices[name]
+  return [s for a in chosen._actions for s in a.option_strings
+          if s.startswith("--")]
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = build_parser()
+  args, unknown = parser.parse_known_args(argv)
+  command = " ".join(filter(None, (args.command,
+                                   getattr(args, "rlhf_command", None))))
+  if unknown:
+    print(f"jaxrl-align {command}: error: "
+          f"{options.unknown_message(unknown, _valid_options(parser, args))}",
+          file=sys.stderr)
+    return 2
+  for name in ("seeds", "episodes", "total_timesteps"):
+    value = getattr(args, name, None)
+    if value is not None and value < 1:
+      print(f"jaxrl-align {command}: error: {options.flag(name)} must be "
+            f">= 1, got {value}.", file=sys.stderr)
+      return 2
+  try:
+    return args.func(args)
+  except ValueError as e:  # bad configs and run errors, before compiling
+    print(f"jaxrl-align {command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+__all__ = ["build_parser", "config_fields", "main"]
