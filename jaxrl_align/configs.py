@@ -95,6 +95,12 @@ def check_finite_positive(config, *names: str) -> None:
                 high_inclusive=False)
 
 
+def check_finite_nonnegative(config, *names: str) -> None:
+  """Each field must be a finite number >= 0 (when a Python number)."""
+  for name in names:
+    check_range(config, name, 0.0, math.inf, high_inclusive=False)
+
+
 def check_choices(config) -> None:
   """Each field declared with ``choices`` holds one of them."""
   for field in dataclasses.fields(config):

@@ -62,6 +62,14 @@ class Learner:
     defaults: the value of each config field when neither the user nor a
       task preset sets it, for fields whose declared default is ``None``
       (what ``--help`` shows).
+    programs: ``(config, chunk, eval_size) -> programs or None``: the
+      learner's own ``init``/``chunk``/``assess``/``evaluate`` for a run with
+      this config (an object with those attributes, over seeds), or None to
+      have the runner compile them from the functions above. Environment
+      learners give host-stepped programs for environments that are not
+      JAX-native.
+    notes: ``config -> [str]``: what a user should know before the run
+      starts (the runner prints them), e.g. a step count it rounds.
   """
   name: str
   config_type: type
@@ -78,3 +86,5 @@ class Learner:
   assess: Callable[..., Any] | None = None
   assess_every: Callable[[Any], int] | None = None
   defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+  programs: Callable[..., Any] | None = None
+  notes: Callable[[Any], list[str]] | None = None

@@ -48,3 +48,19 @@ def test_host_stepped_gymnasium_cartpole_learns_with_ppo():
     results.append(float(np.mean(returns)))
     assert len(history) == config.num_updates
   assert sum(r >= 475 for r in results) >= 3, results
+
+
+@pytest.mark.slow
+def test_host_stepped_mujoco_inverted_pendulum_learns_with_ppo(tmp_path):
+  # Through the runner (4 seeds, each with its own Gymnasium vector env),
+  # with the preset (204,800 steps, learning rate 3e-4, no entropy bonus):
+  # measured 1000 (the maximum) on every seed, 60 s on 2 cores.
+  from jaxrl_align.host import runner
+
+  config = ppo.PPOConfig(env_id="InvertedPendulum-v5")
+  result = runner.run("ppo", config, str(tmp_path / "ip"),
+                      runner.RunnerSettings(seeds=4, eval_episodes=4),
+                      progress=False)
+  per_seed = result.evaluation.mean(axis=1)
+  assert result.summary["env_path"] == "host"
+  assert (per_seed >= 900).sum() >= 3 and per_seed.mean() >= 800, per_seed

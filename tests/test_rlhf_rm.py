@@ -36,7 +36,11 @@ def test_rewards_read_the_last_real_token():
                                        num_heads=1, width=8)
   module = model_lib.Transformer(config)
   params = module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
-  params["params"]["score"]["kernel"] = jnp.ones((8, 1))
+  # A random head: the initial (zero) head, or a head of ones on the final
+  # LayerNorm's zero-sum features, reads 0 at every token, so reading the
+  # wrong token would pass unnoticed.
+  params["params"]["score"]["kernel"] = jax.random.normal(jax.random.key(3),
+                                                          (8, 1))
   tokens = jnp.array([[0, 0, 3, 4, 5], [3, 4, 5, 0, 0]])
   left = jnp.array([[0, 0, 1, 1, 1]], bool)
   right = jnp.array([[1, 1, 1, 0, 0]], bool)
@@ -47,6 +51,7 @@ def test_rewards_read_the_last_real_token():
   # the unpadded sequence's scalar at its last token.
   np.testing.assert_allclose(r[0], r[1], atol=1e-5)
   np.testing.assert_allclose(r[1], scalar[0, -1], atol=1e-5)
+  assert np.min(np.abs(np.asarray(scalar[0, :-1]) - float(r[1]))) > 1e-2
 
 
 def test_normalize_head_is_affine():

@@ -1,23 +1,177 @@
 """The same learners on host-stepped Gymnasium environments.
 
-The rollout runs on the host through
-:class:`~jaxrl_align.envs.GymnasiumVecEnv` (any Gymnasium id); the policy is
-built from that environment's own observation and action spaces, and the
-jitted ``learn`` is the one of the JAX-native path, so the learning is the
-same code. Observation normalisation and reward scaling are the JAX
-wrappers' and are not available here yet: configs that ask for them are
-refused.
+Any Gymnasium id whose observations are a ``Box`` and whose actions are a
+``Box`` or ``Discrete`` trains through :class:`HostPrograms`: the rollout
+runs on the host through :class:`~jaxrl_align.envs.GymnasiumVecEnv` (one per
+seed), the policy is built from that environment's own spaces, and the
+jitted ``learn`` is the one of the JAX-native path, vmapped over seeds, so
+the learning is the same code. The runner uses these programs for every
+environment that is not JAX-native. The environments' state lives in
+Gymnasium, outside the learner state: a resumed run continues from the
+checkpoint's parameters with freshly reset environments, so it is not
+bit-identical to an uninterrupted one. Observation normalisation and reward
+scaling are JAX-env wrappers, not available here (configs refuse them).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_align import envs
 from jaxrl_align.agents import on_policy
+
+
+def _env_seed(key: jax.Array) -> int:
+  """A Gymnasium seed drawn from a run's key (so the run's seed fixes it)."""
+  return int(jax.random.randint(jax.random.fold_in(key, 0x6e76), (), 0,
+                                2 ** 31 - 1))
+
+
+class HostPrograms:
+  """``(init, chunk, evaluate)`` of an on-policy learner over seeds, with the
+  environments stepped on the host: the runner's programs for an
+  environment that is not JAX-native.
+
+  Args:
+    init: the learner's ``init(config, key, policy)``.
+    learn: its ``learn(config, state, trajectory, policy)``.
+    chunk: updates per :meth:`chunk` call.
+    eval_episodes: episodes per seed in :meth:`evaluate`.
+    env_seed: the Gymnasium seed of seed ``i``'s environments is
+      ``env_seed + i * num_envs``; by default it is drawn from the run's key.
+    env_kwargs: passed to each :class:`~jaxrl_align.envs.GymnasiumVecEnv`.
+  """
+
+  assess = None
+
+  def __init__(self, init: Callable, learn: Callable, chunk: int,
+               eval_episodes: int, *, env_seed: int | None = None,
+               **env_kwargs: Any):
+    self._init, self._learn = init, learn
+    self._chunk, self._eval_episodes = chunk, eval_episodes
+    self._env_seed = env_seed
+    self._env_kwargs = env_kwargs
+    self._envs: list[envs.GymnasiumVecEnv] = []
+    self._compiled: dict[Any, Any] = {}
+
+  def _policy(self, config):
+    key = ("policy", config)
+    if key not in self._compiled:
+      self._compiled[key] = on_policy.task_policy(config)
+    return self._compiled[key]
+
+  def _programs(self, config):
+    """``(act, learn)`` jitted and vmapped over seeds, once per config."""
+    key = ("programs", config)
+    if key not in self._compiled:
+      policy = self._policy(config)
+
+      def act(params, key, obs):
+        key, policy_key = jax.random.split(key)
+        action, extras = policy.act(params)(policy_key, obs)
+        return action, extras, key
+
+      def learn(config, state, trajectory):
+        return self._learn(config, state, trajectory, policy)
+
+      self._compiled[key] = (jax.jit(jax.vmap(act)),
+                             jax.jit(jax.vmap(learn, in_axes=(None, 0, 0))))
+    return self._compiled[key]
+
+  def init(self, config, keys: jax.Array, data=None):
+    """Fresh learner states, and one Gymnasium vector env per seed."""
+    del data
+    self.close()
+    seeds = ([_env_seed(k) for k in keys] if self._env_seed is None else
+             [self._env_seed + i * config.num_envs for i in range(len(keys))])
+    self._envs = [envs.GymnasiumVecEnv(config.env_id, config.num_envs,
+                                       seed=seed, **self._env_kwargs)
+                  for seed in seeds]
+    policy = self._policy(config)
+    return jax.jit(jax.vmap(lambda k: self._init(config, k, policy)))(keys)
+
+  def chunk(self, config, states, data=None):
+    """``chunk`` updates: a host rollout of ``num_steps`` per seed, then the
+    jitted, seed-vmapped ``learn``. Returns ``(states, metrics)`` with
+    ``[seeds, chunk]`` metrics, as the compiled chunk does."""
+    del data
+    act, learn = self._programs(config)
+    rows = []
+    for _ in range(self._chunk):
+      trajectory, states = self._rollout(config, act, states)
+      states, metrics = learn(config, states, trajectory)
+      metrics = dict(metrics, **on_policy.finished_episodes(trajectory,
+                                                            axis=(1, 2)))
+      metrics["env_steps"] = (states.update * config.num_envs
+                              * config.num_steps).astype(jnp.float32)
+      rows.append(metrics)
+    return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
+
+  def _rollout(self, config, act, states):
+    keys = states.rollout.key
+    steps, actions, extras = [], [], []
+    for _ in range(config.num_steps):
+      obs = jnp.asarray(np.stack([env.obs for env in self._envs]))
+      action, extra, keys = act(states.params, keys, obs)
+      host_action = np.asarray(action)
+      steps.append([env.step(a) for env, a in zip(self._envs, host_action)])
+      actions.append(action)
+      extras.append(extra)
+    fields = {name: jnp.asarray(np.stack([[s[name] for s in per_env]
+                                          for per_env in steps], axis=1))
+              for name in steps[0][0]}  # [seeds, T, N, ...]
+    trajectory = envs.Trajectory(
+        action=jnp.stack(actions, axis=1),
+        extras=jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *extras),
+        **fields)
+    return trajectory, states._replace(
+        rollout=states.rollout._replace(key=keys))
+
+  def evaluate(self, config, states, keys: jax.Array, data=None):
+    """``[seeds, eval_episodes]`` returns of the deterministic policy, one
+    episode per env; NaN for an episode that did not end within the
+    environment's time limit (or 10,000 steps without one)."""
+    del data
+    policy = self._policy(config)
+    mode = jax.jit(policy.mode)
+    returns = []
+    for i, key in enumerate(keys):
+      params = jax.tree.map(lambda x: x[i], states.params)
+      env = envs.GymnasiumVecEnv(config.env_id, self._eval_episodes,
+                                 seed=_env_seed(key), **self._env_kwargs)
+      limit = env.envs.spec.max_episode_steps if env.envs.spec else None
+      done = np.zeros(self._eval_episodes, bool)
+      result = np.full(self._eval_episodes, np.nan)
+      for _ in range(limit or 10_000):
+        step = env.step(np.asarray(mode(params, jnp.asarray(env.obs))))
+        ended = (step["terminated"] | step["truncated"]) & ~done
+        result[ended] = step["episode_return"][ended]
+        done |= ended
+        if done.all():
+          break
+      env.close()
+      returns.append(result)
+    return np.stack(returns)
+
+  def close(self) -> None:
+    for env in self._envs:
+      env.close()
+    self._envs = []
+
+
+def programs(init: Callable, learn: Callable):
+  """The ``programs`` field of an on-policy :class:`~jaxrl_align.learner.
+  Learner`: :class:`HostPrograms` for an environment that is not
+  JAX-native, None (compile the learner) for one that is."""
+  def for_run(config, chunk: int, eval_episodes: int):
+    if envs.is_jax_native(config.env_id):
+      return None
+    return HostPrograms(init, learn, chunk, eval_episodes)
+  return for_run
 
 
 def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
@@ -28,38 +182,26 @@ def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
     algo: the learner module.
     config: its config (batch sizes, hyperparameters).
     key: PRNG key.
-    env_id: the Gymnasium id to step (defaults to ``config.env_id``).
+    env_id: the Gymnasium id to step (defaults to ``config.env_id``); the
+      network is built from its observation and action spaces.
     seed: seed of the Gymnasium envs' first reset.
     **env_kwargs: passed to :class:`~jaxrl_align.envs.GymnasiumVecEnv`.
 
   Returns:
     ``(state, metrics)``: the final learner state and a list of per-update
-    metric dicts (host floats).
+    metric dicts (host floats; NaN episode statistics in an update where no
+    episode ended).
   """
-  if config.normalize_obs or config.scale_reward:
-    raise ValueError("`normalize_obs` and `scale_reward` are JAX-env wrappers; "
-                     "set them to False for host-stepped training.")
-  host = envs.GymnasiumVecEnv(env_id or config.env_id, config.num_envs,
-                              seed=seed, **env_kwargs)
-  policy = on_policy.make_policy(config, host.observation_space,
-                                 host.action_space)
-
-  @jax.jit
-  def act(params, key, obs):
-    return policy.act(params)(key, obs)
-
-  learn = jax.jit(functools.partial(algo.learn, config, policy=policy))
-  state = algo.init(config, key, policy)
-  episodes = state.episodes
+  if env_id is not None and env_id != config.env_id:
+    config = config.replace(env_id=env_id)
+  run = HostPrograms(algo.init, algo.learn, 1, 1, env_seed=seed,
+                     **env_kwargs)
+  states = run.init(config, key[None])
   history = []
-  for _ in range(config.num_updates):
-    rollout_key, key = jax.random.split(key)
-    _, trajectory = host.rollout(functools.partial(act, state.params),
-                                 rollout_key, config.num_steps)
-    state, metrics = learn(state, trajectory)
-    episodes, finished = on_policy.episode_metrics(episodes, trajectory)
-    metrics = dict(metrics, episode_return=episodes.last_return,
-                   episodes_finished=finished)
-    history.append({k: float(v) for k, v in metrics.items()})
-  host.close()
-  return state._replace(episodes=episodes), history
+  try:
+    for _ in range(on_policy.num_updates(config)):
+      states, metrics = run.chunk(config, states)
+      history.append({k: float(v[0, 0]) for k, v in metrics.items()})
+  finally:
+    run.close()
+  return jax.tree.map(lambda x: x[0], states), history

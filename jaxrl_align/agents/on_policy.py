@@ -49,8 +49,11 @@ class OnPolicyConfig:
   :mod:`jaxrl_align.agents.presets`).
 
   Attributes:
-    env_id: *static* one of the five classic-control ids.
-    total_timesteps: *static* env steps in the run.
+    env_id: *static* a JAX-native task (the five classic-control ids, the
+      probes) or any registered Gymnasium id (stepped on the host).
+    total_timesteps: *static* env steps in the run, in whole batches of
+      ``num_envs * num_steps``: a remainder is not run (the runner says so
+      before it starts, and records both numbers).
     num_envs: *static* parallel environments.
     num_steps: *static* steps per env per rollout.
     num_minibatches: *static* minibatches per epoch (must divide the batch).
@@ -61,7 +64,7 @@ class OnPolicyConfig:
     learning_rate: Adam step size (ε = 1e-5).
     gamma: discount in [0, 1].
     gae_lambda: GAE λ in [0, 1].
-    max_grad_norm: global-norm gradient clip > 0.
+    max_grad_norm: global-norm gradient clip > 0 (inf: none).
     log_std_init: initial log-std of a Gaussian policy.
   """
   env_id: str = configs.static("CartPole-v1")
@@ -86,12 +89,21 @@ class OnPolicyConfig:
 
 def finish_config(config, algo: str) -> None:
   """``__post_init__`` work common to PPO and TRPO configs: presets, the
-  task id, the static fields that fix the batch layout, choices."""
-  if config.env_id not in envs.ENV_IDS + envs.PROBE_IDS:
-    raise ValueError(f"Unknown `env_id` {config.env_id!r}; known ids: "
-                     f"{', '.join(envs.ENV_IDS + envs.PROBE_IDS)}.")
+  task id, the static fields that fix the batch layout, ranges, choices.
+
+  ``inf`` is accepted only where it means "off" (``max_grad_norm``, and
+  the algorithms' clip ranges and ``target_kl``); a learning rate or a
+  coefficient must be finite.
+  """
+  envs.check_env_id(config.env_id)
   configs.fill_defaults(config, presets.preset(algo, config.env_id),
                         presets.DEFAULTS[algo])
+  if not envs.is_jax_native(config.env_id):
+    envs.spaces(config.env_id)  # refuses spaces the learners do not take
+    if config.normalize_obs or config.scale_reward:
+      raise ValueError(f"`normalize_obs` and `scale_reward` are wrappers of "
+                       f"the JAX-native environments; {config.env_id} is "
+                       f"stepped on the host: set them to false.")
   for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs",
                "num_minibatches"):
     _checks.check_positive_int(name, getattr(config, name))
@@ -109,8 +121,7 @@ def finish_config(config, algo: str) -> None:
     raise ValueError(f"`hidden` must be a non-empty tuple of positive ints, "
                      f"got {config.hidden!r}.")
   configs.check_choices(config)
-  configs.check_range(config, "learning_rate", 0.0, float("inf"),
-                      low_inclusive=False)
+  configs.check_finite_positive(config, "learning_rate")
   configs.check_range(config, "gamma", 0.0, 1.0)
   configs.check_range(config, "gae_lambda", 0.0, 1.0)
   configs.check_range(config, "max_grad_norm", 0.0, float("inf"),
@@ -119,8 +130,25 @@ def finish_config(config, algo: str) -> None:
 
 
 def num_updates(config) -> int:
-  """Rollout-and-learn iterations in a run."""
+  """Rollout-and-learn iterations in a run: ``total_timesteps`` rounded
+  down to whole batches of ``num_envs * num_steps``."""
   return config.total_timesteps // (config.num_envs * config.num_steps)
+
+
+def env_steps(config) -> int:
+  """The env steps a run takes: ``num_updates * num_envs * num_steps``."""
+  return num_updates(config) * config.num_envs * config.num_steps
+
+
+def notes(config) -> list[str]:
+  """What a user should know before a run: a ``total_timesteps`` that is
+  not whole batches."""
+  batch = config.num_envs * config.num_steps
+  if config.total_timesteps % batch == 0:
+    return []
+  return [f"total_timesteps {config.total_timesteps:,} is not a whole number "
+          f"of batches of num_envs * num_steps = {batch}: the run takes "
+          f"{env_steps(config):,} env steps ({num_updates(config)} updates)"]
 
 
 # ------------------------------------------------------ environment, policy
@@ -170,6 +198,12 @@ def make_policy(config, observation_space, action_space) -> Policy:
 
 def make_env(config):
   """The config's JAX-native training vector env, with its wrappers."""
+  if not envs.is_jax_native(config.env_id):
+    raise ValueError(
+        f"{config.env_id} is not a JAX-native task, so it cannot be stepped "
+        f"inside `train` or `update`: train it on the host "
+        f"(jaxrl_align.agents.host, or `jaxrl-align train --env "
+        f"{config.env_id}`).")
   vec, params = envs.make_vec(config.env_id, config.num_envs)
   if config.normalize_obs:
     vec = envs.NormalizeObservation(vec, clip=OBS_CLIP)
@@ -179,10 +213,9 @@ def make_env(config):
 
 
 def task_policy(config) -> Policy:
-  """The policy of the config's JAX-native task."""
-  env, env_params = envs.make_gymnax(config.env_id)
-  return make_policy(config, env.observation_space(env_params),
-                     env.action_space(env_params))
+  """The policy of the config's task, from its spaces (JAX-native or
+  Gymnasium)."""
+  return make_policy(config, *envs.spaces(config.env_id))
 
 
 def obs_stats(config, env_state):
@@ -197,44 +230,45 @@ def obs_stats(config, env_state):
 # ------------------------------------------------------------------ state
 
 
-class EpisodeMetrics(NamedTuple):
-  """Running summary of finished episodes, carried across updates."""
-  last_return: Array
-  last_length: Array
-
-
 def start(config, key: Array, policy: Policy | None = None):
   """``(policy, params, rollout, learn_key)`` of a fresh run.
 
   Without ``policy``: the config's JAX-native task, its policy and a reset
-  rollout state. With one (host-stepped environments): ``rollout`` is None.
+  rollout state. With one (host-stepped environments): the rollout state
+  holds only the key the policy samples with (the environments live on the
+  host).
   """
   k_params, k_env, k_learn = jax.random.split(key, 3)
-  rollout = None
   if policy is None:
     env, env_params = make_env(config)
     policy = make_policy(config, env.observation_space(env_params),
                          env.action_space(env_params))
     rollout = envs.rollout_init(env, env_params, k_env)
+  else:
+    rollout = envs.RolloutState(None, None, k_env)
   return policy, policy.init(k_params, config.log_std_init), rollout, k_learn
 
 
-def no_episodes() -> EpisodeMetrics:
-  zero = jnp.zeros((), jnp.float32)
-  return EpisodeMetrics(zero, zero)
+def finished_episodes(trajectory, axis=(0, 1)) -> dict[str, Array]:
+  """Statistics of the episodes that ended in a trajectory.
 
-
-def episode_metrics(prev: EpisodeMetrics, trajectory):
-  """Mean return/length of episodes finished in this trajectory, carrying the
-  previous values forward when none finished (never NaN)."""
+  Returns:
+    ``episode_return`` and ``episode_length``, their means, NaN when no
+    episode ended (no value: nothing is carried over from earlier
+    updates), and ``episodes_finished``, their count; reduced over
+    ``axis`` (the time and env axes).
+  """
   done = (trajectory.terminated | trajectory.truncated).astype(jnp.float32)
-  count = done.sum()
-  mean_ret = (trajectory.episode_return * done).sum() / jnp.maximum(count, 1)
-  mean_len = (trajectory.episode_length.astype(jnp.float32) * done).sum(
-  ) / jnp.maximum(count, 1)
-  new = EpisodeMetrics(jnp.where(count > 0, mean_ret, prev.last_return),
-                       jnp.where(count > 0, mean_len, prev.last_length))
-  return new, count
+  count = done.sum(axis)
+  some = count > 0
+
+  def mean(x):
+    total = (x.astype(jnp.float32) * done).sum(axis)
+    return jnp.where(some, total / jnp.maximum(count, 1), jnp.nan)
+
+  return {"episode_return": mean(trajectory.episode_return),
+          "episode_length": mean(trajectory.episode_length),
+          "episodes_finished": count}
 
 
 # ---------------------------------------------------------------- learning
@@ -264,13 +298,10 @@ def update(config, state, learn):
                                      config.num_steps)
   state, metrics = learn(config, state._replace(rollout=rollout), trajectory,
                          policy)
-  episodes, finished = episode_metrics(state.episodes, trajectory)
-  metrics.update(episode_return=episodes.last_return,
-                 episode_length=episodes.last_length,
-                 episodes_finished=finished,
+  metrics.update(finished_episodes(trajectory),
                  env_steps=(state.update * config.num_envs
                             * config.num_steps).astype(jnp.float32))
-  return state._replace(episodes=episodes), metrics
+  return state, metrics
 
 
 def evaluate(config, state, key: Array, num_episodes: int) -> Array:
@@ -310,34 +341,51 @@ def evaluate(config, state, key: Array, num_episodes: int) -> Array:
 # ----------------------------------------------------- the runner's view
 
 
+def _finite_mean(x) -> float | None:
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  return float(x.mean()) if x.size else None
+
+
 def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
   del states
-  means = np.mean(evaluation, axis=1)
+  evaluation = np.asarray(evaluation, np.float64)
+  per_seed = [_finite_mean(row) for row in evaluation]
+  means = np.array([np.nan if m is None else m for m in per_seed])
+  finite = means[np.isfinite(means)]
   return {
       "env_id": config.env_id,
-      "total_timesteps": num_updates(config) * config.num_envs
-                         * config.num_steps,
+      "env_path": "jax" if envs.is_jax_native(config.env_id) else "host",
+      "total_timesteps": config.total_timesteps,
       "eval_episodes": int(evaluation.shape[1]),
-      "eval_return_mean": float(np.mean(means)),
-      "eval_return_std_over_seeds": float(np.std(means)),
-      "per_seed": [{"seed": i, "eval_return_mean": float(means[i]),
-                    "train_episode_return": (last_metrics[i] or {}).get(
+      "eval_episodes_unfinished": int(np.sum(~np.isfinite(evaluation))),
+      "eval_return_mean": float(finite.mean()) if finite.size else None,
+      "eval_return_std_over_seeds": (float(finite.std()) if finite.size
+                                     else None),
+      "per_seed": [{"seed": i, "eval_return_mean": per_seed[i],
+                    "train_episode_return": last_metrics[i].get(
                         "episode_return")}
-                   for i in range(len(means))]}
+                   for i in range(len(per_seed))]}
 
 
 def _report(summary: dict[str, Any]) -> str:
+  def num(x, width):
+    return f"{x:{width}.1f}" if x is not None else f"{'n/a':>{width}s}"
+
   lines = [f"{summary['algo'].upper()} on {summary['env_id']}, "
-           f"{summary['seeds']} seeds x {summary['total_timesteps']:,} steps",
+           f"{summary['seeds']} seed{'s' * (summary['seeds'] != 1)} x "
+           f"{summary['env_steps']:,} env steps",
            f"  {'seed':>4s} {'eval return':>12s} {'last train return':>18s}"]
   for row in summary["per_seed"]:
-    train = row["train_episode_return"]
-    lines.append(f"  {row['seed']:4d} {row['eval_return_mean']:12.1f} "
-                 f"{train if train is not None else float('nan'):18.1f}")
-  lines.append(f"  mean {summary['eval_return_mean']:11.1f} ± "
-               f"{summary['eval_return_std_over_seeds']:.1f} (std over seeds, "
-               f"{summary['eval_episodes']} deterministic episodes each); "
-               f"{summary['wall_seconds_this_session']:.1f} s")
+    lines.append(f"  {row['seed']:4d} {num(row['eval_return_mean'], 12)} "
+                 f"{num(row['train_episode_return'], 18)}")
+  std = summary["eval_return_std_over_seeds"]
+  lines.append(f"  mean {num(summary['eval_return_mean'], 11)} ± "
+               f"{num(std, 1).strip()} (std over seeds, "
+               f"{summary['eval_episodes']} deterministic episodes each"
+               + (f", {summary['eval_episodes_unfinished']} unfinished"
+                  if summary["eval_episodes_unfinished"] else "")
+               + f"); {summary['wall_seconds_this_session']:.1f} s")
   return "\n".join(lines)
 
 
@@ -350,8 +398,8 @@ def functions(init: Callable, learn: Callable):
 
     Returns:
       ``(state, metrics)``: ``learn``'s metrics plus the mean return and
-      length of the episodes that finished (the previous values when none
-      did), their count, and the env steps so far.
+      length of the episodes that ended in this update (NaN when none did),
+      their count, and the env steps so far.
     """
     return update(config, state, learn)
 
@@ -376,9 +424,12 @@ def functions(init: Callable, learn: Callable):
 
 def make_learner(name: str, config_type: type, init: Callable,
                  update_fn: Callable, evaluate_fn: Callable,
-                 finite_metrics: tuple[str, ...]) -> learner.Learner:
+                 finite_metrics: tuple[str, ...],
+                 programs: Callable | None = None) -> learner.Learner:
   """The runner's :class:`~jaxrl_align.learner.Learner` of an on-policy
-  algorithm (``data`` unused: the environment is part of the program)."""
+  algorithm (``data`` unused: the environment is part of the program;
+  ``programs``: the host-stepped programs for tasks that are not JAX-native,
+  :func:`jaxrl_align.agents.host.programs`)."""
   return learner.Learner(
       name=name, config_type=config_type, defaults=presets.DEFAULTS[name],
       init=lambda config, key, data: init(config, key),
@@ -388,5 +439,5 @@ def make_learner(name: str, config_type: type, init: Callable,
       num_updates=num_updates, units="env_steps",
       units_per_update=lambda config: config.num_envs * config.num_steps,
       progress_metric="episode_return", finite_metrics=finite_metrics,
-      summarize=_summarize, report=_report)
+      summarize=_summarize, report=_report, programs=programs, notes=notes)
 

@@ -31,6 +31,7 @@ from jaxrl_align import kl_control
 from jaxrl_align import losses
 from jaxrl_align import normalization
 from jaxrl_align import sgd
+from jaxrl_align.agents import host
 from jaxrl_align.agents import on_policy
 
 Array = jax.Array
@@ -46,8 +47,8 @@ class PPOConfig(on_policy.OnPolicyConfig):
     anneal_lr: *static* linear learning-rate annealing to 0.
     objective: *static* ``"clip"`` or ``"kl_penalty"`` (adaptive β).
     clip_value: *static* PPO2-style value clipping.
-    clip_eps: clip range ε > 0 of the ratio.
-    vf_clip_eps: clip range of the value (with ``clip_value``).
+    clip_eps: clip range ε > 0 of the ratio (inf: no clipping).
+    vf_clip_eps: clip range of the value (with ``clip_value``; inf: none).
     ent_coef: entropy bonus coefficient ≥ 0.
     vf_coef: value-loss coefficient ≥ 0.
     target_kl: stop the epochs once the approx. KL exceeds it (inf: never).
@@ -67,11 +68,11 @@ class PPOConfig(on_policy.OnPolicyConfig):
 
   def __post_init__(self):
     on_policy.finish_config(self, "ppo")
-    inf = float("inf")
-    for name in ("clip_eps", "vf_clip_eps", "target_kl", "kl_target"):
-      configs.check_range(self, name, 0.0, inf, low_inclusive=False)
-    for name in ("ent_coef", "vf_coef", "kl_beta_init"):
-      configs.check_range(self, name, 0.0, inf)
+    for name in ("clip_eps", "vf_clip_eps", "target_kl"):  # inf: off
+      configs.check_range(self, name, 0.0, float("inf"), low_inclusive=False)
+    configs.check_finite_positive(self, "kl_target")
+    configs.check_finite_nonnegative(self, "ent_coef", "vf_coef",
+                                     "kl_beta_init")
 
 
 class PPOState(NamedTuple):
@@ -80,20 +81,18 @@ class PPOState(NamedTuple):
   Attributes:
     params: network parameters.
     opt_state: Adam state.
-    rollout: the env state, current observation and rollout key (None for
-      host-stepped environments).
+    rollout: the env state, current observation and rollout key (only the
+      key for host-stepped environments).
     key: key for minibatch shuffling.
     update: int32 number of updates done.
     kl_coef: β of the KL-penalty objective.
-    episodes: last mean episode return and length.
   """
   params: Any
   opt_state: Any
-  rollout: envs.RolloutState | None
+  rollout: envs.RolloutState
   key: Array
   update: Array
   kl_coef: Array
-  episodes: on_policy.EpisodeMetrics
 
 
 def init(config: PPOConfig, key: Array,
@@ -113,8 +112,7 @@ def init(config: PPOConfig, key: Array,
   return PPOState(
       params=params, opt_state=opt_state, rollout=rollout, key=k_learn,
       update=jnp.zeros((), jnp.int32),
-      kl_coef=jnp.asarray(config.kl_beta_init, jnp.float32),
-      episodes=on_policy.no_episodes())
+      kl_coef=jnp.asarray(config.kl_beta_init, jnp.float32))
 
 
 def _loss(config, policy, params, kl_coef, batch):
@@ -221,4 +219,5 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory,
 update, train, evaluate = on_policy.functions(init, learn)
 
 LEARNER = on_policy.make_learner("ppo", PPOConfig, init, update, evaluate,
-                                 finite_metrics=("policy_loss", "value_loss"))
+                                 finite_metrics=("policy_loss", "value_loss"),
+                                 programs=host.programs(init, learn))

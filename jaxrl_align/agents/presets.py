@@ -2,6 +2,8 @@
 
 A config field left as ``None`` takes ``PRESETS[(algorithm, task)]``'s
 value, else ``DEFAULTS[algorithm]``'s. Any field passed explicitly wins.
+Each preset's ``total_timesteps`` is a whole number of its batches (the
+number of updates times ``num_envs * num_steps``).
 Where the presets come from and what they reach: ``docs/agents.md``.
 """
 
@@ -11,7 +13,7 @@ from typing import Any
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": dict(
-        total_timesteps=100_000, num_envs=8, num_steps=128, num_minibatches=4,
+        total_timesteps=102_400, num_envs=8, num_steps=128, num_minibatches=4,
         update_epochs=4, hidden=(64, 64), normalize_obs=False,
         scale_reward=False, anneal_lr=True, objective="clip",
         clip_value=False, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
@@ -19,7 +21,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         max_grad_norm=0.5, target_kl=float("inf"), kl_target=0.01,
         kl_beta_init=1.0, log_std_init=0.0),
     "trpo": dict(
-        total_timesteps=100_000, num_envs=8, num_steps=128, num_minibatches=4,
+        total_timesteps=102_400, num_envs=8, num_steps=128, num_minibatches=4,
         update_epochs=10, hidden=(64, 64), normalize_obs=False,
         scale_reward=False, cg_iters=10, backtrack_iters=10,
         fisher_subsample=1, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95,
@@ -29,15 +31,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("ppo", "CartPole-v1"): dict(
-        total_timesteps=100_000, num_envs=8, num_steps=32, num_minibatches=1,
+        total_timesteps=99_840, num_envs=8, num_steps=32, num_minibatches=1,
         update_epochs=20, learning_rate=1e-3, gamma=0.98, gae_lambda=0.8,
         ent_coef=0.0),
     ("ppo", "Acrobot-v1"): dict(
-        total_timesteps=200_000, num_envs=16, num_steps=256,
+        total_timesteps=196_608, num_envs=16, num_steps=256,
         num_minibatches=64, update_epochs=4, normalize_obs=True, ent_coef=0.0,
         gae_lambda=0.94),
     ("ppo", "MountainCar-v0"): dict(
-        total_timesteps=1_000_000, num_envs=16, num_steps=16,
+        total_timesteps=999_936, num_envs=16, num_steps=16,
         num_minibatches=1, update_epochs=4, normalize_obs=True,
         gae_lambda=0.98, ent_coef=0.0),
     ("ppo", "MountainCarContinuous-v0"): dict(
@@ -45,25 +47,27 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         update_epochs=10, learning_rate=7.77e-5, gamma=0.9999,
         gae_lambda=0.9, clip_eps=0.1, ent_coef=0.00429, vf_coef=0.19,
         max_grad_norm=5.0, normalize_obs=True, log_std_init=-3.29),
+    ("ppo", "InvertedPendulum-v5"): dict(  # MuJoCo, stepped on the host
+        total_timesteps=204_800, learning_rate=3e-4, ent_coef=0.0),
     ("ppo", "Pendulum-v1"): dict(
-        total_timesteps=200_000, num_envs=16, num_steps=128,
+        total_timesteps=198_656, num_envs=16, num_steps=128,
         num_minibatches=32, update_epochs=10, learning_rate=1e-3, gamma=0.9,
         gae_lambda=0.95, ent_coef=0.0),
     ("trpo", "CartPole-v1"): dict(
-        total_timesteps=100_000, num_envs=8, num_steps=128, num_minibatches=4,
+        total_timesteps=99_328, num_envs=8, num_steps=128, num_minibatches=4,
         update_epochs=10, gamma=0.99, gae_lambda=0.98, max_kl=0.01,
         cg_iters=15),
     ("trpo", "Acrobot-v1"): dict(
-        total_timesteps=200_000, num_envs=8, num_steps=256,
+        total_timesteps=198_656, num_envs=8, num_steps=256,
         normalize_obs=True, gae_lambda=0.95),
     ("trpo", "MountainCar-v0"): dict(
-        total_timesteps=1_000_000, num_envs=16, num_steps=64,
+        total_timesteps=999_424, num_envs=16, num_steps=64,
         normalize_obs=True, gae_lambda=0.98),
     ("trpo", "MountainCarContinuous-v0"): dict(
-        total_timesteps=200_000, num_envs=4, num_steps=256,
+        total_timesteps=199_680, num_envs=4, num_steps=256,
         normalize_obs=True, gamma=0.9999, log_std_init=-1.0),
     ("trpo", "Pendulum-v1"): dict(
-        total_timesteps=200_000, num_envs=4, num_steps=512,
+        total_timesteps=198_656, num_envs=4, num_steps=512,
         num_minibatches=8, update_epochs=10, gamma=0.9, gae_lambda=0.95,
         max_kl=0.01),
 }

@@ -26,6 +26,7 @@ from jaxrl_align import losses
 from jaxrl_align import normalization
 from jaxrl_align import sgd
 from jaxrl_align import trust_region
+from jaxrl_align.agents import host
 from jaxrl_align.agents import on_policy
 
 Array = jax.Array
@@ -59,9 +60,8 @@ class TRPOConfig(on_policy.OnPolicyConfig):
     on_policy.finish_config(self, "trpo")
     for name in ("cg_iters", "backtrack_iters", "fisher_subsample"):
       _checks.check_positive_int(name, getattr(self, name))
-    configs.check_range(self, "max_kl", 0.0, float("inf"),
-                        low_inclusive=False)
-    configs.check_range(self, "cg_damping", 0.0, float("inf"))
+    configs.check_finite_positive(self, "max_kl")
+    configs.check_finite_nonnegative(self, "cg_damping")
     configs.check_range(self, "backtrack_coeff", 0.0, 1.0,
                         low_inclusive=False, high_inclusive=False)
 
@@ -72,18 +72,16 @@ class TRPOState(NamedTuple):
   Attributes:
     params: network parameters (actor, log-std and critic).
     opt_state: the critic's Adam state.
-    rollout: env state, current observation and rollout key (None for
-      host-stepped environments).
+    rollout: env state, current observation and rollout key (only the key
+      for host-stepped environments).
     key: key for critic minibatch shuffling.
     update: int32 number of updates done.
-    episodes: last mean episode return and length.
   """
   params: Any
   opt_state: Any
-  rollout: envs.RolloutState | None
+  rollout: envs.RolloutState
   key: Array
   update: Array
-  episodes: on_policy.EpisodeMetrics
 
 
 def _split(params):
@@ -105,8 +103,7 @@ def init(config: TRPOConfig, key: Array,
   with sgd.optax_numerics():
     opt_state = sgd.clipped_adam(config.max_grad_norm).init(_split(params)[1])
   return TRPOState(params=params, opt_state=opt_state, rollout=rollout,
-                   key=k_learn, update=jnp.zeros((), jnp.int32),
-                   episodes=on_policy.no_episodes())
+                   key=k_learn, update=jnp.zeros((), jnp.int32))
 
 
 def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
@@ -203,4 +200,5 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
 update, train, evaluate = on_policy.functions(init, learn)
 
 LEARNER = on_policy.make_learner("trpo", TRPOConfig, init, update, evaluate,
-                                 finite_metrics=("policy_loss", "value_loss"))
+                                 finite_metrics=("policy_loss", "value_loss"),
+                                 programs=host.programs(init, learn))

@@ -9,6 +9,11 @@ same :class:`Trajectory`.
 
 from __future__ import annotations
 
+import difflib
+import functools
+
+import gymnasium
+
 from jaxrl_align.envs.gymnasium_adapter import GymnasiumVecEnv
 from jaxrl_align.envs.registry import ENV_IDS
 from jaxrl_align.envs.registry import PROBE_IDS
@@ -70,11 +75,64 @@ def make_vec(env_id: str, num_envs: int, *, normalize_obs: bool = False,
   return vec, params
 
 
+def is_jax_native(env_id: str) -> bool:
+  """True for the tasks that run inside ``jit`` (:data:`ENV_IDS` and the
+  probes); any other registered Gymnasium id is stepped on the host."""
+  return env_id in ENV_IDS or env_id in PROBE_IDS
+
+
+def check_env_id(env_id: str) -> None:
+  """Raises ``ValueError`` (with the closest known id) unless ``env_id`` is
+  JAX-native or a registered Gymnasium id."""
+  if is_jax_native(env_id) or env_id in gymnasium.envs.registry:
+    return
+  close = difflib.get_close_matches(
+      str(env_id), list(ENV_IDS) + list(gymnasium.envs.registry), n=1)
+  hint = f" Did you mean {close[0]}?" if close else ""
+  raise ValueError(f"Unknown `env_id` {env_id!r}; known ids: "
+                   f"{', '.join(ENV_IDS)} (JAX-native), or any registered "
+                   f"Gymnasium id (stepped on the host).{hint}")
+
+
+@functools.lru_cache(maxsize=None)
+def spaces(env_id: str):
+  """``(observation_space, action_space)`` of a task: gymnax's for a
+  JAX-native id, the Gymnasium environment's otherwise (which must have a
+  ``Box`` observation and a ``Box`` or ``Discrete`` action, as
+  :class:`GymnasiumVecEnv` requires).
+
+  Raises:
+    ValueError: an unknown id, a missing dependency (the message names the
+      package), or spaces the learners do not take.
+  """
+  if is_jax_native(env_id):
+    env, params = make_gymnax(env_id)
+    return env.observation_space(params), env.action_space(params)
+  check_env_id(env_id)
+  try:
+    env = gymnasium.make(env_id)
+  except gymnasium.error.DependencyNotInstalled as e:
+    raise ValueError(f"{env_id}: {e}") from None
+  try:
+    obs, action = env.observation_space, env.action_space
+  finally:
+    env.close()
+  if not isinstance(obs, gymnasium.spaces.Box):
+    raise ValueError(f"{env_id}: observations must be a Box (an array), got "
+                     f"{obs}.")
+  if not isinstance(action, (gymnasium.spaces.Box, gymnasium.spaces.Discrete)):
+    raise ValueError(f"{env_id}: actions must be Discrete or Box, got "
+                     f"{action}.")
+  return obs, action
+
+
 __all__ = (
+    "check_env_id",
     "ENV_IDS",
     "Env",
     "EnvState",
     "GymnasiumVecEnv",
+    "is_jax_native",
     "make",
     "make_gymnax",
     "make_vec",
@@ -84,6 +142,7 @@ __all__ = (
     "rollout_init",
     "RolloutState",
     "ScaleReward",
+    "spaces",
     "Trajectory",
     "VecEnv",
 )

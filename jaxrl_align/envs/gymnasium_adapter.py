@@ -63,9 +63,12 @@ class GymnasiumVecEnv:
     self.env_id = env_id
     self.num_envs = num_envs
     self.clip_action = clip_action
-    self.envs = gymnasium.make_vec(
-        env_id, num_envs, vectorization_mode=vectorization_mode,
-        vector_kwargs={"autoreset_mode": _SAME_STEP}, **env_kwargs)
+    try:
+      self.envs = gymnasium.make_vec(
+          env_id, num_envs, vectorization_mode=vectorization_mode,
+          vector_kwargs={"autoreset_mode": _SAME_STEP}, **env_kwargs)
+    except gymnasium.error.DependencyNotInstalled as e:
+      raise ValueError(f"{env_id}: {e}") from None
     if self.envs.metadata.get("autoreset_mode") != _SAME_STEP:
       raise ValueError(f"{env_id}: the vector env does not reset in the same "
                        "step; final observations would be wrong.")
@@ -100,9 +103,16 @@ class GymnasiumVecEnv:
     return obs
 
   def _env_action(self, action) -> np.ndarray:
-    """Validates the policy's action on the host; returns what to step."""
+    """Validates the policy's action on the host; returns what to step.
+
+    A ``Box`` action may also come flattened, ``[N, prod(shape)]`` (what a
+    Gaussian policy head produces); it is reshaped to the box.
+    """
     action = np.asarray(action)
     shape = (self.num_envs,) + tuple(self.action_space.shape)
+    flat = (self.num_envs, int(np.prod(self.action_space.shape)))
+    if not self._discrete and action.shape == flat != shape:
+      action = action.reshape(shape)
     if action.shape != shape:
       raise ValueError(f"{self.env_id}: the policy's `action` must have shape "
                        f"{shape}, got {action.shape}.")

@@ -69,7 +69,7 @@ class Checkpoints:
     that reads back; unreadable ones are reported on stderr and skipped."""
     steps = self.steps() if step is None else [step]
     if not steps:
-      raise CheckpointError("The run has no checkpoint to resume from.")
+      raise CheckpointError("The run has no checkpoint yet (none was saved).")
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         _to_saveable(template))

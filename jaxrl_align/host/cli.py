@@ -13,6 +13,7 @@ work is done by :mod:`~jaxrl_align.host.runner`,
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -32,6 +33,21 @@ RUNNER_OPTIONS = {
                         "per run)",
     "keep": "checkpoints kept (default 3)",
     "eval_episodes": "final evaluation episodes per seed (default 16)"}
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse, with its errors as one line (no usage dump)."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}.\n")
+
+
+def _require(modules: tuple[str, ...], extra: str, what: str) -> None:
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    raise runner.RunError(f"{what} needs the {extra} extra: pip install "
+                          f"'jaxrl_align[{extra}]' (missing: "
+                          f"{', '.join(missing)}).")
 
 
 # -------------------------------------------------------------- train
@@ -81,9 +97,9 @@ def _train(args: argparse.Namespace) -> int:
   settings = {k: getattr(args, k) for k in RUNNER_OPTIONS
               if getattr(args, k, None) is not None}
   if args.resume:
-    if args.out is not None:
-      raise runner.RunError("--out and --resume exclude each other: --resume "
-                            "continues the run where it is.")
+    if args.out is not None or args.overwrite:
+      raise runner.RunError("--resume continues the run where it is: it "
+                            "takes neither --out nor --overwrite.")
     learner, stored, _ = runner.load_config(args.resume)
     if args.algo not in (None, learner.name):
       raise runner.RunError(f"The run in {args.resume!r} is {learner.name}; "
@@ -107,6 +123,12 @@ def _train(args: argparse.Namespace) -> int:
     _check_fields(learner.name, given)
     config = learner.config_type(env_id=args.env or "CartPole-v1", **given)
     out = args.out
+  if envs.is_jax_native(config.env_id):
+    path = "JAX-native: rollouts compiled with the learner"
+  else:
+    path = ("a Gymnasium environment stepped on the host (a resumed run "
+            "restarts its episodes)")
+  print(f"{config.env_id}: {path}.", file=sys.stderr)
   result = runner.run(learner, config, out,
                       runner.RunnerSettings(**settings),
                       resume=bool(args.resume), overwrite=args.overwrite,
@@ -130,6 +152,8 @@ def _eval(args: argparse.Namespace) -> int:
 
   from jaxrl_align.host import evaluation
 
+  if args.video:
+    _require(("pygame",), "video", "--video")
   returns, step = evaluation.evaluate_run(args.run_dir, args.episodes)
   _, config, _ = runner.load_config(args.run_dir)
   run = runner.read_run(args.run_dir)
@@ -153,9 +177,27 @@ def _plot(args: argparse.Namespace) -> int:
   from jaxrl_align.host import plotting
 
   out = args.out or os.path.join(args.run_dirs[0], "learning_curve.png")
+  for run_dir in args.run_dirs:
+    runner.read_run(run_dir)  # each is a run, before anything is drawn
+  if not out.endswith(".png"):
+    raise runner.RunError(f"--out {out!r}: the figure is a PNG file; name it "
+                          f"*.png.")
+  if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+    raise runner.RunError(f"--out {out!r}: no directory "
+                          f"{os.path.dirname(out)!r}.")
+  if os.path.exists(out) and not _is_png(out):
+    raise runner.RunError(f"--out {out!r} exists and is not a PNG image; "
+                          f"refusing to replace it.")
   plotting.plot_runs(args.run_dirs, out, metric=args.metric)
   print(f"wrote {out}")
   return 0
+
+
+def _is_png(path: str) -> bool:
+  if not os.path.isfile(path):
+    return False
+  with open(path, "rb") as f:
+    return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -185,6 +227,12 @@ def _rlhf(args: argparse.Namespace) -> int:
   missing = [options.flag(n) for n, v in inputs.items() if v is None]
   if missing and not resume:
     raise runner.RunError(f"{', '.join(missing)} RUN_DIR is required.")
+  for name, path in inputs.items():
+    if path is not None and _overlap(out, path):
+      raise runner.RunError(f"--out {out!r} and {options.flag(name)} "
+                            f"{path!r} overlap: a run never writes into "
+                            f"its inputs.")
+  _require(command.needs, "rlhf", f"jaxrl-align rlhf {args.rlhf_command}")
   given = {title: options.given(args, [f.name for f in
                                        options.option_fields(cls, names)])
            for title, cls, names in command.groups}
@@ -196,6 +244,11 @@ def _rlhf(args: argparse.Namespace) -> int:
                       **({"resume": bool(resume),
                           "tensorboard": args.tensorboard}
                          if command.resumable else {}))
+
+
+def _overlap(a: str, b: str) -> bool:
+  a, b = os.path.realpath(a), os.path.realpath(b)
+  return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)
 
 
 def _add_rlhf_parser(sub) -> None:
@@ -234,7 +287,7 @@ def _add_rlhf_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   names = ", ".join(k.upper() for k in ENV_LEARNERS)
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="jaxrl-align", allow_abbrev=False,
       description=f"Policy-gradient RL ({names}) and RLHF as pure, jitted "
                   f"JAX functions: train, evaluate, plot.")
@@ -297,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=fmt)
   demo.add_argument("--seeds", type=int, default=8,
                     help="seeds per learner, in one vmap")
-  demo.add_argument("--total-timesteps", type=int, default=100_000,
-                    help="env steps per seed")
+  demo.add_argument("--total-timesteps", type=int, default=None,
+                    help="env steps per seed (default: each learner's "
+                         "CartPole-v1 preset, about 100,000)")
   demo.add_argument("--out", default="runs/demo", metavar="DIR",
                     help="where the runs and the figure go")
   demo.add_argument("--overwrite", action="store_true",
@@ -341,9 +395,18 @@ def main(argv: list[str] | None = None) -> int:
       return 2
   try:
     return args.func(args)
-  except ValueError as e:  # bad configs and run errors, before compiling
-    print(f"jaxrl-align {command}: error: {e}", file=sys.stderr)
+  except ValueError as e:  # bad configs and run errors
+    message = " ".join(str(e).split())
+    print(f"jaxrl-align {command}: error: {message}", file=sys.stderr)
     return 2
+  except OSError as e:  # a path that cannot be read or written
+    print(f"jaxrl-align {command}: error: {e.strerror or e}"
+          + (f": {e.filename!r}" if e.filename else "") + ".", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"\njaxrl-align {command}: interrupted; the last checkpoint is "
+          f"intact (--resume continues from it).", file=sys.stderr)
+    return 130
 
 
 __all__ = ["build_parser", "config_fields", "main"]

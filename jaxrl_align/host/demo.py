@@ -14,14 +14,16 @@ from jaxrl_align.host import files
 from jaxrl_align.host import runner
 
 
-def main(out: str, seeds: int, total_timesteps: int, *, progress: bool = True,
-         overwrite: bool = False) -> int:
+def main(out: str, seeds: int, total_timesteps: int | None = None, *,
+         progress: bool = True, overwrite: bool = False) -> int:
   """Runs the demo into ``out`` (a run directory holding one run per
-  learner and ``learning_curves.png``); returns the exit code."""
+  learner and ``learning_curves.png``); returns the exit code.
+  ``total_timesteps``: per seed (default: each learner's preset)."""
   from jaxrl_align.host import plotting
 
-  configs = {name: learner.config_type(env_id="CartPole-v1",
-                                       total_timesteps=total_timesteps)
+  given = {} if total_timesteps is None else {
+      "total_timesteps": total_timesteps}
+  configs = {name: learner.config_type(env_id="CartPole-v1", **given)
              for name, learner in agents.LEARNERS.items()}
   replacing = files.is_run_dir(out)
   files.prepare_run_dir(out, "demo", overwrite=overwrite)
@@ -36,8 +38,10 @@ def main(out: str, seeds: int, total_timesteps: int, *, progress: bool = True,
   print(f"   cut treated as termination (a common bug):  {float(wrong):8.4f}"
         "\n")
   names = " and ".join(k.upper() for k in agents.LEARNERS)
+  steps = " / ".join(f"{c.num_updates * c.num_envs * c.num_steps:,}"
+                     for c in configs.values())
   print(f"2. {names} on CartPole-v1, {seeds} seeds each in one vmap, "
-        f"{total_timesteps:,} steps per seed:")
+        f"{steps} env steps per seed:")
   runs = []
   for name, learner in agents.LEARNERS.items():
     path = os.path.join(out, name)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
 import numpy as np
 
-from jaxrl_align import compiler
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
+from jaxrl_align.host import programs
 from jaxrl_align.host import runner
+
+
+def _restore(progs, run_dir, config, settings, step, data):
+  template = progs.init(config, programs.seed_keys(settings), data)
+  store = checkpoints.Checkpoints(os.path.join(run_dir, runner.CHECKPOINTS),
+                                  settings.keep)
+  try:
+    return store.restore(template, step)
+  finally:
+    store.close()
 
 
 def restore_run(run_dir: str, step: int | None = None, data=None):
@@ -18,13 +29,11 @@ def restore_run(run_dir: str, step: int | None = None, data=None):
   (the newest readable one when ``step`` is None; ``data``: the learner's,
   for learners that have some)."""
   learner, config, settings = runner.load_config(run_dir)
-  template = runner.initial_states(learner, config, settings, data)
-  store = checkpoints.Checkpoints(os.path.join(run_dir, runner.CHECKPOINTS),
-                                  settings.keep)
+  progs = programs.for_run(learner, config, settings)
   try:
-    step, states = store.restore(template, step)
+    step, states = _restore(progs, run_dir, config, settings, step, data)
   finally:
-    store.close()
+    progs.close()
   return learner, config, settings, step, states
 
 
@@ -34,21 +43,28 @@ def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
   if not isinstance(episodes, int) or episodes < 1:
     raise files.RunError(f"`episodes` must be an integer >= 1, got "
                          f"{episodes!r}.")
-  learner, config, settings, step, states = restore_run(run_dir)
+  learner, config, settings = runner.load_config(run_dir)
   if learner.evaluate is None:
     raise files.RunError(f"{run_dir!r} is a {learner.name} run, which has no "
                          f"evaluation.")
-  evaluate = jax.jit(jax.vmap(
-      lambda s, k: learner.evaluate(config, s, k, None, episodes)),
-      compiler_options=compiler.compiler_options())
-  keys = jax.random.split(jax.random.key(seed), settings.seeds)
-  return np.asarray(evaluate(states, keys)), step
+  progs = programs.for_run(learner, config, dataclasses.replace(
+      settings, eval_episodes=episodes))
+  try:
+    step, states = _restore(progs, run_dir, config, settings, None, None)
+    keys = jax.random.split(jax.random.key(seed), settings.seeds)
+    return np.asarray(progs.evaluate(config, states, keys, None)), step
+  finally:
+    progs.close()
+
+
+MAX_FRAMES = 10_000  # an episode without a time limit is cut here
 
 
 def record_video(run_dir: str, path: str, *, seed_index: int = 0,
                  env_seed: int = 0) -> tuple[float, int]:
   """Renders one deterministic episode of seed ``seed_index``'s policy in
-  Gymnasium's own env (``render_mode="rgb_array"``) to an animated GIF.
+  Gymnasium's own env (``render_mode="rgb_array"``) to an animated GIF
+  (at most :data:`MAX_FRAMES` frames).
 
   Returns:
     ``(episode return, frames)``.
@@ -76,14 +92,23 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
       obs = normalization.normalize(stats, obs, clip=on_policy.OBS_CLIP)
     return policy.mode(state.params, obs[None])[0]
 
-  env = gymnasium.make(config.env_id, render_mode="rgb_array")
+  try:
+    env = gymnasium.make(config.env_id, render_mode="rgb_array")
+  except gymnasium.error.Error as e:
+    raise files.RunError(f"{config.env_id} cannot be rendered by Gymnasium: "
+                         f"{e}") from None
   try:
     obs, _ = env.reset(seed=env_seed)
-    frames, total, done = [env.render()], 0.0, False
-    while not done:
+    try:
+      frames, total, done = [env.render()], 0.0, False
+    except gymnasium.error.DependencyNotInstalled as e:
+      raise files.RunError(f"rendering needs the video extra: pip install "
+                           f"'jaxrl_align[video]' ({e})") from None
+    while not done and len(frames) <= MAX_FRAMES:
       action = np.asarray(act(np.asarray(obs, np.float32)))
       if isinstance(env.action_space, gymnasium.spaces.Box):
-        action = np.clip(action, env.action_space.low, env.action_space.high)
+        action = np.clip(action.reshape(env.action_space.shape),
+                         env.action_space.low, env.action_space.high)
       obs, reward, terminated, truncated, _ = env.step(action)
       total += float(reward)
       done = terminated or truncated

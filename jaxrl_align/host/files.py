@@ -4,16 +4,18 @@ and atomic writes.
 A run directory is recognised by its marker file, ``.jaxrl-align-run``,
 written before anything else when the directory is created (it holds the
 kind of run). ``--overwrite`` replaces only a recognised run directory, and
-within it removes only what our runs write (the names in
-:data:`RUN_ENTRIES`, their temporary files, and nested run directories);
-a directory without the marker, or with any other file in it, is refused
-and left untouched.
+only when everything in it is what our runs write (the names in
+:data:`RUN_ENTRIES`, evaluation videos, temporary files, and nested run
+directories holding only the same); a directory without the marker, or
+with any other file in it (at any depth of a nested run), is refused and
+left untouched.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from typing import Any
 
@@ -55,10 +57,19 @@ def is_run_dir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, MARKER))
 
 
-def _ours(directory: str, name: str) -> bool:
-  base = name.split(".tmp-", 1)[0]
-  return (name in RUN_ENTRIES or base in RUN_ENTRIES
-          or is_run_dir(os.path.join(directory, name)))
+def _foreign(directory: str, prefix: str = "") -> list[str]:
+  """What in a run directory no run wrote (paths relative to it)."""
+  found = []
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    base = name.split(".tmp-", 1)[0]
+    if base in RUN_ENTRIES or re.fullmatch(r"episode_seed\d+\.gif", base):
+      continue
+    if is_run_dir(path) and not os.path.islink(path):
+      found += _foreign(path, prefix + name + "/")
+    else:
+      found.append(prefix + name)
+  return found
 
 
 def prepare_run_dir(out: str, kind: str, *, overwrite: bool,
@@ -82,7 +93,7 @@ def prepare_run_dir(out: str, kind: str, *, overwrite: bool,
     if not is_run_dir(out):
       raise RunError(f"{out!r} is not a jaxrl-align run directory (it has no "
                      f"{MARKER} file); refusing to delete anything in it.")
-    foreign = sorted(e for e in entries if not _ours(out, e))
+    foreign = _foreign(out)
     if foreign:
       raise RunError(f"{out!r} holds files that no run wrote "
                      f"({', '.join(foreign[:5])}); move them or choose "

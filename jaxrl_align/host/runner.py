@@ -23,11 +23,9 @@ A run directory holds::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
-import signal
 import sys
 import time
 from typing import Any, NamedTuple
@@ -36,11 +34,12 @@ import jax
 import numpy as np
 
 from jaxrl_align import agents
-from jaxrl_align import compiler
 from jaxrl_align import configs
 from jaxrl_align import rlhf
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
+from jaxrl_align.host import monitor
+from jaxrl_align.host import programs
 from jaxrl_align.learner import Learner
 
 CHECKPOINTS = "checkpoints"
@@ -149,70 +148,6 @@ class RunResult(NamedTuple):
     return self.evaluation
 
 
-class _Interrupt:
-  """Turns the first Ctrl-C into a flag checked between chunks."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGINT, self._handle)
-    except ValueError:  # not the main thread: no handler, no flag
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    self.requested = True
-    # A second Ctrl-C interrupts at once; the last checkpoint stays intact.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
-
-
-# ---------------------------------------------------------------- programs
-
-
-@functools.lru_cache(maxsize=None)
-def programs(learner: Learner, chunk: int, eval_size: int):
-  """``(init, chunk, assess, evaluate)``, jitted and vmapped over seeds.
-
-  Cached per learner, chunk length and evaluation size, so runs that share
-  a config's static fields reuse the compiled programs (jit keys them on
-  the config's static fields). ``data`` is an argument, shared by seeds.
-  """
-  options = compiler.compiler_options()
-
-  def _chunk(config, state, data):
-    return jax.lax.scan(lambda s, _: learner.update(config, s, data), state,
-                        None, length=chunk)
-
-  def jit_vmap(fn, in_axes):
-    return jax.jit(jax.vmap(fn, in_axes=in_axes), compiler_options=options)
-
-  assess = evaluate = None
-  if learner.assess is not None:
-    assess = jit_vmap(learner.assess, (None, 0, None))
-  if learner.evaluate is not None:
-    evaluate = jit_vmap(lambda c, s, k, d: learner.evaluate(c, s, k, d,
-                                                            eval_size),
-                        (None, 0, 0, None))
-  return (jit_vmap(learner.init, (None, 0, None)),
-          jit_vmap(_chunk, (None, 0, None)), assess, evaluate)
-
-
-def initial_states(learner: Learner, config, settings: RunnerSettings,
-                   data=None):
-  """The seeds' initial states (also the template a checkpoint restores
-  into)."""
-  init, _, _, _ = programs(learner, settings.chunk, settings.eval_episodes)
-  keys = jax.random.split(jax.random.key(settings.seed), settings.seeds)
-  return init(config, keys, data)
-
-
 # ----------------------------------------------------------------- running
 
 
@@ -252,8 +187,11 @@ def create(learner: Learner, config, out: str,
       "format": files.FORMAT_VERSION, "algo": learner.name,
       "config": configs.to_dict(config),
       "runner": dataclasses.asdict(settings), "units": learner.units,
-      "progress_metric": learner.progress_metric, "jax": jax.__version__,
-      **(record or {})})
+      "progress_metric": learner.progress_metric,
+      "updates": learner.num_updates(config),
+      learner.units: learner.num_updates(config)
+                     * learner.units_per_update(config),
+      "jax": jax.__version__, **(record or {})})
   return settings
 
 
@@ -296,140 +234,139 @@ def run(learner: Learner | str, config, out: str,
   else:
     settings = create(learner, config, out, settings, overwrite=overwrite,
                       record=record)
-
-  _, chunk_fn, assess_fn, evaluate_fn = programs(
-      learner, settings.chunk, settings.eval_episodes)
-  states = initial_states(learner, config, settings, data)
+  for note in learner.notes(config) if learner.notes else []:
+    print(f"note: {note}.", file=sys.stderr)
+  progs = programs.for_run(learner, config, settings)
   store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
                                   settings.keep)
-  metrics_path = os.path.join(out, "metrics.jsonl")
+  try:
+    states = progs.init(config, programs.seed_keys(settings), data)
+    done, states = (_restore(out, config, store, states, diff) if resume
+                    else (0, states))
+    writer = monitor.tensorboard_writer(out) if tensorboard else None
+    try:
+      states, interrupted, first_s, wall = _train(
+          learner, config, settings, progs, data, out, store, states, done,
+          writer, progress, stop_after)
+    finally:
+      if writer is not None:
+        writer.close()
+    if interrupted:
+      return RunResult(states, None, None, True)
+    evaluation = None
+    if progs.evaluate is not None:
+      evaluation = jax.tree.map(np.asarray, jax.device_get(progs.evaluate(
+          config, states, jax.random.split(jax.random.key(settings.seed + 1),
+                                           settings.seeds), data)))
+  finally:
+    store.close()
+    progs.close()
+  summary = _summary(learner, config, settings, out, states, evaluation,
+                     first_s, wall)
+  return RunResult(states, evaluation, summary, False)
+
+
+def _restore(out, config, store, states, diff):
+  """``(done, states)`` of a run being resumed; drops the metrics of
+  updates after its checkpoint and records changed hyperparameters."""
   done = 0
-  if resume:
-    if store.steps():  # else it stopped before its first checkpoint
-      done, states = store.restore(states)
-    kept = [m for m in read_metrics(out) if m["update"] <= done]
-    files.atomic_write(metrics_path,
-                       "".join(json.dumps(m) + "\n" for m in kept))
-    if diff:  # the run's record says which hyperparameters changed, when
-      stored_run = read_run(out)
-      stored_run["config"] = configs.to_dict(config)
-      stored_run.setdefault("changes", []).append(
-          {"at_update": done, "changes": {k: list(v) for k, v in diff.items()}})
-      files.write_json(os.path.join(out, "config.json"), stored_run)
-  writer = _tensorboard_writer(out) if tensorboard else None
+  if store.steps():  # else it stopped before its first checkpoint
+    done, states = store.restore(states)
+  kept = [m for m in read_metrics(out) if m["update"] <= done]
+  files.atomic_write(os.path.join(out, "metrics.jsonl"),
+                     "".join(json.dumps(m) + "\n" for m in kept))
+  if diff:  # the run's record says which hyperparameters changed, when
+    stored_run = read_run(out)
+    stored_run["config"] = configs.to_dict(config)
+    stored_run.setdefault("changes", []).append(
+        {"at_update": done, "changes": {k: list(v) for k, v in diff.items()}})
+    files.write_json(os.path.join(out, "config.json"), stored_run)
+  return done, states
 
+
+def _chunk_metrics(learner, config, progs, data, states, done, n, assessed):
+  """One chunk (and the assessment when due): ``(states, metrics)`` with
+  ``[seeds, chunk]`` host metrics, null-valued (NaN) where assessed
+  metrics have no value."""
+  states, metrics = progs.chunk(config, states, data)
+  metrics = monitor.wait(metrics)
+  shape = next(iter(metrics.values())).shape
+  end = done + shape[1]
+  every = learner.assess_every(config) if progs.assess else None
+  if every and (end % every == 0 or end == n):
+    states, extra = progs.assess(config, states, data)
+    for k, v in jax.device_get(extra).items():
+      metrics[k] = np.full(shape, np.nan)
+      metrics[k][:, -1] = v
+  for k in assessed:
+    metrics.setdefault(k, np.full(shape, np.nan))
+  return states, metrics
+
+
+def _train(learner, config, settings, progs, data, out, store, states, done,
+           writer, progress, stop_after):
+  """The chunk loop: ``(states, interrupted, first chunk seconds, wall)``."""
   n = learner.num_updates(config)
-  every = learner.assess_every(config) if assess_fn else None
-  assessed = (sorted(jax.eval_shape(assess_fn, config, states, data)[1])
-              if assess_fn else [])
+  assessed = (sorted(jax.eval_shape(progs.assess, config, states, data)[1])
+              if progs.assess else [])
   per_update = learner.units_per_update(config)
-  bar = progress_bar(n * per_update, done * per_update, progress,
+  bar = monitor.progress_bar(n * per_update, done * per_update, progress,
                      unit=learner.units.rstrip("s").replace("env_", ""))
-  last_saved, start, first_chunk_s = done, time.perf_counter(), None
-  interrupted = False
-  with _Interrupt() as interrupt, open(metrics_path, "a") as metrics_file:
-    while done < n:
-      t0 = time.perf_counter()
-      states, metrics = chunk_fn(config, states, data)
-      metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
-      done += settings.chunk
-      if assess_fn and (done % every == 0 or done == n):
-        states, extra = assess_fn(config, states, data)
-        for k, v in jax.device_get(extra).items():
-          column = np.full(metrics[learner.progress_metric].shape, np.nan)
-          column[:, -1] = v
-          metrics[k] = column
-      for k in assessed:
-        metrics.setdefault(k, np.full(
-            metrics[learner.progress_metric].shape, np.nan))
-      if first_chunk_s is None:
-        first_chunk_s = time.perf_counter() - t0
-      _write_metrics(metrics_file, metrics, done - settings.chunk, writer,
-                     learner.units)
-      if bar is not None:
-        bar.update(settings.chunk * per_update)
-        shown = metrics[learner.progress_metric][:, -1]
-        if np.isfinite(shown).any():
-          bar.set_postfix({learner.progress_metric.split("_")[-1]:
-                           f"{float(np.nanmean(shown)):.3g}"})
-      stop = interrupt.requested or (stop_after is not None
-                                     and done >= stop_after and done < n)
-      if done - last_saved >= settings.checkpoint_every or done == n or stop:
-        metrics_file.flush()
-        os.fsync(metrics_file.fileno())
-        store.save(done, states)
-        last_saved = done
-      if stop:
-        interrupted = True
-        break
-  if bar is not None:
-    bar.close()
-  if writer is not None:
-    writer.close()
-  store.close()
-  if interrupted:
-    return RunResult(states, None, None, True)
+  last_saved, start, first_s = done, time.perf_counter(), None
+  try:
+    with monitor.Interrupt() as interrupt, open(os.path.join(out, "metrics.jsonl"),
+                                         "a") as metrics_file:
+      while done < n:
+        t0 = time.perf_counter()
+        states, metrics = _chunk_metrics(learner, config, progs, data, states,
+                                         done, n, assessed)
+        if first_s is None:
+          first_s = time.perf_counter() - t0
+        diverged = programs.divergence(learner, config, metrics, states,
+                               done + settings.chunk)
+        if diverged:
+          raise programs.DivergedError(
+              f"the run diverged: {diverged}; nothing after update {done} "
+              f"was written, the checkpoint at update {last_saved} is kept "
+              f"({programs.divergence_hint(config)}, then --resume).")
+        monitor.write_metrics(metrics_file, metrics, done, writer,
+                              learner.units)
+        done += settings.chunk
+        monitor.show(bar, metrics, learner.progress_metric,
+              settings.chunk * per_update)
+        stop = interrupt.requested or (stop_after is not None
+                                       and stop_after <= done < n)
+        if done - last_saved >= settings.checkpoint_every or done == n or stop:
+          metrics_file.flush()
+          os.fsync(metrics_file.fileno())
+          store.save(done, states)
+          last_saved = done
+        if stop:
+          return states, True, first_s, time.perf_counter() - start
+  finally:
+    if bar is not None:
+      bar.close()
+  return states, False, first_s, time.perf_counter() - start
 
-  wall = time.perf_counter() - start
-  evaluation = None
-  if evaluate_fn is not None:
-    eval_keys = jax.random.split(jax.random.key(settings.seed + 1),
-                                 settings.seeds)
-    evaluation = jax.tree.map(np.asarray, jax.device_get(
-        evaluate_fn(config, states, eval_keys, data)))
-  last = {}
-  for m in read_metrics(out):
-    last[m["seed"]] = m
-  host_states = jax.device_get(states)
+
+def _summary(learner, config, settings, out, states, evaluation, first_s,
+             wall) -> dict[str, Any]:
+  """Writes ``summary.json`` and the learning curve; returns the summary.
+  Each seed's last metrics are its last values (nulls skipped)."""
+  last: list[dict[str, Any]] = [{} for _ in range(settings.seeds)]
+  for row in read_metrics(out):
+    last[row["seed"]].update({k: v for k, v in row.items() if v is not None})
+  n = learner.num_updates(config)
   summary = {"algo": learner.name, "seeds": settings.seeds, "updates": n,
-             learner.units: n * per_update,
-             **learner.summarize(config, host_states, evaluation,
-                                 [last.get(i) for i in range(settings.seeds)]),
+             learner.units: n * learner.units_per_update(config),
+             **learner.summarize(config, jax.device_get(states), evaluation,
+                                 last),
              "wall_seconds_this_session": wall,
-             "first_chunk_seconds": first_chunk_s}  # with compilation, if any
+             "first_chunk_seconds": first_s}  # with compilation, if any
   files.write_json(os.path.join(out, "summary.json"), summary)
   from jaxrl_align.host import plotting  # matplotlib only when needed
 
   plotting.plot_runs([out], os.path.join(out, "learning_curve.png"))
-  return RunResult(states, evaluation, summary, False)
+  return summary
 
 
-def _plain(value) -> float | None:
-  value = float(value)
-  return value if math.isfinite(value) else None
-
-
-def _write_metrics(f, metrics, done, writer, units: str) -> None:
-  """One line per update per seed; metrics are ``[seeds, chunk]`` arrays."""
-  seeds, length = next(iter(metrics.values())).shape
-  for j in range(length):
-    update = done + j + 1
-    for i in range(seeds):
-      line = {"update": update, "seed": i}
-      line.update({k: _plain(v[i, j]) for k, v in metrics.items()})
-      f.write(json.dumps(line, allow_nan=False) + "\n")
-    if writer is not None:
-      step = int(metrics[units][0, j])
-      for k, v in metrics.items():
-        if np.isfinite(v[:, j]).any():
-          writer.add_scalar(f"train/{k}", float(np.nanmean(v[:, j])), step)
-
-
-def progress_bar(total: int, initial: int, enabled: bool, unit: str = "step"):
-  """A tqdm bar on stderr counting ``total`` units from ``initial``, or
-  ``None`` when not ``enabled`` (callers skip their updates then)."""
-  if not enabled:
-    return None
-  from tqdm.auto import tqdm
-
-  return tqdm(total=total, initial=initial, unit=unit, unit_scale=True,
-              dynamic_ncols=True, file=sys.stderr)
-
-
-def _tensorboard_writer(out: str):
-  try:
-    from tensorboardX import SummaryWriter
-  except ImportError as e:
-    raise RunError("TensorBoard logging needs tensorboardX: "
-                   "pip install 'jaxrl_align[tensorboard]'.") from e
-  return SummaryWriter(os.path.join(out, "tensorboard"))

@@ -9,12 +9,12 @@ from jaxrl_align import _checks
 
 
 def check_optimizer_fields(config, owner: str) -> None:
-  """``batch_size`` >= 1, ``learning_rate`` and ``max_grad_norm`` > 0,
-  ``weight_decay`` >= 0; ``ValueError`` naming ``owner.field`` otherwise."""
+  """``batch_size`` >= 1, ``learning_rate`` and ``max_grad_norm`` finite and
+  > 0, ``weight_decay`` finite and >= 0; ``ValueError`` naming
+  ``owner.field`` otherwise (traced values pass unchecked)."""
   _checks.check_positive_int(f"{owner}.batch_size", config.batch_size)
-  for name in ("learning_rate", "max_grad_norm"):
+  for name in ("learning_rate", "max_grad_norm", "weight_decay"):
     _checks.check_scalar_in_range(f"{owner}.{name}", getattr(config, name), 0,
-                                  math.inf, low_inclusive=False)
-  _checks.check_scalar_in_range(f"{owner}.weight_decay", config.weight_decay,
-                                0, math.inf)
+                                  math.inf, high_inclusive=False,
+                                  low_inclusive=name == "weight_decay")
 

@@ -38,6 +38,7 @@ class Command:
     inputs: ``(name, help)`` of the run directories it reads
       (``--NAME RUN_DIR``).
     resumable: offers ``--resume``.
+    needs: the modules of the ``rlhf`` extra it imports.
   """
   help: str
   description: str
@@ -45,6 +46,7 @@ class Command:
   main: Callable[..., int]
   inputs: tuple[tuple[str, str], ...] = ()
   resumable: bool = True
+  needs: tuple[str, ...] = ("tokenizers",)
 
 
 def percent(x) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxrl_align import _checks
 from jaxrl_align.host import files
+from jaxrl_align.host import monitor
 from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
 from jaxrl_align.rlhf import generation
@@ -86,8 +87,11 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
 
   Prompts come from the sft run's training documents (``documents``: the
   texts that run was given instead of the corpus, for tests).
+
+  Raises:
+    RunError: the data set has no training or no held-out pair (every pair
+      of a split was a tie); the files are written, for inspection.
   """
-  from jaxrl_align.host.rlhf import annotators
   from jaxrl_align.host.rlhf import corpus
 
   model_config, params, tokenizer = _common.load_sft(sft_dir)
@@ -97,11 +101,33 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
                      f"model's max_len {model_config.max_len}.")
   sft_settings = runner.read_run(sft_dir)["run_settings"]
   docs = documents if documents is not None else corpus.load_documents()
-  train_docs, _ = corpus.split(docs,
-                               sft_settings["valid_fraction"],
+  train_docs, _ = corpus.split(docs, sft_settings["valid_fraction"],
                                sft_settings["seed"])
   prompts = _prompts(tokenizer, train_docs, settings)
   files.prepare_run_dir(out, "prefs", overwrite=overwrite)
+  start = time.perf_counter()
+  responses, generated = _sample(model_config, params, tokenizer, prompts,
+                                 settings, progress)
+  summary = _label(out, tokenizer, prompts, responses, settings)
+  summary.update(generated_tokens_per_second=generated
+                 / (time.perf_counter() - start),
+                 sft_run=os.path.abspath(sft_dir),
+                 settings=dataclasses.asdict(settings))
+  files.write_json(os.path.join(out, "summary.json"), summary)
+  train = summary["pairs"] - summary["valid_pairs"]
+  if not train or not summary["valid_pairs"]:
+    raise runner.RunError(
+        f"{out}: {train} training and {summary['valid_pairs']} held-out "
+        f"pairs ({summary['ties_left_out']} ties left out): a reward model "
+        f"needs both; ask for more prompts or longer responses.")
+  return summary
+
+
+def _sample(model_config, params, tokenizer, prompts, settings, progress):
+  """``samples_per_prompt`` continuations of each prompt (texts), and the
+  number of tokens generated."""
+  from jaxrl_align.host.rlhf import corpus
+
   eos, pad = corpus.special_ids(tokenizer)
   k = settings.samples_per_prompt
   apply_fn = model_lib.Transformer(model_config).apply
@@ -111,8 +137,7 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
       temperature=settings.temperature, stop_token=eos, pad_token=pad))
   key = jax.random.key(settings.seed)
   responses: list[str] = []
-  bar = runner.progress_bar(len(prompts) * k, 0, progress, unit="sample")
-  start = time.perf_counter()
+  bar = monitor.progress_bar(len(prompts) * k, 0, progress, unit="sample")
   generated = 0
   for i in range(0, len(prompts), settings.batch_size):
     batch = [p for p in prompts[i:i + settings.batch_size] for _ in range(k)]
@@ -128,15 +153,21 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
                   for r, m in zip(response, live)]
     if bar is not None:
       bar.update(rows)
-  gen_seconds = time.perf_counter() - start
   if bar is not None:
     bar.close()
+  return responses, generated
 
+
+def _label(out, tokenizer, prompts, responses, settings) -> dict[str, Any]:
+  """Every pair of a prompt's continuations, labelled by two annotators;
+  writes ``prefs.jsonl`` (ties left out) and returns the counts."""
+  from jaxrl_align.host.rlhf import annotators
+
+  k = settings.samples_per_prompt
   lexicon = annotators.load_lexicon()
   scores = annotators.scores(lexicon, responses)        # [N, 10]
   gold = annotators.gold_scores(lexicon, responses)     # [N]
   rng = np.random.default_rng(settings.seed + 1)
-  # Every pair of a prompt's continuations.
   i, j = np.triu_indices(k, 1)
   base = np.arange(len(prompts))[:, None] * k
   first, second = (base + i).ravel(), (base + j).ravel()
@@ -173,7 +204,7 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   label, label2 = label[kept], label2[kept]
   gold_margin = gold_margin[kept]
   decided = gold_margin != 0
-  summary = {
+  return {
       "pairs": int(len(kept)),
       "ties_left_out": int(np.sum(tie)),
       "valid_pairs": int(sum(p in valid_prompts
@@ -181,13 +212,7 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
       "annotator_agreement": _common.mean_or_none(label == label2),
       "label_agrees_with_gold": _common.mean_or_none(
           label[decided] == (gold_margin[decided] > 0)),
-      "pairs_with_gold_tie": int(np.sum(~decided)),
-      "generated_tokens_per_second": generated / gen_seconds,
-      "sft_run": os.path.abspath(sft_dir),
-      "settings": dataclasses.asdict(settings),
-  }
-  files.write_json(os.path.join(out, "summary.json"), summary)
-  return summary
+      "pairs_with_gold_tie": int(np.sum(~decided))}
 
 
 def _report(s: dict[str, Any]) -> str:
@@ -215,4 +240,4 @@ COMMAND = _common.Command(
                 "individual human ratings (Bradley-Terry sampling).",
     groups=(("preferences", PrefsSettings, None),), main=main,
     inputs=(("sft", "a `jaxrl-align rlhf sft` run directory"),),
-    resumable=False)
+    resumable=False, needs=("tokenizers", "gensim", "vaderSentiment"))

@@ -92,10 +92,10 @@ def run_rm(out: str, sft_dir: str | None = None, prefs_dir: str | None = None,
   after this many steps, as Ctrl-C would (the summary is then empty).
   """
   if resume:
+    _, config, _ = runner.load_config(out, reward_model.LEARNER)
     stored = runner.read_run(out)
     sft_dir, prefs_dir = stored["sft_run"], stored["prefs_run"]
     settings = RMRunSettings(**stored["run_settings"])
-    _, config, _ = runner.load_config(out)
   if sft_dir is None or prefs_dir is None:
     raise runner.RunError("The reward model needs --sft and --prefs run "
                           "directories.")
@@ -131,15 +131,22 @@ def run_rm(out: str, sft_dir: str | None = None, prefs_dir: str | None = None,
   state = jax.tree.map(lambda x: x[0], result.states)
   mean = float(result.evaluation["reference_mean"][0])
   std = float(result.evaluation["reference_std"][0])
-  _common.save_model(out, int(state.best_step), reward_model.normalize_head(
-      state.best_params, mean, std))
   summary = result.summary
   summary = _common.one_seed(
       summary, steps=summary["updates"], valid_pairs=len(valid),
       dev_pairs=len(dev), train_pairs=len(train),
       pairs_per_second=summary["pairs"] / summary["wall_seconds_this_session"],
-      wall_seconds=summary["wall_seconds_this_session"])
+      wall_seconds=summary["wall_seconds_this_session"],
+      model_saved=bool(std > 0))
   files.write_json(os.path.join(out, "summary.json"), summary)
+  if not std > 0:
+    raise runner.RunError(
+        f"the kept reward model (step {summary['best_step']}, development "
+        f"accuracy {summary['dev_accuracy']:.1%}) gives every response the "
+        f"same reward, so it cannot be normalised: no model was saved; train "
+        f"it longer or with a larger --learning-rate.")
+  _common.save_model(out, int(state.best_step), reward_model.normalize_head(
+      state.best_params, mean, std))
   return summary
 
 

@@ -97,7 +97,7 @@ def run_sft(out: str, config: sft.SFTConfig | None = None,
 
   docs = _documents(documents)
   if resume:
-    _, config, _ = runner.load_config(out)
+    _, config, _ = runner.load_config(out, sft.LEARNER)
     settings = SFTRunSettings(**runner.read_run(out)["run_settings"])
     tokenizer = corpus.load_tokenizer(os.path.join(out, "tokenizer.json"))
   else:
@@ -188,4 +188,4 @@ COMMAND = _common.Command(
     groups=(("model", sft.SFTConfig().model, MODEL_OPTIONS),
             ("pretraining", sft.SFTConfig, None),
             ("run", SFTRunSettings, None)),
-    main=main)
+    main=main, needs=("tokenizers", "gensim"))

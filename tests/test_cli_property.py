@@ -1,0 +1,145 @@
+"""The command line under random use (hypothesis): commands, options and
+values, good and bad, in scratch directories that hold a user's files. For
+every case: exit code 0 or 2, no traceback, and nothing outside the run
+directory the command names is created, changed or removed (a ``plot``
+also writes the PNG it was asked for)."""
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from jaxrl_align.host import cli
+
+TINY = ["--num-envs", "2", "--num-steps", "8", "--hidden", "8",
+        "--eval-episodes", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory):
+  """A finished tiny run, copied into each case's scratch directory."""
+  out = str(tmp_path_factory.mktemp("made") / "run")
+  assert cli.main(["train", "--out", out, "--total-timesteps", "32"]
+                  + TINY) == 0
+  return out
+
+
+def _snapshot(root: str) -> dict[str, str]:
+  seen = {}
+  for directory, dirs, names in os.walk(root):
+    for name in names + dirs:
+      path = os.path.join(directory, name)
+      if os.path.isfile(path):
+        with open(path, "rb") as f:
+          seen[path] = hashlib.sha256(f.read()).hexdigest()
+      else:
+        seen[path] = "dir"
+  return seen
+
+
+PLACES = ["new", "run", "mine", "notes.tex", "missing/deeper", "mine/sub"]
+VALUES = {
+    "--learning-rate": ["1e-3", "-1", "inf", "nan", "abc", "1e30"],
+    "--total-timesteps": ["32", "48", "0", "1000"],
+    "--num-envs": ["2", "0", "x"],
+    "--gamma": ["0.9", "1.5"],
+    "--max-kl": ["0.01", "0", "inf"],
+    "--clip-eps": ["0.2", "inf"],
+    "--seeds": ["1", "2", "0"],
+    "--chunk": ["1", "3", "7"],
+    "--objective": ["clip", "kl_penalty", "trust"],
+    "--learning-rat": ["1e-3"],
+}
+
+
+@st.composite
+def commands(draw):
+  kind = draw(st.sampled_from(["train", "train", "train", "resume", "eval",
+                               "plot", "rlhf", "junk"]))
+  if kind == "junk":
+    return draw(st.sampled_from([[], ["train"], ["nonsense"], ["--x"],
+                                 ["eval"], ["plot"], ["rlhf", "sft"]]))
+  if kind == "eval":
+    return ["eval", "@" + draw(st.sampled_from(PLACES)), "--episodes",
+            draw(st.sampled_from(["1", "0", "x"]))]
+  if kind == "plot":
+    return ["plot", "@" + draw(st.sampled_from(PLACES)), "--out",
+            "@" + draw(st.sampled_from(["fig.png", "notes.tex",
+                                        "missing/fig.png", "run"]))]
+  if kind == "rlhf":
+    command = draw(st.sampled_from(["sft", "prefs", "rm"]))
+    args = ["rlhf", command, "--out", "@" + draw(st.sampled_from(PLACES))]
+    if command != "sft":
+      args += ["--sft", "@" + draw(st.sampled_from(PLACES))]
+    if command == "sft":  # bad model shapes, refused before any work
+      args += draw(st.sampled_from([["--width", "0"], ["--num-heads", "3"],
+                                    ["--vocab-size", "100"]]))
+    return args + ["--no-progress"]
+  args = ["train"]
+  if kind == "resume":
+    args += ["--resume", "@" + draw(st.sampled_from(PLACES))]
+    if draw(st.booleans()):
+      args += ["--out", "@new"]
+  else:
+    args += ["--out", "@" + draw(st.sampled_from(PLACES))]
+    args += ["--algo", draw(st.sampled_from(["ppo", "trpo", "a2c"]))]
+    args += ["--env", draw(st.sampled_from(["CartPole-v1", "Pendulum-v1",
+                                            "CartPole-v9"]))]
+    args += ["--total-timesteps", "32"] + TINY
+  if draw(st.booleans()):
+    args += ["--overwrite"]
+  for option in draw(st.lists(st.sampled_from(sorted(VALUES)), max_size=2,
+                              unique=True)):
+    args += [option, draw(st.sampled_from(VALUES[option]))]
+  return args
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(argv=commands())
+def test_cli_exits_0_or_2_and_touches_only_its_run(tmp_path_factory,
+                                                   made_run, argv):
+  scratch = str(tmp_path_factory.mktemp("scratch"))
+  os.makedirs(os.path.join(scratch, "mine", "sub"))
+  for name in ("notes.tex", "mine/notes.tex", "mine/sub/data.csv"):
+    with open(os.path.join(scratch, name), "w") as f:
+      f.write("a user's file\n")
+  shutil.copytree(made_run, os.path.join(scratch, "run"))
+  argv = [os.path.join(scratch, a[1:]) if a.startswith("@") else a
+          for a in argv]
+  before = _snapshot(scratch)
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(
+      io.StringIO()):
+    try:
+      code = cli.main(argv)
+    except SystemExit as e:  # argparse: usage errors and --help
+      code = e.code
+  assert code in (0, 2), (argv, code, err.getvalue())
+  assert "Traceback" not in err.getvalue(), (argv, err.getvalue())
+  if code == 2:  # one line saying what is wrong
+    lines = err.getvalue().strip().splitlines()
+    assert [l for l in lines if "error:" in l] == lines[-1:], err.getvalue()
+  # What the command may write: the run directory it names (--out, or
+  # --resume), or the figure `plot --out` names.
+  allowed = []
+  for flag in ("--out", "--resume"):
+    if flag in argv:
+      allowed.append(argv[argv.index(flag) + 1])
+  after = _snapshot(scratch)
+  changed = {p for p in set(before) | set(after)
+             if before.get(p) != after.get(p)}
+  outside = {p for p in changed
+             if not any(p == a or p.startswith(a + os.sep) for a in allowed)}
+  assert not outside, (argv, sorted(outside))
+  if argv and argv[0] == "plot":
+    assert not any(p.endswith(".tex") for p in changed), argv
