@@ -245,6 +245,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 130, err
+  # The signal is acknowledged when it arrives, not when the chunk ends.
+  assert "Ctrl-C: stopping after this chunk" in err
   assert "Resume with: jaxrl-align train --resume" in err
   ckpts = checkpoints.Checkpoints(os.path.join(out, "checkpoints"), 3)
   stopped_at = ckpts.steps()

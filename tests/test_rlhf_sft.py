@@ -223,6 +223,22 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
   store = checkpoints.Checkpoints(os.path.join(rm_dir, "model"), keep=1)
   assert store.steps() == [rm["best_step"]]
   store.close()
+  # A reward model that never moves from its zero head is refused, not
+  # normalised by a zero standard deviation; the summary says so.
+  flat = str(tmp_path / "flat")
+  assert cli.main(["rlhf", "rm", "--out", flat, "--sft", sft_dir, "--prefs",
+                   prefs_dir, "--epochs", "1", "--batch-size", "5",
+                   "--learning-rate", "1e-30", "--no-progress"]) == 2
+  assert json.load(open(os.path.join(flat, "summary.json")))[
+      "model_saved"] is False
+  assert not os.path.exists(os.path.join(flat, "model"))
+  # prefs whose pairs are all ties (one-token continuations): refused.
+  with pytest.raises(ValueError, match="training and .* held-out pairs"):
+    rlhf_runs.run_prefs(
+        str(tmp_path / "ties"), sft_dir, rlhf_runs.PrefsSettings(
+            num_prompts=4, prompt_tokens=8, response_tokens=1,
+            samples_per_prompt=2, batch_size=4, valid_fraction=0.25),
+        documents=docs, progress=False)
   # Unknown option and bad value: refused with exit code 2, nothing run.
   assert cli.main(["rlhf", "prefs", "--out", str(tmp_path / "x"), "--sft",
                    sft_dir, "--num-promts", "3"]) == 2

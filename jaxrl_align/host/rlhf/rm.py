@@ -42,6 +42,11 @@ class RMRunSettings:
     _checks.check_positive_int("seed", self.seed, allow_zero=True)
 
 
+# Rewards whose spread over the reference responses is below this fraction
+# of their scale are a constant model (the initial zero head, for one).
+CONSTANT = 1e-6
+
+
 def _encode_pairs(tokenizer, records, length: int) -> reward_model.Pairs:
   """Left-padded pairs of ``prompt + response`` texts, each ending with EOS
   (the reward is read there), as long as the longest sequence (at most
@@ -137,14 +142,14 @@ def run_rm(out: str, sft_dir: str | None = None, prefs_dir: str | None = None,
       dev_pairs=len(dev), train_pairs=len(train),
       pairs_per_second=summary["pairs"] / summary["wall_seconds_this_session"],
       wall_seconds=summary["wall_seconds_this_session"],
-      model_saved=bool(std > 0))
+      model_saved=bool(std > CONSTANT * (1 + abs(mean))))
   files.write_json(os.path.join(out, "summary.json"), summary)
-  if not std > 0:
+  if not summary["model_saved"]:
     raise runner.RunError(
         f"the kept reward model (step {summary['best_step']}, development "
         f"accuracy {summary['dev_accuracy']:.1%}) gives every response the "
-        f"same reward, so it cannot be normalised: no model was saved; train "
-        f"it longer or with a larger --learning-rate.")
+        f"same reward (std {std:.3g}), so it cannot be normalised: no model "
+        f"was saved; train it longer or with a larger --learning-rate.")
   _common.save_model(out, int(state.best_step), reward_model.normalize_head(
       state.best_params, mean, std))
   return summary
