@@ -226,7 +226,7 @@ def test_config_presets_and_bad_input():
   config = ppo.PPOConfig(env_id="Pendulum-v1")
   assert config.num_steps == presets.preset("ppo", "Pendulum-v1")["num_steps"]
   assert ppo.PPOConfig(env_id="Pendulum-v1", num_steps=64).num_steps == 64
-  bad = [(dict(env_id="CartPole-v0"), "env_id"),
+  bad = [(dict(env_id="CartPole-v9"), "env_id"),
          (dict(num_minibatches=3), "num_minibatches"),
          (dict(learning_rate=-1.0), "learning_rate"),
          (dict(gamma=1.5), "gamma"),

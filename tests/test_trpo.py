@@ -122,7 +122,7 @@ def test_config_bad_input():
          (dict(backtrack_coeff=1.0), "backtrack_coeff"),
          (dict(cg_damping=-1.0), "cg_damping"),
          (dict(fisher_subsample=0), "fisher_subsample"),
-         (dict(env_id="HalfCheetah-v5"), "env_id"),
+         (dict(env_id="HalfCheeta-v5"), "env_id"),
          (dict(gamma=-0.1), "gamma")]
   for kwargs, name in bad:
     with pytest.raises(ValueError, match=name):

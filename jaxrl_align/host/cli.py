@@ -154,6 +154,9 @@ def _eval(args: argparse.Namespace) -> int:
 
   if args.video:
     _require(("pygame",), "video", "--video")
+  elif args.seed_index:
+    raise runner.RunError("--seed-index chooses the seed a --video shows; "
+                          "give --video too.")
   returns, step = evaluation.evaluate_run(args.run_dir, args.episodes)
   _, config, _ = runner.load_config(args.run_dir)
   run = runner.read_run(args.run_dir)
