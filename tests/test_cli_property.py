@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 
+import conftest
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import given
@@ -108,6 +109,7 @@ def commands(draw):
 @given(argv=commands())
 def test_cli_exits_0_or_2_and_touches_only_its_run(tmp_path_factory,
                                                    made_run, argv):
+  conftest.release_compiled_programs()  # examples compile many programs
   scratch = str(tmp_path_factory.mktemp("scratch"))
   os.makedirs(os.path.join(scratch, "mine", "sub"))
   for name in ("notes.tex", "mine/notes.tex", "mine/sub/data.csv"):
