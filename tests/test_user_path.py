@@ -234,6 +234,24 @@ def test_messages_say_what_the_command_has(tmp_path, capsys):
   assert code == 2 and "unknown option --resume" in one_error_line(err)
 
 
+def test_commands_refuse_runs_of_another_kind(tmp_path, capsys):
+  """``train --resume`` and ``eval`` of a language-model run say which
+  command handles it (without a run having to train: the record is
+  enough)."""
+  from jaxrl_align.rlhf import model as model_lib
+  from jaxrl_align.rlhf import sft
+
+  run = str(tmp_path / "sft")
+  runner.create(sft.LEARNER, sft.SFTConfig(
+      model=model_lib.TransformerConfig(vocab_size=8, max_len=4,
+                                        num_layers=1, num_heads=1, width=4),
+      steps=2, warmup_steps=0, eval_every=1), run)
+  code, _, err = run_cli(capsys, "train", "--resume", run)
+  assert code == 2 and "jaxrl-align rlhf sft --resume" in one_error_line(err)
+  code, _, err = run_cli(capsys, "eval", run)
+  assert code == 2 and "summary.json" in one_error_line(err)
+
+
 # ------------------------------------- 2. any Gymnasium id, on the host
 
 

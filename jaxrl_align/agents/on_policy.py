@@ -18,7 +18,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from flax import struct
 
 from jaxrl_align import _checks
@@ -212,6 +211,11 @@ def make_env(config):
   return vec, params
 
 
+def _env_policy(config, env, env_params) -> Policy:
+  return make_policy(config, env.observation_space(env_params),
+                     env.action_space(env_params))
+
+
 def task_policy(config) -> Policy:
   """The policy of the config's task, from its spaces (JAX-native or
   Gymnasium)."""
@@ -241,8 +245,7 @@ def start(config, key: Array, policy: Policy | None = None):
   k_params, k_env, k_learn = jax.random.split(key, 3)
   if policy is None:
     env, env_params = make_env(config)
-    policy = make_policy(config, env.observation_space(env_params),
-                         env.action_space(env_params))
+    policy = _env_policy(config, env, env_params)
     rollout = envs.rollout_init(env, env_params, k_env)
   else:
     rollout = envs.RolloutState(None, None, k_env)
@@ -291,8 +294,7 @@ def advantages_and_targets(policy: Policy, params, trajectory, gamma, lam):
 def update(config, state, learn):
   """One JAX-native rollout of ``num_steps`` and ``learn`` on it."""
   env, env_params = make_env(config)
-  policy = make_policy(config, env.observation_space(env_params),
-                       env.action_space(env_params))
+  policy = _env_policy(config, env, env_params)
   rollout, trajectory = envs.rollout(policy.act(state.params), env,
                                      env_params, state.rollout,
                                      config.num_steps)
@@ -313,8 +315,7 @@ def evaluate(config, state, key: Array, num_episodes: int) -> Array:
   """
   _checks.check_positive_int("num_episodes", num_episodes)
   env, env_params = envs.make_vec(config.env_id, num_episodes)
-  policy = make_policy(config, env.observation_space(env_params),
-                       env.action_space(env_params))
+  policy = _env_policy(config, env, env_params)
   stats = obs_stats(config, state.rollout.env_state)
   horizon = int(env_params.max_steps_in_episode)
   key, reset_key = jax.random.split(key)

@@ -92,15 +92,17 @@ def _check_fields(algo: str, given: dict[str, Any]) -> None:
         f"{', '.join(map(options.flag, valid))}.")
 
 
-def _train(args: argparse.Namespace) -> int:
-  given = options.given(args, config_fields())
-  settings = {k: getattr(args, k) for k in RUNNER_OPTIONS
-              if getattr(args, k, None) is not None}
+def _train_config(args, given, settings):
+  """``(learner, config, out)`` of a new run or of the run resumed."""
   if args.resume:
     if args.out is not None or args.overwrite:
       raise runner.RunError("--resume continues the run where it is: it "
                             "takes neither --out nor --overwrite.")
     learner, stored, _ = runner.load_config(args.resume)
+    if learner.name not in ENV_LEARNERS:
+      raise runner.RunError(f"The run in {args.resume!r} is a {learner.name} "
+                            f"run: resume it with jaxrl-align rlhf "
+                            f"{learner.name} --resume.")
     if args.algo not in (None, learner.name):
       raise runner.RunError(f"The run in {args.resume!r} is {learner.name}; "
                             f"--algo {args.algo} does not match.")
@@ -113,16 +115,20 @@ def _train(args: argparse.Namespace) -> int:
           "Runner options (" + ", ".join(map(options.flag, settings))
           + ") are fixed by the run being resumed.")
     _check_fields(learner.name, given)
-    config = stored.replace(**given)  # validates the new values
-    out = args.resume
-  else:
-    if args.out is None:
-      raise runner.RunError("--out RUN_DIR is required (or --resume "
-                            "RUN_DIR).")
-    learner = runner.learner_of(args.algo or "ppo")
-    _check_fields(learner.name, given)
-    config = learner.config_type(env_id=args.env or "CartPole-v1", **given)
-    out = args.out
+    return learner, stored.replace(**given), args.resume  # validates
+  if args.out is None:
+    raise runner.RunError("--out RUN_DIR is required (or --resume RUN_DIR).")
+  learner = runner.learner_of(args.algo or next(iter(ENV_LEARNERS)))
+  _check_fields(learner.name, given)
+  task = {"env_id": args.env} if args.env else {}  # else the config's
+  return learner, learner.config_type(**task, **given), args.out
+
+
+def _train(args: argparse.Namespace) -> int:
+  given = options.given(args, config_fields())
+  settings = {k: getattr(args, k) for k in RUNNER_OPTIONS
+              if getattr(args, k, None) is not None}
+  learner, config, out = _train_config(args, given, settings)
   if envs.is_jax_native(config.env_id):
     path = "JAX-native: rollouts compiled with the learner"
   else:
@@ -306,9 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("--algo", choices=sorted(ENV_LEARNERS), default=None,
                    help=f"learner (default {next(iter(ENV_LEARNERS))}; "
                         f"taken from the run with --resume)")
+  default_env = next(iter(ENV_LEARNERS.values())).config_type().env_id
   run.add_argument("--env", default=None, metavar="ENV_ID",
-                   help="task: " + ", ".join(envs.ENV_IDS)
-                   + " (default CartPole-v1)")
+                   help="task: " + ", ".join(envs.ENV_IDS) + " (JAX-native; "
+                   f"default {default_env}), or any registered Gymnasium id "
+                   "with Box observations and Box or Discrete actions "
+                   "(stepped on the host)")
   run.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory to create")
   run.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -349,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
   plot.set_defaults(func=_plot)
 
   demo = sub.add_parser(
-      "demo", help="the main job: PPO and TRPO on CartPole-v1, 8 seeds each",
-      formatter_class=fmt)
+      "demo", help=f"the main job: {names.replace(', ', ' and ')} on "
+                   f"CartPole-v1, 8 seeds each", formatter_class=fmt)
   demo.add_argument("--seeds", type=int, default=8,
                     help="seeds per learner, in one vmap")
   demo.add_argument("--total-timesteps", type=int, default=None,

@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 
+from jaxrl_align import agents
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
 from jaxrl_align.host import programs
@@ -44,9 +45,10 @@ def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
     raise files.RunError(f"`episodes` must be an integer >= 1, got "
                          f"{episodes!r}.")
   learner, config, settings = runner.load_config(run_dir)
-  if learner.evaluate is None:
-    raise files.RunError(f"{run_dir!r} is a {learner.name} run, which has no "
-                         f"evaluation.")
+  if learner.name not in agents.LEARNERS:
+    raise files.RunError(f"{run_dir!r} is a {learner.name} run: its "
+                         f"evaluation is in its summary.json (eval evaluates "
+                         f"environment learners).")
   progs = programs.for_run(learner, config, dataclasses.replace(
       settings, eval_episodes=episodes))
   try:
