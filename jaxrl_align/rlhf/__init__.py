@@ -1,6 +1,7 @@
 """RLHF on a small language model: the transformer, generation, GPT-2
-weights, corpus and tokenizer, simulated annotators, pretraining and the
-reward model.
+weights, corpus and tokenizer, simulated annotators, pretraining, the
+reward model, and KL-regularised PPO and TRPO against a frozen reference
+(:mod:`.rl`, :mod:`.ppo`, :mod:`.trpo`).
 
 ``LEARNERS`` is the registry of the pure RLHF learners the runner drives
 (see :class:`jaxrl_align.learner.Learner`). Other submodules are imported
@@ -8,10 +9,13 @@ explicitly (``from jaxrl_align.rlhf import model``); the corpus, tokenizer
 and annotator modules need the ``rlhf`` extra.
 """
 
+from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import reward_model
 from jaxrl_align.rlhf import sft
+from jaxrl_align.rlhf import trpo
 
 LEARNERS = {learner.name: learner
-            for learner in (sft.LEARNER, reward_model.LEARNER)}
+            for learner in (sft.LEARNER, reward_model.LEARNER, ppo.LEARNER,
+                            trpo.LEARNER)}
 
 __all__ = ("LEARNERS",)

@@ -1,0 +1,125 @@
+"""PPO on the language model against a frozen reference (the RLHF step of
+Ziegler et al. 2019 and Ouyang et al. 2022), as a pure learner.
+
+The iteration is :mod:`jaxrl_align.rlhf.rl`'s; the update is PPO's: epochs of
+shuffled minibatches, each one Adam step on the clipped surrogate
+(:func:`jaxrl_align.ppo_clip_loss`) plus ``vf_coef`` times the clipped value
+loss (:func:`jaxrl_align.clipped_value_loss`), over the policy and the
+critic together (TRL's ``PolicyAndValueWrapper`` does the same), masked to
+response tokens. With ``target_kl > 0`` the epochs stop once the last
+minibatch's approximate KL to the rollout policy exceeds it.
+
+Metrics, named as TRL names them: ``policy/approxkl_avg`` (the mean of
+``½ (log π - log π_old)²`` over response tokens), ``policy/clipfrac_avg``
+(the fraction where the clipped surrogate term is the larger loss),
+``loss/policy_avg``, ``loss/value_avg``, ``val/clipfrac_avg``,
+``policy/entropy_avg``; averages over the minibatch steps that ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxrl_align import configs
+from jaxrl_align import losses
+from jaxrl_align import sgd
+from jaxrl_align.rlhf import rl
+
+Array = jax.Array
+masked_mean = losses.masked_mean
+
+
+@struct.dataclass
+class PPOConfig(rl.RLConfig):
+  """PPO on the language model: :class:`~jaxrl_align.rlhf.rl.RLConfig`'s
+  fields and these.
+
+  Attributes:
+    clip_eps: the surrogate's clipping ε.
+    target_kl: stop an update's epochs once the approximate KL to the
+      rollout policy exceeds this (0: never).
+  """
+  clip_eps: Any = 0.2
+  target_kl: Any = 0.0
+
+  def __post_init__(self):
+    rl.check_config(self, "PPOConfig")
+    configs.check_finite_positive(self, "clip_eps")
+    configs.check_finite_nonnegative(self, "target_kl")
+
+
+def optimizer(config: rl.RLConfig):
+  return sgd.clipped_adam(config.max_grad_norm)
+
+
+def init_opt(config, params, critic):
+  with sgd.optax_numerics():
+    return optimizer(config).init((params, critic))
+
+
+def minibatch_loss(config: PPOConfig, trainable, mb: rl.Experience):
+  """PPO's loss on a minibatch, and its diagnostics."""
+  params, critic = trainable
+  logits, own_scalar = rl.response_outputs(config, params, mb.tokens, mb.mask)
+  live = mb.response_mask
+  log_probs = rl.token_log_probs(logits, mb.response, live)
+  vpred = (own_scalar if config.value_model == "policy" else
+           rl.response_outputs(config, critic, mb.tokens, mb.mask)[1])
+  pg = losses.ppo_clip_loss(log_probs, mb.log_probs, mb.advantages,
+                            clip_eps=config.clip_eps, mask=live)
+  vf = losses.clipped_value_loss(vpred, mb.values, mb.returns,
+                                 clip_eps=config.value_clip, mask=live)
+  log_ratio = log_probs - mb.log_probs
+  ratio = jnp.exp(log_ratio)
+  eps = jnp.asarray(config.clip_eps, ratio.dtype)
+  pg_clipped = (-mb.advantages * jnp.clip(ratio, 1 - eps, 1 + eps)
+                > -mb.advantages * ratio)
+  v_eps = jnp.asarray(config.value_clip, vpred.dtype)
+  v_clipped = mb.values + jnp.clip(vpred - mb.values, -v_eps, v_eps)
+  vf_clipped = (v_clipped - mb.returns) ** 2 > (vpred - mb.returns) ** 2
+  f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+  aux = {"policy/approxkl_avg": masked_mean(0.5 * log_ratio ** 2, live),
+         "policy/clipfrac_avg": masked_mean(f32(pg_clipped), live),
+         "loss/policy_avg": pg, "loss/value_avg": vf,
+         "val/clipfrac_avg": masked_mean(f32(vf_clipped), live),
+         "policy/entropy_avg": masked_mean(rl.token_entropy(logits), live),
+         "policy/ratio_max": jnp.max(jnp.where(live, ratio, 1.0))}
+  return pg + config.vf_coef * vf, aux
+
+
+def update(config: PPOConfig, state: rl.RLState, exp: rl.Experience,
+           key: Array):
+  """Epochs of minibatch Adam steps on the policy and the critic."""
+  tx = optimizer(config)
+  lr = rl.learning_rate(config, state)
+
+  def step(carry, mb):
+    trainable, opt_state = carry
+    grads, aux = jax.grad(lambda t: minibatch_loss(config, t, mb),
+                          has_aux=True)(trainable)
+    trainable, opt_state = sgd.descend(tx, grads, opt_state, trainable, lr)
+    return (trainable, opt_state), aux
+
+  def stop(aux):
+    target = jnp.asarray(config.target_kl, jnp.float32)
+    return (target > 0) & (aux["policy/approxkl_avg"] > target)
+
+  ((params, critic), opt_state), aux, active = sgd.minibatch_epochs(
+      step, ((state.params, state.critic), state.opt_state), exp, key,
+      epochs=config.epochs, num_minibatches=config.num_minibatches,
+      stop=stop)
+  weight = active.astype(jnp.float32)
+  metrics = {k: (jnp.max(v) if k == "policy/ratio_max" else
+                 jnp.sum(v * weight) / jnp.sum(weight))
+             for k, v in aux.items()}
+  metrics["policy/epochs_run"] = jnp.sum(weight) / config.num_minibatches
+  return params, critic, opt_state, metrics
+
+
+ALGORITHM = rl.Algorithm(init_opt=init_opt, update=update)
+LEARNER = rl.make_learner("rlhf-ppo", PPOConfig, ALGORITHM,
+                          ("loss/policy_avg", "loss/value_avg"))

@@ -1,0 +1,678 @@
+"""KL-regularised reinforcement learning on the language model: what PPO and
+TRPO share (the rollout, the per-token rewards and advantages, the metrics,
+the learner).
+
+One iteration, for a batch of prompts:
+
+1. **Rollout.** Sample a response for each prompt from the policy with the
+   cached sampler (:func:`~jaxrl_align.rlhf.generation.generate`): it stops
+   a row at the stop token, which belongs to the response, and pads after it
+   with a distinct padding token. Every log-probability (policy, reference,
+   and later the updated policy) is taken from one forward pass over prompt
+   and response under the distribution actually sampled: logits divided by
+   the temperature, restricted to the top k when ``top_k > 0``.
+2. **Score.** ``data.score_fn`` scores each (truncated) response — the
+   reward model of part 1, normalised on the reference's samples — and
+   ``missing_eos_penalty`` is subtracted from the score of a response that
+   never emitted the stop token.
+3. **Rewards.** ``reward_t = -β·kl_t``, plus the score at the last response
+   token (:func:`jaxrl_align.kl_penalized_rewards`; ``k1`` by default, the
+   only estimator that gives an unbiased gradient of the regularised
+   objective); optionally whitened (scale only) over the response tokens.
+4. **Advantages.** :func:`jaxrl_align.gae` with γ = 1, λ = 0.95 over the
+   response, each response an episode that terminates at its last token
+   (padding steps carry nothing); advantages whitened over response tokens.
+5. **Update**: the algorithm's (:mod:`.ppo`, :mod:`.trpo`), then the KL
+   coefficient's controller sees the mean sequence KL to the reference
+   (fixed, or adaptive as in Ziegler et al. 2019).
+
+Values come from a separate critic (by default started from the reward
+model) or from the policy's own scalar head; dropout is off in every model.
+
+Where this differs from TRL's ``PPOTrainer`` (``trl/experimental/ppo/
+ppo_trainer.py`` in trl 1.12.0, read for the definitions, lines 758–798):
+TRL adds the score one position after the stop token (``actual_end =
+sequence_lengths_p1``) and keeps the value there (``padding_mask_p1``), an
+extra step of zero KL that its GAE bootstraps through; here the score is
+the reward of the last response token, the step that ends the episode
+(Ziegler et al. 2019, eq. 2). TRL divides logits by ``temperature + 1e-7``;
+here by the temperature. ``tests/test_rlhf_rl.py`` has a NumPy port of
+TRL's arithmetic that reproduces both variants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxrl_align import _checks
+from jaxrl_align import advantages as advantages_lib
+from jaxrl_align import configs
+from jaxrl_align import distributions
+from jaxrl_align import kl_control
+from jaxrl_align import learner
+from jaxrl_align import normalization
+from jaxrl_align import sequences
+from jaxrl_align import sgd
+from jaxrl_align.rlhf import generation
+from jaxrl_align.rlhf import model as model_lib
+from jaxrl_align.rlhf import reward_model
+
+Array = jax.Array
+static = configs.static
+
+VALUE_MODELS = ("critic", "policy")
+KL_CONTROLS = ("adaptive", "fixed")
+
+
+@struct.dataclass
+class RLConfig:
+  """What PPO and TRPO on the language model share.
+
+  Attributes:
+    model: *static* the policy's (and reference's) transformer shape.
+    stop_token: *static* the token that ends a response (``None``: none;
+      responses then always run to ``response_length``).
+    pad_token: *static* written after the stop token (must differ from it).
+    iterations: *static* rollouts (each followed by one update).
+    batch_size: *static* prompts (one response each) per iteration.
+    response_length: *static* new tokens at most.
+    top_k: *static* sample among the k most likely tokens (0: all); every
+      log-probability is then that of the truncated distribution.
+    kl_estimator: *static* the per-token KL in the reward: ``k1`` (the
+      unbiased one), ``k2`` or ``k3``.
+    kl_control: *static* ``adaptive`` (Ziegler et al.: the coefficient
+      follows ``kl_target``) or ``fixed`` (``kl_coef`` throughout).
+    whiten_rewards: *static* rescale the per-token rewards to unit variance
+      over response tokens (mean kept).
+    value_model: *static* ``critic`` (a separate model, started from
+      ``data.critic_params``) or ``policy`` (the policy's scalar head).
+    epochs: *static* passes over the batch per update (PPO: the policy and
+      the value; TRPO: the value).
+    num_minibatches: *static* minibatches per pass (divides
+      ``batch_size``).
+    eval_every: *static* iterations between assessments on the held-out
+      prompts.
+    anneal_lr: *static* decay the learning rate linearly to 0 over the
+      iterations (as TRL's default scheduler does).
+    temperature: divides the logits when sampling and in every
+      log-probability (> 0).
+    kl_coef: β, the KL penalty's (initial) coefficient (≥ 0).
+    kl_target: the adaptive controller's target KL per response (nats).
+    kl_horizon: the adaptive controller's horizon (responses).
+    missing_eos_penalty: subtracted from the score of a response that never
+      emitted the stop token (0: no penalty).
+    gamma: discount over tokens (1: the return is the regularised
+      objective).
+    lam: GAE λ.
+    value_clip: the clipped value loss's ε, in reward units.
+    vf_coef: the value loss's weight in the loss.
+    learning_rate: Adam's learning rate (PPO: of the joint policy-and-value
+      loss; TRPO: of the value).
+    max_grad_norm: global-norm gradient clip.
+  """
+  model: model_lib.TransformerConfig = static(derived=True)
+  stop_token: Any = static(derived=True)
+  pad_token: int = static(derived=True)
+  iterations: int = static(100)
+  batch_size: int = static(64)
+  response_length: int = static(48)
+  top_k: int = static(0)
+  kl_estimator: str = static("k1", choices=sequences.KL_ESTIMATORS)
+  kl_control: str = static("adaptive", choices=KL_CONTROLS)
+  whiten_rewards: bool = static(False, choices=(False, True))
+  value_model: str = static("critic", choices=VALUE_MODELS)
+  epochs: int = static(4)
+  num_minibatches: int = static(1)
+  eval_every: int = static(10)
+  anneal_lr: bool = static(True, choices=(True, False))
+  temperature: Any = 1.0
+  kl_coef: Any = 0.05
+  kl_target: Any = 6.0
+  kl_horizon: Any = 10_000.0
+  missing_eos_penalty: Any = 1.0
+  gamma: Any = 1.0
+  lam: Any = 0.95
+  value_clip: Any = 0.2
+  vf_coef: Any = 0.1
+  learning_rate: Any = 1e-4
+  max_grad_norm: Any = 1.0
+
+  def __post_init__(self):
+    check_config(self, type(self).__name__)
+
+
+def check_config(config: RLConfig, owner: str) -> None:
+  """The shared fields' checks (``ValueError`` naming ``owner.field``)."""
+  if config.model is not None and not isinstance(
+      config.model, model_lib.TransformerConfig):
+    raise ValueError(f"`{owner}.model` must be a TransformerConfig, got "
+                     f"{type(config.model).__name__}.")
+  configs.check_choices(config)
+  for name in ("iterations", "batch_size", "response_length", "epochs",
+               "num_minibatches", "eval_every"):
+    _checks.check_positive_int(f"{owner}.{name}", getattr(config, name))
+  _checks.check_positive_int(f"{owner}.top_k", config.top_k, allow_zero=True)
+  if config.batch_size % config.num_minibatches:
+    raise ValueError(f"`{owner}.num_minibatches` ({config.num_minibatches}) "
+                     f"must divide batch_size ({config.batch_size}).")
+  if config.model is not None:
+    for name in ("pad_token", "stop_token"):
+      token = getattr(config, name)
+      if token is not None:
+        _checks.check_scalar_in_range(f"{owner}.{name}", token, 0,
+                                      config.model.vocab_size - 1)
+    if config.top_k > config.model.vocab_size:
+      raise ValueError(f"`{owner}.top_k` ({config.top_k}) exceeds the "
+                       f"vocabulary ({config.model.vocab_size}).")
+  if config.stop_token is not None and config.stop_token == config.pad_token:
+    raise ValueError(f"`{owner}.pad_token` must differ from stop_token "
+                     f"({config.stop_token}): padding would read as a stop.")
+  configs.check_finite_positive(config, "temperature", "kl_target",
+                                "kl_horizon", "value_clip", "max_grad_norm")
+  configs.check_finite_nonnegative(config, "kl_coef", "missing_eos_penalty",
+                                   "vf_coef", "learning_rate")
+  configs.check_range(config, "gamma", 0.0, 1.0)
+  configs.check_range(config, "lam", 0.0, 1.0)
+
+
+# ------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelScore:
+  """``score_fn`` of a transformer reward model: its scalar head at each
+  sequence's last real token (:func:`jaxrl_align.rlhf.reward_model.rewards`).
+  Equal configs give equal (and equally hashed) scorers, so compiled
+  programs are reused."""
+  model: model_lib.TransformerConfig
+
+  def __call__(self, params, tokens: Array, mask: Array) -> Array:
+    return reward_model.rewards(model_lib.Transformer(self.model).apply,
+                                params, tokens, mask)
+
+
+@struct.dataclass
+class RLData:
+  """What RL on the language model reads and never changes.
+
+  Attributes:
+    prompts: ``[N, P]`` int, left-padded training prompts (each iteration
+      draws ``batch_size`` of them).
+    prompt_mask: ``[N, P]`` bool, real prompt tokens.
+    eval_prompts: ``[M, P]`` held-out prompts (assessments).
+    eval_prompt_mask: ``[M, P]``.
+    ref_params: the frozen reference; the policy starts from it.
+    reward_params: what ``score_fn`` scores with.
+    critic_params: the separate critic's starting parameters (a
+      transformer of ``model``'s shape; unused with ``value_model="policy"``).
+    score_fn: *static* ``(reward_params, tokens [B, T], mask [B, T]) ->
+      [B]``, the score of each prompt-and-response.
+    gold_fn: *static* ``(tokens, mask) -> [B]`` float32 or None: a score
+      reported, never optimised (part 1's gold annotator, through a host
+      callback).
+  """
+  prompts: Array
+  prompt_mask: Array
+  eval_prompts: Array
+  eval_prompt_mask: Array
+  ref_params: Any
+  reward_params: Any
+  critic_params: Any
+  score_fn: Callable[..., Array] = struct.field(pytree_node=False)
+  gold_fn: Callable[..., Array] | None = struct.field(pytree_node=False,
+                                                      default=None)
+
+
+class RLState(NamedTuple):
+  """Everything that changes during RL (arrays only).
+
+  Attributes:
+    params: the policy.
+    critic: the separate critic's parameters (``{}`` with
+      ``value_model="policy"``).
+    opt_state: the optimiser's state (PPO: policy and critic; TRPO: the
+      value's).
+    kl: the KL controller's state (its coefficient).
+    key: sampling and shuffling key.
+    iteration: int32 iterations done.
+  """
+  params: Any
+  critic: Any
+  opt_state: Any
+  kl: kl_control.KLControllerState
+  key: Array
+  iteration: Array
+
+
+def kl_controller(config: RLConfig) -> kl_control.KLController:
+  if config.kl_control == "fixed":
+    return kl_control.fixed_kl_controller(config.kl_coef)
+  return kl_control.adaptive_kl_controller(
+      config.kl_coef, target=config.kl_target, horizon=config.kl_horizon)
+
+
+# -------------------------------------------------------------- the model
+
+
+def _apply(config: RLConfig):
+  return model_lib.Transformer(config.model).apply
+
+
+def response_outputs(config: RLConfig, params, tokens: Array, mask: Array
+                     ) -> tuple[Array, Array]:
+  """One forward pass: the sampling distribution's logits for each
+  response token and the scalar head before it.
+
+  Args:
+    config: the run's config (model, temperature, top_k, response_length).
+    params: a transformer's parameters.
+    tokens: ``[B, P + N]`` prompt then response.
+    mask: ``[B, P + N]`` real tokens.
+
+  Returns:
+    ``(logits [B, N, V], scalar [B, N])``: logits divided by the temperature
+    (``-inf`` outside the top k), predicting response token ``t``; the
+    scalar head at the position before it (the value of the state in which
+    token ``t`` is chosen).
+  """
+  n = config.response_length
+  logits, scalar, _ = _apply(config)(params, tokens, mask)
+  return (generation.sampling_logits(logits[:, -n - 1:-1], config.temperature,
+                                     config.top_k),
+          scalar[:, -n - 1:-1])
+
+
+def token_log_probs(logits: Array, tokens: Array, mask: Array) -> Array:
+  """``[B, N]`` log-probability of each token (0 where ``mask`` is false)."""
+  log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1),
+                                  tokens[..., None], axis=-1)[..., 0]
+  return jnp.where(mask, log_probs, 0.0)
+
+
+def token_entropy(logits: Array) -> Array:
+  """``[B, N]`` entropy of each token's distribution (``-inf`` logits are
+  outside the support)."""
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  p = jnp.exp(log_p)
+  return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
+
+
+def values(config: RLConfig, params, critic, tokens: Array,
+           mask: Array) -> Array:
+  """``[B, N]`` value of the state before each response token: the critic's
+  scalar head, or the policy's with ``value_model="policy"``."""
+  source = params if config.value_model == "policy" else critic
+  return response_outputs(config, source, tokens, mask)[1]
+
+
+# ---------------------------------------------------------------- rollout
+
+
+class Experience(NamedTuple):
+  """One iteration's samples and what the update needs of them
+  (batch-major, ``[B, ...]``).
+
+  Attributes:
+    tokens: ``[B, P + N]`` prompt then response.
+    mask: ``[B, P + N]`` real tokens.
+    response: ``[B, N]`` response tokens (padding after the stop token).
+    response_mask: ``[B, N]`` tokens the policy chose (the stop token
+      included).
+    log_probs: ``[B, N]`` under the sampling policy (0 at padding).
+    ref_log_probs: ``[B, N]`` under the reference (0 at padding).
+    values: ``[B, N]`` value estimates (0 at padding).
+    scores: ``[B]`` scores, after the missing-stop penalty.
+    stopped: ``[B]`` bool, the response emitted the stop token.
+    kl: ``[B, N]`` per-token KL estimate (the reward's).
+    rewards: ``[B, N]`` per-token rewards.
+    advantages: ``[B, N]`` whitened advantages (0 at padding).
+    returns: ``[B, N]`` value targets (advantage before whitening plus
+      value).
+  """
+  tokens: Array
+  mask: Array
+  response: Array
+  response_mask: Array
+  log_probs: Array
+  ref_log_probs: Array
+  values: Array
+  scores: Array
+  stopped: Array
+  kl: Array
+  rewards: Array
+  advantages: Array
+  returns: Array
+
+
+def sample(config: RLConfig, params, prompt: Array, prompt_mask: Array,
+           key: Array) -> generation.Generation:
+  """Responses of the policy to ``[B, P]`` prompts (the cached sampler)."""
+  return generation.generate(
+      _apply(config), params, config.model, prompt, prompt_mask, key,
+      max_new_tokens=config.response_length, temperature=config.temperature,
+      top_k=config.top_k, stop_token=config.stop_token,
+      pad_token=config.pad_token)
+
+
+def stopped(config: RLConfig, response: Array, response_mask: Array) -> Array:
+  """``[B]`` bool: the response emitted the stop token (always true when
+  there is none)."""
+  if config.stop_token is None:
+    return jnp.ones(response.shape[:1], bool)
+  return jnp.any((response == config.stop_token) & response_mask, axis=1)
+
+
+def scores(config: RLConfig, data: RLData, tokens: Array, mask: Array,
+           response: Array, response_mask: Array) -> tuple[Array, Array]:
+  """``(score [B], stopped [B])``: ``data.score_fn`` of each sequence minus
+  ``missing_eos_penalty`` where the response never stopped."""
+  done = stopped(config, response, response_mask)
+  raw = data.score_fn(data.reward_params, tokens, mask).astype(jnp.float32)
+  penalty = jnp.asarray(config.missing_eos_penalty, raw.dtype)
+  return raw - jnp.where(done, 0.0, penalty), done
+
+
+def rewards_and_advantages(config: RLConfig, score: Array, log_probs: Array,
+                           ref_log_probs: Array, value: Array, mask: Array,
+                           kl_coef: Array):
+  """Steps 3 and 4 of the iteration (batch-major in, batch-major out).
+
+  Args:
+    config: whitening, estimator, γ and λ.
+    score: ``[B]``.
+    log_probs, ref_log_probs, value: ``[B, N]``.
+    mask: ``[B, N]`` bool, response tokens.
+    kl_coef: β.
+
+  Returns:
+    ``(kl, rewards, advantages, returns)``, each ``[B, N]``, zero at
+    padding; advantages whitened over response tokens (``ddof=1``, as TRL's
+    ``masked_whiten``).
+  """
+  tm = sequences.time_major
+  live = tm(mask)
+  reward, kl = sequences.kl_penalized_rewards(
+      score, tm(log_probs), tm(ref_log_probs), live, kl_coef=kl_coef,
+      estimator=config.kl_estimator)
+  if config.whiten_rewards:
+    reward = jnp.where(live, normalization.whiten(
+        reward, live, ddof=1, shift_mean=False), 0.0)
+  value = jnp.where(live, tm(value), 0.0)
+  next_value = jnp.concatenate([value[1:], jnp.zeros_like(value[:1])])
+  advantage, returns = advantages_lib.gae(
+      reward, value, next_value, sequences.last_step(live),
+      jnp.zeros_like(live), gamma=config.gamma, lam=config.lam)
+  white = jnp.where(live, normalization.whiten(advantage, live, ddof=1), 0.0)
+  bm = sequences.batch_major
+  return bm(kl), bm(reward), bm(white), bm(jnp.where(live, returns, 0.0))
+
+
+def rollout(config: RLConfig, state: RLState, data: RLData, prompt: Array,
+            prompt_mask: Array, key: Array) -> Experience:
+  """Steps 1–4: sample, score, per-token rewards, advantages."""
+  gen = sample(config, state.params, prompt, prompt_mask, key)
+  live = gen.response_mask
+  logits, own_scalar = response_outputs(config, state.params, gen.tokens,
+                                        gen.mask)
+  log_probs = token_log_probs(logits, gen.response, live)
+  ref_logits, _ = response_outputs(config, data.ref_params, gen.tokens,
+                                   gen.mask)
+  ref_log_probs = token_log_probs(ref_logits, gen.response, live)
+  value = (own_scalar if config.value_model == "policy" else
+           values(config, state.params, state.critic, gen.tokens, gen.mask))
+  value = jnp.where(live, value, 0.0)
+  score, done = scores(config, data, gen.tokens, gen.mask, gen.response, live)
+  kl, reward, advantage, returns = rewards_and_advantages(
+      config, score, log_probs, ref_log_probs, value, live, state.kl.coef)
+  return Experience(gen.tokens, gen.mask, gen.response, live, log_probs,
+                    ref_log_probs, value, score, done, kl, reward, advantage,
+                    returns)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def distinct_n(tokens: Array, mask: Array, n: int, vocab_size: int) -> Array:
+  """Distinct-n (Li et al. 2016): distinct n-grams over all n-grams of the
+  batch's responses (NaN when there are none).
+
+  Args:
+    tokens: ``[B, N]`` response tokens.
+    mask: ``[B, N]`` real tokens.
+    n: n-gram length (static).
+    vocab_size: to encode an n-gram as one int32 (``vocab_size ** n <
+      2 ** 31``).
+
+  Returns:
+    Scalar in (0, 1].
+  """
+  if vocab_size ** n >= 2 ** 31:
+    raise ValueError(f"distinct-{n} over {vocab_size} tokens needs more than "
+                     f"31 bits per n-gram.")
+  length = tokens.shape[1] - n + 1
+  code = jnp.zeros((tokens.shape[0], length), jnp.int32)
+  valid = jnp.ones((tokens.shape[0], length), bool)
+  for i in range(n):
+    code = code * vocab_size + tokens[:, i:i + length].astype(jnp.int32)
+    valid = valid & mask[:, i:i + length]
+  code = jnp.sort(jnp.where(valid, code, -1).reshape(-1))
+  new = (code[1:] != code[:-1]) & (code[1:] >= 0)
+  count = jnp.sum(new, dtype=jnp.int32) + (code[0] >= 0).astype(jnp.int32)
+  total = jnp.sum(valid, dtype=jnp.int32)
+  return jnp.where(total > 0, count / jnp.maximum(total, 1), jnp.nan
+                   ).astype(jnp.float32)
+
+
+def exact_kl(config: RLConfig, params, ref_params, tokens: Array,
+             mask: Array, response_mask: Array) -> Array:
+  """``[B]`` Σ over response tokens of the exact ``KL(π(·|context) ||
+  π_ref(·|context))`` over the whole vocabulary (the sampling
+  distributions): an unbiased, low-variance estimate of the sequence KL
+  ``KL(π || π_ref)``."""
+  logits, _ = response_outputs(config, params, tokens, mask)
+  ref_logits, _ = response_outputs(config, ref_params, tokens, mask)
+  per_token = distributions.categorical_kl(logits, ref_logits)
+  return jnp.sum(jnp.where(response_mask, per_token, 0.0), axis=1)
+
+
+def gold(data: RLData, tokens: Array, mask: Array) -> Array:
+  """Mean gold score of the batch (NaN without ``data.gold_fn``)."""
+  if data.gold_fn is None:
+    return jnp.full((), jnp.nan, jnp.float32)
+  return jnp.mean(data.gold_fn(tokens, mask))
+
+
+def sample_metrics(exp: Experience, kl_coef: Array) -> dict[str, Array]:
+  """The metrics of a batch's arithmetic (TRL's names where they overlap:
+  sums over a response, means over the batch; padding enters none)."""
+  live = exp.response_mask
+  per_seq = lambda x: jnp.sum(jnp.where(live, x, 0.0), axis=1)  # noqa: E731
+  kl = per_seq(exp.kl)
+  non_score = -kl_coef * kl
+  return {
+      "objective/kl": jnp.mean(kl),
+      "objective/entropy": jnp.mean(per_seq(-exp.log_probs)),
+      "objective/non_score_reward": jnp.mean(non_score),
+      "objective/scores": jnp.mean(exp.scores),
+      "objective/rlhf_reward": jnp.mean(exp.scores) + jnp.mean(non_score),
+      "objective/kl_coef": jnp.asarray(kl_coef, jnp.float32),
+      "response_length": jnp.mean(jnp.sum(live, axis=1).astype(jnp.float32)),
+      "stop_fraction": jnp.mean(exp.stopped.astype(jnp.float32)),
+  }
+
+
+def rollout_metrics(config: RLConfig, state: RLState, data: RLData,
+                    exp: Experience) -> dict[str, Array]:
+  """:func:`sample_metrics`, the exact KL to the reference, the gold
+  score and distinct-1/2 of the responses."""
+  live = exp.response_mask
+  vocab = config.model.vocab_size
+  return {
+      **sample_metrics(exp, state.kl.coef),
+      "objective/kl_exact": jnp.mean(exact_kl(
+          config, state.params, data.ref_params, exp.tokens, exp.mask, live)),
+      "objective/gold": gold(data, exp.tokens, exp.mask),
+      "distinct_1": distinct_n(exp.response, live, 1, vocab),
+      "distinct_2": distinct_n(exp.response, live, 2, vocab),
+  }
+
+
+# ----------------------------------------------------------- the learner
+
+
+def learning_rate(config: RLConfig, state: RLState) -> Array:
+  """This iteration's Adam learning rate (annealed with ``anneal_lr``)."""
+  lr = jnp.asarray(config.learning_rate, jnp.float32)
+  if config.anneal_lr:
+    return sgd.linear_schedule(lr, state.iteration, config.iterations)
+  return lr
+
+
+class Algorithm(NamedTuple):
+  """What PPO and TRPO each add to the shared iteration.
+
+  Attributes:
+    init_opt: ``(config, params, critic) -> opt_state``.
+    update: ``(config, state, exp, key) -> (params, critic, opt_state,
+      metrics)``: the update on one iteration's experience.
+  """
+  init_opt: Callable[..., Any]
+  update: Callable[..., Any]
+
+
+def init(algorithm: Algorithm, config: RLConfig, key: Array,
+         data: RLData) -> RLState:
+  """The policy starts at the reference; the critic at
+  ``data.critic_params`` (``{}`` with ``value_model="policy"``)."""
+  if config.model is None:
+    raise ValueError(f"{type(config).__name__}.model is not set: it comes "
+                     f"from the reference model.")
+  if data.prompts.shape[0] < config.batch_size:
+    raise ValueError(f"batch_size ({config.batch_size}) exceeds the "
+                     f"{data.prompts.shape[0]} training prompts.")
+  p = data.prompts.shape[1]
+  if p + config.response_length > config.model.max_len:
+    raise ValueError(f"prompts of {p} tokens + response_length "
+                     f"{config.response_length} exceed the model's max_len "
+                     f"{config.model.max_len}.")
+  params = data.ref_params
+  critic = {} if config.value_model == "policy" else data.critic_params
+  return RLState(params, critic, algorithm.init_opt(config, params, critic),
+                 kl_controller(config).init(), key,
+                 jnp.zeros((), jnp.int32))
+
+
+def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
+            data: RLData):
+  """One iteration: a batch of training prompts (drawn without replacement
+  within the iteration), the rollout, the update, the KL controller."""
+  key, k_prompts, k_sample, k_update = jax.random.split(state.key, 4)
+  idx = sgd.permutation(k_prompts, data.prompts.shape[0])[:config.batch_size]
+  exp = rollout(config, state, data, data.prompts[idx],
+                data.prompt_mask[idx], k_sample)
+  metrics = rollout_metrics(config, state, data, exp)
+  params, critic, opt_state, update_metrics = algorithm.update(
+      config, state, exp, k_update)
+  kl_state = kl_controller(config).update(
+      state.kl, metrics["objective/kl"], config.batch_size)
+  state = RLState(params, critic, opt_state, kl_state, key,
+                  state.iteration + 1)
+  metrics = {**metrics, **update_metrics,
+             "episodes": (state.iteration * config.batch_size
+                          ).astype(jnp.float32)}
+  return state, metrics
+
+
+def assess(config: RLConfig, state: RLState, data: RLData):
+  """On the held-out prompts (one sampled response each, a fixed key):
+  score, gold score and exact KL to the reference."""
+  gen = sample(config, state.params, data.eval_prompts, data.eval_prompt_mask,
+               jax.random.key(0))
+  score, done = scores(config, data, gen.tokens, gen.mask, gen.response,
+                       gen.response_mask)
+  return state, {
+      "eval/scores": jnp.mean(score),
+      "eval/gold": gold(data, gen.tokens, gen.mask),
+      "eval/kl_exact": jnp.mean(exact_kl(config, state.params,
+                                         data.ref_params, gen.tokens,
+                                         gen.mask, gen.response_mask)),
+      "eval/stop_fraction": jnp.mean(done.astype(jnp.float32))}
+
+
+def evaluate(config: RLConfig, state: RLState, key: Array, data: RLData,
+             size: int) -> dict[str, Array]:
+  """Held-out prompts, policy and reference side by side: scores, gold
+  scores and the policy's exact KL (``size`` is ignored: every held-out
+  prompt is used once)."""
+  del size
+  out = {}
+  for name, params in (("policy", state.params), ("reference",
+                                                  data.ref_params)):
+    gen = sample(config, params, data.eval_prompts, data.eval_prompt_mask,
+                 key)
+    score, done = scores(config, data, gen.tokens, gen.mask, gen.response,
+                         gen.response_mask)
+    out[f"{name}_scores"] = score
+    out[f"{name}_gold"] = (jnp.full(score.shape, jnp.nan) if data.gold_fn is
+                           None else data.gold_fn(gen.tokens, gen.mask))
+    out[f"{name}_stopped"] = done
+    if name == "policy":
+      out["policy_kl_exact"] = exact_kl(config, params, data.ref_params,
+                                        gen.tokens, gen.mask,
+                                        gen.response_mask)
+  return out
+
+
+def _mean(x) -> float | None:
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  return float(x.mean()) if x.size else None
+
+
+def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
+  del config
+  per_seed = []
+  for i, last in enumerate(last_metrics):
+    row = {key: _mean(evaluation[key][i]) for key in (
+        "policy_scores", "reference_scores", "policy_gold", "reference_gold",
+        "policy_kl_exact")}
+    row["policy_stop_fraction"] = _mean(evaluation["policy_stopped"][i])
+    row["final_kl_coef"] = float(np.asarray(states.kl.coef)[i])
+    row["last_train_kl"] = last.get("objective/kl")
+    per_seed.append(row)
+  return {"per_seed": per_seed}
+
+
+def _report(summary: dict[str, Any]) -> str:
+  def num(x):
+    return "n/a" if x is None else f"{x:.3f}"
+  return "\n".join(
+      f"seed {i}: held-out score {num(s['reference_scores'])} (reference) -> "
+      f"{num(s['policy_scores'])}; gold {num(s['reference_gold'])} -> "
+      f"{num(s['policy_gold'])}; KL(policy || reference) "
+      f"{num(s['policy_kl_exact'])} nats per response"
+      for i, s in enumerate(summary["per_seed"]))
+
+
+def make_learner(name: str, config_type: type, algorithm: Algorithm,
+                 finite_metrics: tuple[str, ...]) -> learner.Learner:
+  """The runner's learner for an algorithm on the language model."""
+  return learner.Learner(
+      name=name, config_type=config_type,
+      init=lambda config, key, data: init(algorithm, config, key, data),
+      update=lambda config, state, data: iterate(algorithm, config, state,
+                                                 data),
+      evaluate=evaluate, assess=assess,
+      assess_every=lambda config: config.eval_every,
+      num_updates=lambda config: config.iterations, units="episodes",
+      units_per_update=lambda config: config.batch_size,
+      progress_metric="objective/rlhf_reward",
+      finite_metrics=("objective/kl", "objective/scores") + finite_metrics,
+      summarize=_summarize, report=_report)
+

@@ -1,0 +1,189 @@
+"""TRPO on the language model against a frozen reference, as a pure learner.
+
+The iteration is :mod:`jaxrl_align.rlhf.rl`'s; the update moves the policy by
+one :func:`jaxrl_align.trpo_step` on the whole batch: the surrogate
+``mean[π/π_old · A]`` over response tokens, inside a trust region on the
+exact categorical ``KL(π_old || π)`` over the whole vocabulary (the sampling
+distributions, temperature and top-k applied), averaged over response
+tokens; Fisher-vector products on the KL of the first ``fisher_batch``
+responses when set (cheaper, an estimate of the same matrix). The value —
+the critic, or the policy's scalar head alone — then takes epochs of Adam
+steps on the clipped value loss.
+
+Two KLs are reported: ``objective/kl`` (to the reference: the penalty in
+the reward) and ``policy/trust_region_kl`` (to the rollout policy: the
+constraint, at most ``max_kl`` when a step is taken).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxrl_align import _checks
+from jaxrl_align import configs
+from jaxrl_align import distributions
+from jaxrl_align import losses
+from jaxrl_align import sgd
+from jaxrl_align import trust_region
+from jaxrl_align.rlhf import rl
+
+Array = jax.Array
+static = configs.static
+masked_mean = losses.masked_mean
+
+
+@struct.dataclass
+class TRPOConfig(rl.RLConfig):
+  """TRPO on the language model: :class:`~jaxrl_align.rlhf.rl.RLConfig`'s
+  fields (``learning_rate``, ``epochs`` and ``num_minibatches`` are the
+  value's) and these.
+
+  Attributes:
+    cg_iters: *static* conjugate-gradient iterations.
+    backtrack_iters: *static* line-search trials.
+    fisher_batch: *static* responses whose KL gives the Fisher-vector
+      products (0: the whole batch).
+    max_kl: trust-region radius δ (mean per-token KL to the rollout
+      policy).
+    cg_damping: Fisher damping ≥ 0.
+    backtrack_coeff: line-search shrink factor in (0, 1).
+  """
+  cg_iters: int = static(10)
+  backtrack_iters: int = static(10)
+  fisher_batch: int = static(0)
+  max_kl: Any = 0.01
+  cg_damping: Any = 0.1
+  backtrack_coeff: Any = 0.8
+
+  def __post_init__(self):
+    rl.check_config(self, "TRPOConfig")
+    for name in ("cg_iters", "backtrack_iters"):
+      _checks.check_positive_int(f"TRPOConfig.{name}", getattr(self, name))
+    _checks.check_positive_int("TRPOConfig.fisher_batch", self.fisher_batch,
+                               allow_zero=True)
+    if self.fisher_batch > self.batch_size:
+      raise ValueError(f"`TRPOConfig.fisher_batch` ({self.fisher_batch}) "
+                       f"exceeds batch_size ({self.batch_size}).")
+    configs.check_finite_positive(self, "max_kl")
+    configs.check_finite_nonnegative(self, "cg_damping")
+    configs.check_range(self, "backtrack_coeff", 0.0, 1.0,
+                        low_inclusive=False, high_inclusive=False)
+
+
+def optimizer(config: rl.RLConfig):
+  return sgd.clipped_adam(config.max_grad_norm)
+
+
+def _value_params(config, params, critic):
+  """What the value's optimiser moves: the critic, or the policy's scalar
+  head alone (the trust region moves the rest)."""
+  return params["params"]["score"] if config.value_model == "policy" \
+      else critic
+
+
+def _with_head(params, head):
+  return {**params, "params": {**params["params"], "score": head}}
+
+
+def init_opt(config, params, critic):
+  with sgd.optax_numerics():
+    return optimizer(config).init(_value_params(config, params, critic))
+
+
+def policy_step(config: TRPOConfig, params, exp: rl.Experience):
+  """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
+  live = exp.response_mask
+  old_logits = jax.lax.stop_gradient(
+      rl.response_outputs(config, params, exp.tokens, exp.mask)[0])
+
+  def surrogate(p):
+    logits, _ = rl.response_outputs(config, p, exp.tokens, exp.mask)
+    log_probs = rl.token_log_probs(logits, exp.response, live)
+    return -masked_mean(jnp.exp(log_probs - exp.log_probs) * exp.advantages,
+                        live)
+
+  def kl_over(p, rows):
+    logits, _ = rl.response_outputs(config, p, exp.tokens[rows],
+                                    exp.mask[rows])
+    return masked_mean(distributions.categorical_kl(old_logits[rows], logits),
+                       live[rows])
+
+  every = slice(None)
+  fisher = None
+  if config.fisher_batch:
+    first = slice(0, config.fisher_batch)
+    fisher = lambda p: kl_over(p, first)  # noqa: E731
+  return trust_region.trpo_step(
+      surrogate, lambda p: kl_over(p, every), params, max_kl=config.max_kl,
+      cg_iters=config.cg_iters, cg_damping=config.cg_damping,
+      backtrack_coeff=config.backtrack_coeff,
+      backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher)
+
+
+def value_step(config: TRPOConfig, params, critic, opt_state,
+               exp: rl.Experience, key: Array, lr: Array):
+  """Epochs of Adam on the clipped value loss: ``(params, critic,
+  opt_state, loss, clip fraction)``."""
+  tx = optimizer(config)
+
+  def value_of(v, mb):
+    if config.value_model == "policy":
+      return rl.values(config, _with_head(params, v), None, mb.tokens,
+                       mb.mask)
+    return rl.values(config, None, v, mb.tokens, mb.mask)
+
+  def step(carry, mb):
+    v, opt = carry
+
+    def loss_fn(v):
+      vpred = value_of(v, mb)
+      loss = losses.clipped_value_loss(vpred, mb.values, mb.returns,
+                                       clip_eps=config.value_clip,
+                                       mask=mb.response_mask)
+      eps = jnp.asarray(config.value_clip, vpred.dtype)
+      clipped = mb.values + jnp.clip(vpred - mb.values, -eps, eps)
+      frac = masked_mean(((clipped - mb.returns) ** 2 > (vpred - mb.returns)
+                          ** 2).astype(jnp.float32), mb.response_mask)
+      return loss, frac
+
+    (loss, frac), grads = jax.value_and_grad(loss_fn, has_aux=True)(v)
+    v, opt = sgd.descend(tx, grads, opt, v, lr)
+    return (v, opt), (loss, frac)
+
+  (v, opt_state), (loss, frac), _ = sgd.minibatch_epochs(
+      step, (_value_params(config, params, critic), opt_state), exp, key,
+      epochs=config.epochs, num_minibatches=config.num_minibatches)
+  if config.value_model == "policy":
+    params = _with_head(params, v)
+  else:
+    critic = v
+  return params, critic, opt_state, jnp.mean(loss), jnp.mean(frac)
+
+
+def update(config: TRPOConfig, state: rl.RLState, exp: rl.Experience,
+           key: Array):
+  """The trust-region step on the policy, then the value's epochs."""
+  params, info = policy_step(config, state.params, exp)
+  params, critic, opt_state, value_loss, value_clipfrac = value_step(
+      config, params, state.critic, state.opt_state, exp, key,
+      rl.learning_rate(config, state))
+  metrics = {
+      "loss/policy_avg": info.loss, "loss/value_avg": value_loss,
+      "val/clipfrac_avg": value_clipfrac,
+      "policy/trust_region_kl": info.kl,
+      "policy/accepted": info.accepted.astype(jnp.float32),
+      "policy/step_fraction": info.step_fraction,
+      "policy/loss_improvement": info.loss_improvement,
+      "policy/expected_improvement": info.expected_improvement,
+      "policy/cg_residual": info.cg_residual,
+      "policy/backtracks": info.backtracks.astype(jnp.float32)}
+  return params, critic, opt_state, metrics
+
+
+ALGORITHM = rl.Algorithm(init_opt=init_opt, update=update)
+LEARNER = rl.make_learner("rlhf-trpo", TRPOConfig, ALGORITHM,
+                          ("loss/policy_avg", "loss/value_avg"))
