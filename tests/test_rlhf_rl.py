@@ -1,9 +1,12 @@
 """KL-regularised PPO and TRPO on the language model (``jaxrl_align.rlhf.rl``,
 ``.ppo``, ``.trpo``): the exact optimum of an enumerable toy, a NumPy port
 of TRL's post-rollout arithmetic, the ratio and KL invariants, padding,
-temperature, ``jit``/``vmap`` and the runner."""
+temperature, ``jit``/``vmap``, the runner, the commands and the small
+pipeline."""
 
 import itertools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -489,3 +492,98 @@ def test_runs_through_the_runner_and_resumes_bit_exactly(tmp_path, learner):
   assert coefs[0] == pytest.approx(0.1) and len(set(coefs)) > 1
   per_seed = whole.summary["per_seed"]
   assert per_seed[0]["reference_scores"] is not None
+
+
+# ------------------------------------------ the part-1 model, small size
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+  """The whole pipeline at the demo's size (``host.rlhf.pipeline``), RL for
+  60 iterations: ``(directory, summaries, report lines)``."""
+  pytest.importorskip("vaderSentiment")
+  from jaxrl_align.host.rlhf import pipeline
+
+  out = tmp_path_factory.mktemp("small")
+  lines = []
+  summaries = pipeline.run_small(str(out), iterations=60, progress=False,
+                                 report=lines.append)
+  return out, summaries, lines
+
+
+def test_small_pipeline_raises_proxy_and_gold_inside_the_kl_band(small):
+  """For PPO and TRPO the held-out reward-model and gold scores rise above
+  the reference's, and the mean KL over the last quarter of training is
+  inside the adaptive controller's proportional band (±20% of the target,
+  where its error is not clipped)."""
+  from jaxrl_align.host.rlhf import pipeline
+
+  out, summaries, lines = small
+  assert len(lines) == 5 and "gold" in lines[-1]
+  target = pipeline.RL["kl_target"]
+  for algo in ("ppo", "trpo"):
+    s = summaries[algo]
+    assert s["score_gain_in_reference_std"] > 1.0, (algo, s)
+    assert s["gold_gain_in_reference_std"] > 0.3, (algo, s)
+    kl = [r["objective/kl"] for r in runner.read_metrics(str(out / algo))]
+    last = np.mean(kl[3 * len(kl) // 4:])
+    assert abs(last - target) <= 0.2 * target, (algo, last)
+
+
+def test_rlhf_commands_show_samples_resume_and_refuse(small, tmp_path, capsys):
+  from jaxrl_align.host import cli
+  from jaxrl_align.host import rlhf as rlhf_runs
+
+  out, _, _ = small
+  sft_dir, rm_dir = str(out / "sft"), str(out / "rm")
+  tiny = ["--iterations", "4", "--batch-size", "8", "--response-length", "8",
+          "--eval-every", "2", "--num-prompts", "16", "--eval-prompts", "4",
+          "--samples", "2", "--no-progress"]
+  run = str(tmp_path / "trpo")
+  assert cli.main(["rlhf", "trpo", "--out", run, "--sft", sft_dir, "--rm",
+                   rm_dir, *tiny]) == 0
+  text, err = capsys.readouterr()
+  assert "held-out score" in text and "gold" in text
+  assert "samples after 2 iterations" in err
+  rows = [json.loads(l) for l in open(os.path.join(run, "samples.jsonl"))]
+  assert [r["update"] for r in rows] == [2, 2, 4, 4]
+  assert all(set(r) == {"update", "prompt", "response", "score", "gold"}
+             for r in rows)
+  # Stopped after 2 iterations and resumed: the same parameters, bit for bit.
+  part = str(tmp_path / "part")
+  assert rlhf_runs.run_rl(
+      "trpo", part, sft_dir, rm_dir, trpo.TRPOConfig(
+          iterations=4, batch_size=8, response_length=8, eval_every=2),
+      rlhf_runs.RLRunSettings(num_prompts=16, eval_prompts=4, samples=2),
+      progress=False, stop_after=2) == {}
+  assert cli.main(["rlhf", "trpo", "--resume", part, "--no-progress"]) == 0
+  capsys.readouterr()
+  a = runner.read_metrics(run)
+  b = runner.read_metrics(part)
+  assert [r["objective/scores"] for r in a] == [r["objective/scores"]
+                                                for r in b]
+  assert a[-1]["loss/value_avg"] == b[-1]["loss/value_avg"]
+  # Refused in one line, before anything is compiled or written.
+  for argv, words in (
+      (["--rm", sft_dir, "--sft", sft_dir], "expected a `jaxrl-align rlhf rm`"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--response-length", "40"],
+       "max_len"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--batch-size", "32"],
+       "num_prompts"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--samples", "9"], "eval_prompts"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--kl-coef", "-1"], "kl_coef"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--num-minibatches", "3"],
+       "divide")):
+    bad = str(tmp_path / "bad")
+    code = cli.main(["rlhf", "ppo", "--out", bad, *tiny, *argv])
+    _, err = capsys.readouterr()
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not os.path.exists(bad)
+  with pytest.raises(SystemExit) as e:  # argparse's own one-line refusal
+    cli.main(["rlhf", "ppo", "--out", str(tmp_path / "bad"), "--kl-estimator",
+              "k4"])
+  assert e.value.code == 2 and "invalid choice: 'k4'" in capsys.readouterr(
+      ).err
+  code = cli.main(["train", "--resume", run])
+  assert code == 2 and "jaxrl-align rlhf trpo --resume" in (
+      capsys.readouterr().err)

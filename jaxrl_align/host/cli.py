@@ -100,9 +100,13 @@ def _train_config(args, given, settings):
                             "takes neither --out nor --overwrite.")
     learner, stored, _ = runner.load_config(args.resume)
     if learner.name not in ENV_LEARNERS:
+      from jaxrl_align.host import rlhf
+
+      command = next((n for n, c in rlhf.COMMANDS.items()
+                      if c.learner == learner.name), learner.name)
       raise runner.RunError(f"The run in {args.resume!r} is a {learner.name} "
                             f"run: resume it with jaxrl-align rlhf "
-                            f"{learner.name} --resume.")
+                            f"{command} --resume.")
     if args.algo not in (None, learner.name):
       raise runner.RunError(f"The run in {args.resume!r} is {learner.name}; "
                             f"--algo {args.algo} does not match.")
@@ -212,8 +216,12 @@ def _is_png(path: str) -> bool:
 def _demo(args: argparse.Namespace) -> int:
   from jaxrl_align.host import demo
 
+  if args.rlhf_iterations < 0:
+    raise runner.RunError(f"--rlhf-iterations must be >= 0, got "
+                          f"{args.rlhf_iterations}.")
   return demo.main(args.out, args.seeds, args.total_timesteps,
-                   progress=not args.no_progress, overwrite=args.overwrite)
+                   progress=not args.no_progress, overwrite=args.overwrite,
+                   rlhf_iterations=args.rlhf_iterations)
 
 
 # --------------------------------------------------------------- rlhf
@@ -359,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   demo = sub.add_parser(
       "demo", help=f"the main job: {names.replace(', ', ' and ')} on "
-                   f"CartPole-v1, 8 seeds each", formatter_class=fmt)
+                   f"CartPole-v1, 8 seeds each; then RLHF at a small size",
+      formatter_class=fmt)
   demo.add_argument("--seeds", type=int, default=8,
                     help="seeds per learner, in one vmap")
   demo.add_argument("--total-timesteps", type=int, default=None,
@@ -371,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace an earlier demo in --out")
   demo.add_argument("--no-progress", action="store_true",
                     help="no progress bar")
+  demo.add_argument("--rlhf-iterations", type=int, default=40, metavar="INT",
+                    help="iterations of PPO and of TRPO on the language model "
+                         "in the small RLHF run (0: no RLHF part)")
   demo.set_defaults(func=_demo)
 
   _add_rlhf_parser(sub)

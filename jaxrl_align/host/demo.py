@@ -1,9 +1,13 @@
 """``jaxrl-align demo``, the main job: GAE on a time-limited task whose true
-value is known, then every environment learner on CartPole-v1 over seeds
-in one ``vmap`` each, their summaries and one figure of their curves."""
+value is known; every environment learner on CartPole-v1 over seeds in one
+``vmap`` each, their summaries and one figure of their curves; then RLHF at
+a small size (:mod:`jaxrl_align.host.rlhf.pipeline`: pretraining,
+preferences, reward model, PPO and TRPO against it, the gold score before
+and after), when the ``rlhf`` extra is installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import jax
@@ -15,10 +19,13 @@ from jaxrl_align.host import runner
 
 
 def main(out: str, seeds: int, total_timesteps: int | None = None, *,
-         progress: bool = True, overwrite: bool = False) -> int:
+         progress: bool = True, overwrite: bool = False,
+         rlhf_iterations: int = 40) -> int:
   """Runs the demo into ``out`` (a run directory holding one run per
-  learner and ``learning_curves.png``); returns the exit code.
-  ``total_timesteps``: per seed (default: each learner's preset)."""
+  learner, ``learning_curves.png`` and ``rlhf/``); returns the exit code.
+  ``total_timesteps``: per seed (default: each learner's preset).
+  ``rlhf_iterations``: of each RL learner on the language model (0: no
+  RLHF part)."""
   from jaxrl_align.host import plotting
 
   given = {} if total_timesteps is None else {
@@ -51,5 +58,26 @@ def main(out: str, seeds: int, total_timesteps: int | None = None, *,
     runs.append(path)
   figure = plotting.plot_runs(runs, os.path.join(out, "learning_curves.png"))
   print(f"Learning curves: {figure}; runs in {out}/ (try: .venv/bin/"
-        f"jaxrl-align eval {runs[0]})")
+        f"jaxrl-align eval {runs[0]})\n")
+  if rlhf_iterations:
+    _rlhf(os.path.join(out, "rlhf"), rlhf_iterations, progress)
   return 0
+
+
+def _rlhf(out: str, iterations: int, progress: bool) -> None:
+  missing = [m for m in ("tokenizers", "gensim", "vaderSentiment")
+             if importlib.util.find_spec(m) is None]
+  print("3. RLHF at a small size: pretraining, preferences from simulated "
+        "annotators, a reward model, then PPO and TRPO against it with a KL "
+        "penalty to the pretrained model; the gold annotator scores the "
+        "held-out responses before and after.")
+  if missing:
+    print(f"   skipped: it needs the rlhf extra (pip install "
+          f"'jaxrl_align[rlhf]'; missing: {', '.join(missing)}).")
+    return
+  from jaxrl_align.host.rlhf import pipeline
+
+  pipeline.run_small(out, iterations=iterations, progress=progress,
+                     report=lambda text: print(text, flush=True))
+  print(f"   runs in {out}/ (samples: jaxrl-align rlhf ppo --help; "
+        f"docs/rlhf.md)")

@@ -28,7 +28,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -199,7 +199,8 @@ def run(learner: Learner | str, config, out: str,
         settings: RunnerSettings = RunnerSettings(), *, data=None,
         record: dict[str, Any] | None = None, resume: bool = False,
         overwrite: bool = False, tensorboard: bool = False,
-        progress: bool = True, stop_after: int | None = None) -> RunResult:
+        progress: bool = True, stop_after: int | None = None,
+        on_assess: Callable[[int, Any], None] | None = None) -> RunResult:
   """Trains, logs, checkpoints and evaluates one run.
 
   Args:
@@ -222,6 +223,8 @@ def run(learner: Learner | str, config, out: str,
     progress: show a progress bar on stderr.
     stop_after: stop (with a checkpoint) once this many updates are done,
       as Ctrl-C would (for tests and for splitting a run across jobs).
+    on_assess: ``(updates done, states) -> None``, called on the host after
+      each assessment (e.g. to show samples); it must not change the states.
 
   Returns:
     A :class:`RunResult`.
@@ -247,7 +250,7 @@ def run(learner: Learner | str, config, out: str,
     try:
       states, interrupted, first_s, wall = _train(
           learner, config, settings, progs, data, out, store, states, done,
-          writer, progress, stop_after)
+          writer, progress, stop_after, on_assess)
     finally:
       if writer is not None:
         writer.close()
@@ -284,6 +287,13 @@ def _restore(out, config, store, states, diff):
   return done, states
 
 
+def _assessed(learner, config, progs, end: int, n: int) -> bool:
+  """The chunk that ends after ``end`` updates is followed by an
+  assessment."""
+  every = learner.assess_every(config) if progs.assess else None
+  return bool(every) and (end % every == 0 or end == n)
+
+
 def _chunk_metrics(learner, config, progs, data, states, done, n, assessed):
   """One chunk (and the assessment when due): ``(states, metrics)`` with
   ``[seeds, chunk]`` host metrics, null-valued (NaN) where assessed
@@ -291,9 +301,7 @@ def _chunk_metrics(learner, config, progs, data, states, done, n, assessed):
   states, metrics = progs.chunk(config, states, data)
   metrics = monitor.wait(metrics)
   shape = next(iter(metrics.values())).shape
-  end = done + shape[1]
-  every = learner.assess_every(config) if progs.assess else None
-  if every and (end % every == 0 or end == n):
+  if _assessed(learner, config, progs, done + shape[1], n):
     states, extra = progs.assess(config, states, data)
     for k, v in jax.device_get(extra).items():
       metrics[k] = np.full(shape, np.nan)
@@ -304,7 +312,7 @@ def _chunk_metrics(learner, config, progs, data, states, done, n, assessed):
 
 
 def _train(learner, config, settings, progs, data, out, store, states, done,
-           writer, progress, stop_after):
+           writer, progress, stop_after, on_assess):
   """The chunk loop: ``(states, interrupted, first chunk seconds, wall)``."""
   n = learner.num_updates(config)
   assessed = (sorted(jax.eval_shape(progs.assess, config, states, data)[1])
@@ -332,6 +340,9 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
         monitor.write_metrics(metrics_file, metrics, done, writer,
                               learner.units)
         done += settings.chunk
+        if on_assess is not None and _assessed(learner, config, progs, done,
+                                               n):
+          on_assess(done, states)
         monitor.show(bar, metrics, learner.progress_metric,
               settings.chunk * per_update)
         stop = interrupt.requested or (stop_after is not None

@@ -125,12 +125,12 @@ class RLConfig:
   top_k: int = static(0)
   kl_estimator: str = static("k1", choices=sequences.KL_ESTIMATORS)
   kl_control: str = static("adaptive", choices=KL_CONTROLS)
-  whiten_rewards: bool = static(False, choices=(False, True))
+  whiten_rewards: bool = static(False)
   value_model: str = static("critic", choices=VALUE_MODELS)
   epochs: int = static(4)
   num_minibatches: int = static(1)
   eval_every: int = static(10)
-  anneal_lr: bool = static(True, choices=(True, False))
+  anneal_lr: bool = static(True)
   temperature: Any = 1.0
   kl_coef: Any = 0.05
   kl_target: Any = 6.0
@@ -629,22 +629,42 @@ def evaluate(config: RLConfig, state: RLState, key: Array, data: RLData,
   return out
 
 
-def _mean(x) -> float | None:
+def _finite(x) -> np.ndarray:
   x = np.asarray(x, np.float64)
-  x = x[np.isfinite(x)]
+  return x[np.isfinite(x)]
+
+
+def _mean(x) -> float | None:
+  x = _finite(x)
   return float(x.mean()) if x.size else None
+
+
+def _gain(policy, reference) -> float | None:
+  """The policy's mean minus the reference's, in reference standard
+  deviations (None without values or spread)."""
+  p, r = _finite(policy), _finite(reference)
+  if not p.size or r.size < 2 or not r.std() > 0:
+    return None
+  return float((p.mean() - r.mean()) / r.std())
 
 
 def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
   del config
   per_seed = []
   for i, last in enumerate(last_metrics):
-    row = {key: _mean(evaluation[key][i]) for key in (
+    ev = {k: v[i] for k, v in evaluation.items()}
+    row = {key: _mean(ev[key]) for key in (
         "policy_scores", "reference_scores", "policy_gold", "reference_gold",
         "policy_kl_exact")}
-    row["policy_stop_fraction"] = _mean(evaluation["policy_stopped"][i])
-    row["final_kl_coef"] = float(np.asarray(states.kl.coef)[i])
-    row["last_train_kl"] = last.get("objective/kl")
+    row.update(
+        score_gain_in_reference_std=_gain(ev["policy_scores"],
+                                          ev["reference_scores"]),
+        gold_gain_in_reference_std=_gain(ev["policy_gold"],
+                                         ev["reference_gold"]),
+        policy_stop_fraction=_mean(ev["policy_stopped"]),
+        reference_stop_fraction=_mean(ev["reference_stopped"]),
+        final_kl_coef=float(np.asarray(states.kl.coef)[i]),
+        last_train_kl=last.get("objective/kl"))
     per_seed.append(row)
   return {"per_seed": per_seed}
 
@@ -652,10 +672,14 @@ def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
 def _report(summary: dict[str, Any]) -> str:
   def num(x):
     return "n/a" if x is None else f"{x:.3f}"
+
+  def std(x):
+    return "" if x is None else f" ({x:+.2f} sd)"
   return "\n".join(
       f"seed {i}: held-out score {num(s['reference_scores'])} (reference) -> "
-      f"{num(s['policy_scores'])}; gold {num(s['reference_gold'])} -> "
-      f"{num(s['policy_gold'])}; KL(policy || reference) "
+      f"{num(s['policy_scores'])}{std(s['score_gain_in_reference_std'])}; "
+      f"gold {num(s['reference_gold'])} -> {num(s['policy_gold'])}"
+      f"{std(s['gold_gain_in_reference_std'])}; KL(policy || reference) "
       f"{num(s['policy_kl_exact'])} nats per response"
       for i, s in enumerate(summary["per_seed"]))
 

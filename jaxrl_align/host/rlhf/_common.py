@@ -39,6 +39,7 @@ class Command:
       (``--NAME RUN_DIR``).
     resumable: offers ``--resume``.
     needs: the modules of the ``rlhf`` extra it imports.
+    learner: the name of the learner its runs record (``""``: none).
   """
   help: str
   description: str
@@ -47,6 +48,7 @@ class Command:
   inputs: tuple[tuple[str, str], ...] = ()
   resumable: bool = True
   needs: tuple[str, ...] = ("tokenizers",)
+  learner: str = ""
 
 
 def percent(x) -> str:
@@ -94,14 +96,14 @@ def require_run(run_dir: str, kind: str, option: str) -> dict[str, Any]:
   return files.read_json(path) if os.path.isfile(path) else {}
 
 
-def load_sft(run_dir: str, option: str = "--sft"):
-  """``(model_config, params, tokenizer)`` of a finished ``sft`` run."""
-  from jaxrl_align.host.rlhf import corpus
-
-  stored = require_run(run_dir, "sft", option)
+def load_model(run_dir: str, kind: str, option: str):
+  """``(model_config, params)`` saved by a finished ``kind`` run."""
+  stored = require_run(run_dir, kind, option)
   model_config = configs.from_dict(model_lib.TransformerConfig,
                                    stored["config"]["model"])
-  tokenizer = corpus.load_tokenizer(os.path.join(run_dir, "tokenizer.json"))
+  if not os.path.isdir(os.path.join(run_dir, MODEL)):
+    raise runner.RunError(f"{option} {run_dir!r}: the {kind} run saved no "
+                          f"model (see its summary.json).")
   template = model_lib.Transformer(model_config).init(
       jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
   store = checkpoints.Checkpoints(os.path.join(run_dir, MODEL), keep=1)
@@ -109,6 +111,15 @@ def load_sft(run_dir: str, option: str = "--sft"):
     _, params = store.restore(template)
   finally:
     store.close()
+  return model_config, params
+
+
+def load_sft(run_dir: str, option: str = "--sft"):
+  """``(model_config, params, tokenizer)`` of a finished ``sft`` run."""
+  from jaxrl_align.host.rlhf import corpus
+
+  model_config, params = load_model(run_dir, "sft", option)
+  tokenizer = corpus.load_tokenizer(os.path.join(run_dir, "tokenizer.json"))
   return model_config, params, tokenizer
 
 

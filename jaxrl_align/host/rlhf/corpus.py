@@ -133,3 +133,19 @@ def left_pad(sequences: list[list[int]], length: int, pad_id: int):
       tokens[i, length - len(seq):] = seq
       mask[i, length - len(seq):] = True
   return tokens, mask
+
+
+def prompts(tokenizer, documents: list[str], count: int, length: int,
+            seed: int) -> list[list[int]]:
+  """``count`` prefixes of ``length`` tokens taken at evenly spaced offsets
+  (every ``3 * length`` tokens) of the documents, in an order shuffled by
+  ``seed``; ``ValueError`` when the documents give fewer."""
+  streams = [tokenizer.encode(d).ids for d in documents]
+  starts = [(i, s) for i, ids in enumerate(streams)
+            for s in range(0, max(len(ids) - 2 * length, 1), 3 * length)]
+  order = np.random.default_rng(seed).permutation(len(starts))
+  picked = [starts[j] for j in order[:count]]
+  if len(picked) < count:
+    raise ValueError(f"The corpus gives only {len(picked)} prompts of "
+                     f"{length} tokens; ask for fewer.")
+  return [streams[i][s:s + length] for i, s in picked]

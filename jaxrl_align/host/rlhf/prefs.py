@@ -64,21 +64,6 @@ class PrefsSettings:
     _common.check_split_and_seed(self)
 
 
-def _prompts(tokenizer, docs, settings: PrefsSettings) -> list[list[int]]:
-  """Prefixes of ``prompt_tokens`` tokens taken at evenly spaced offsets of
-  the documents, cycling through them, shuffled by the seed."""
-  streams = [tokenizer.encode(d).ids for d in docs]
-  n = settings.prompt_tokens
-  starts = [(i, s) for i, ids in enumerate(streams)
-            for s in range(0, max(len(ids) - 2 * n, 1), 3 * n)]
-  order = np.random.default_rng(settings.seed).permutation(len(starts))
-  picked = [starts[j] for j in order[:settings.num_prompts]]
-  if len(picked) < settings.num_prompts:
-    raise ValueError(f"The corpus gives only {len(picked)} prompts of "
-                     f"{n} tokens; ask for fewer.")
-  return [streams[i][s:s + n] for i, s in picked]
-
-
 def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
               *, documents: list[str] | None = None, overwrite: bool = False,
               progress: bool = True) -> dict[str, Any]:
@@ -103,7 +88,8 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   docs = documents if documents is not None else corpus.load_documents()
   train_docs, _ = corpus.split(docs, sft_settings["valid_fraction"],
                                sft_settings["seed"])
-  prompts = _prompts(tokenizer, train_docs, settings)
+  prompts = corpus.prompts(tokenizer, train_docs, settings.num_prompts,
+                           settings.prompt_tokens, settings.seed)
   files.prepare_run_dir(out, "prefs", overwrite=overwrite)
   start = time.perf_counter()
   responses, generated = _sample(model_config, params, tokenizer, prompts,

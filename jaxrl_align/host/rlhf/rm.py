@@ -183,6 +183,6 @@ COMMAND = _common.Command(
                 "normalised on the reference policy's samples.",
     groups=(("reward model", reward_model.RMConfig, None),
             ("run", RMRunSettings, None)),
-    main=main,
+    main=main, learner="rm",
     inputs=(("sft", "a `jaxrl-align rlhf sft` run directory"),
             ("prefs", "a `jaxrl-align rlhf prefs` run directory")))

@@ -188,4 +188,4 @@ COMMAND = _common.Command(
     groups=(("model", sft.SFTConfig().model, MODEL_OPTIONS),
             ("pretraining", sft.SFTConfig, None),
             ("run", SFTRunSettings, None)),
-    main=main, needs=("tokenizers", "gensim"))
+    main=main, needs=("tokenizers", "gensim"), learner="sft")

@@ -1,0 +1,278 @@
+"""``jaxrl-align rlhf ppo`` and ``jaxrl-align rlhf trpo``: the pretrained
+model optimised against the reward model with a KL penalty to itself (the
+frozen reference), through the runner (:data:`jaxrl_align.rlhf.ppo.LEARNER`,
+:data:`jaxrl_align.rlhf.trpo.LEARNER`).
+
+Prompts are corpus prefixes: training prompts from the ``sft`` run's
+training documents, held-out prompts from its validation documents. The
+critic starts from the reward model. The gold annotator of part 1 scores
+the responses on the host (a callback), reported and never optimised.
+Besides the runner's files the run directory holds ``samples.jsonl``: at
+each assessment, held-out prompts with the policy's responses, their
+reward-model and gold scores (also shown on the terminal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_align import _checks
+from jaxrl_align.host import files
+from jaxrl_align.host import runner
+from jaxrl_align.host.rlhf import _common
+from jaxrl_align.rlhf import ppo
+from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import trpo
+
+LEARNERS = {"ppo": ppo.LEARNER, "trpo": trpo.LEARNER}
+SAMPLES = "samples.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class RLRunSettings:
+  """Where an RL run's prompts come from, and what it shows.
+
+  Attributes:
+    num_prompts: training prompts (prefixes of the sft run's training
+      documents); each iteration draws ``batch_size`` of them.
+    eval_prompts: held-out prompts (prefixes of its validation documents):
+      assessments and the final evaluation.
+    prompt_tokens: tokens per prompt.
+    samples: held-out prompts shown with their responses at each
+      assessment (0: none).
+    seed: seeds the prompts and the learner.
+  """
+  num_prompts: int = 1024
+  eval_prompts: int = 64
+  prompt_tokens: int = 16
+  samples: int = 3
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("num_prompts", "eval_prompts", "prompt_tokens"):
+      _checks.check_positive_int(name, getattr(self, name))
+    _checks.check_positive_int("samples", self.samples, allow_zero=True)
+    _checks.check_positive_int("seed", self.seed, allow_zero=True)
+    if self.samples > self.eval_prompts:
+      raise ValueError(f"`samples` ({self.samples}) exceeds eval_prompts "
+                       f"({self.eval_prompts}).")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GoldScore:
+  """Part 1's gold annotator as ``gold_fn``: each response (the tokens
+  after the prompt, the stop token left out) decoded and scored on the
+  host, through ``jax.pure_callback``."""
+  tokenizer: Any
+  prompt_tokens: int
+  eos: int
+
+  def texts(self, tokens, mask) -> list[str]:
+    tokens, mask = np.asarray(tokens), np.asarray(mask)
+    p = self.prompt_tokens
+    return [self.tokenizer.decode([int(t) for t, m in zip(row[p:], live[p:])
+                                   if m and t != self.eos])
+            for row, live in zip(tokens, mask)]
+
+  def host(self, tokens, mask) -> np.ndarray:
+    from jaxrl_align.host.rlhf import annotators
+
+    return annotators.gold_scores(_lexicon(), self.texts(tokens, mask)
+                                  ).astype(np.float32)
+
+  def __call__(self, tokens, mask):
+    return jax.pure_callback(
+        self.host, jax.ShapeDtypeStruct(tokens.shape[:1], jnp.float32),
+        tokens, mask, vmap_method="sequential")
+
+
+_LEXICON = []
+
+
+def _lexicon():
+  from jaxrl_align.host.rlhf import annotators
+
+  if not _LEXICON:
+    _LEXICON.append(annotators.load_lexicon())
+  return _LEXICON[0]
+
+
+def build_data(sft_dir: str, rm_dir: str, settings: RLRunSettings,
+               documents: list[str] | None = None):
+  """``(data, model_config, tokenizer, (eos, pad))`` of a run from its
+  inputs (``documents``: the texts the sft run was given instead of the
+  corpus, for tests)."""
+  from jaxrl_align.host.rlhf import corpus
+
+  model_config, ref_params, tokenizer = _common.load_sft(sft_dir)
+  rm_config, rm_params = _common.load_model(rm_dir, "rm", "--rm")
+  if rm_config != model_config:
+    raise runner.RunError(f"--rm {rm_dir!r} has another model shape than "
+                          f"--sft {sft_dir!r}: train the reward model from "
+                          f"that sft run.")
+  sft_settings = runner.read_run(sft_dir)["run_settings"]
+  docs = documents if documents is not None else corpus.load_documents()
+  train_docs, valid_docs = corpus.split(docs,
+                                        sft_settings["valid_fraction"],
+                                        sft_settings["seed"])
+  eos, pad = corpus.special_ids(tokenizer)
+  n = settings.prompt_tokens
+  try:
+    train = corpus.prompts(tokenizer, train_docs, settings.num_prompts, n,
+                           settings.seed)
+    held_out = corpus.prompts(tokenizer, valid_docs, settings.eval_prompts, n,
+                              settings.seed)
+  except ValueError as e:
+    raise runner.RunError(str(e)) from None
+  (tokens, mask), (eval_tokens, eval_mask) = (
+      corpus.left_pad(p, n, pad) for p in (train, held_out))
+  data = rl.RLData(
+      jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(eval_tokens),
+      jnp.asarray(eval_mask), ref_params, rm_params, rm_params,
+      rl.RewardModelScore(rm_config),
+      GoldScore(tokenizer, n, eos))
+  return data, model_config, tokenizer, (eos, pad)
+
+
+def _sample_table(config, data, tokenizer, settings, out):
+  """``on_assess``: the policy of seed 0 on the first ``samples``
+  held-out prompts (a fixed key), appended to ``samples.jsonl`` and shown."""
+  k = settings.samples
+
+  @jax.jit
+  def sample(params):
+    gen = rl.sample(config, params, data.eval_prompts[:k],
+                    data.eval_prompt_mask[:k], jax.random.key(settings.seed))
+    score, _ = rl.scores(config, data, gen.tokens, gen.mask, gen.response,
+                         gen.response_mask)
+    return gen.tokens, gen.mask, score
+
+  def show(done, states):
+    tokens, mask, score = jax.device_get(sample(
+        jax.tree.map(lambda x: x[0], states.params)))
+    gold = data.gold_fn.host(tokens, mask)
+    texts = data.gold_fn.texts(tokens, mask)
+    rows = [{"update": done, "prompt": tokenizer.decode(
+        [int(t) for t, m in zip(row[:settings.prompt_tokens],
+                                live[:settings.prompt_tokens]) if m]),
+             "response": text, "score": float(s), "gold": float(g)}
+            for row, live, text, s, g in zip(tokens, mask, texts, score,
+                                              gold)]
+    with open(os.path.join(out, SAMPLES), "a") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+    print(f"\nsamples after {done} iterations (score | gold | prompt ... "
+          f"response):", file=sys.stderr)
+    for r in rows:
+      print(f"  {r['score']:+6.2f} | {r['gold']:+5.2f} | "
+            f"{r['prompt'][-40:]!r} ... {r['response'][:80]!r}",
+            file=sys.stderr)
+
+  return show if k else None
+
+
+def run_rl(algo: str, out: str, sft_dir: str | None = None,
+           rm_dir: str | None = None, config: rl.RLConfig | None = None,
+           settings: RLRunSettings = RLRunSettings(), *,
+           seeds: int = 1, documents: list[str] | None = None,
+           overwrite: bool = False, resume: bool = False,
+           tensorboard: bool = False, progress: bool = True,
+           stop_after: int | None = None) -> dict[str, Any]:
+  """Optimises the pretrained model against the reward model (``algo``:
+  ``"ppo"`` or ``"trpo"``); returns the summary (empty when stopped early).
+
+  With ``resume``, the inputs, ``config`` and ``settings`` are read from the
+  run in ``out``. ``seeds``: runs in one ``vmap``. ``documents``: the texts
+  the sft run was given instead of the corpus (tests; again to resume).
+  ``stop_after``: stop with a checkpoint after this many iterations, as
+  Ctrl-C would.
+  """
+  learner = LEARNERS[algo]
+  if resume:
+    _, config, _ = runner.load_config(out, learner)
+    stored = runner.read_run(out)
+    sft_dir, rm_dir = stored["sft_run"], stored["rm_run"]
+    settings = RLRunSettings(**stored["run_settings"])
+  if sft_dir is None or rm_dir is None:
+    raise runner.RunError(f"rlhf {algo} needs --sft and --rm run "
+                          f"directories.")
+  data, model_config, tokenizer, (eos, pad) = build_data(
+      sft_dir, rm_dir, settings, documents)
+  if not resume:
+    config = (config or learner.config_type()).replace(
+        model=model_config, stop_token=eos, pad_token=pad)
+    if settings.prompt_tokens + config.response_length > model_config.max_len:
+      raise runner.RunError(
+          f"prompt_tokens ({settings.prompt_tokens}) + response_length "
+          f"({config.response_length}) exceed the model's max_len "
+          f"({model_config.max_len}).")
+    if config.batch_size > settings.num_prompts:
+      raise runner.RunError(f"batch_size ({config.batch_size}) exceeds "
+                            f"num_prompts ({settings.num_prompts}).")
+    runner.create(learner, config, out, runner.RunnerSettings(
+        seeds=seeds, seed=settings.seed), overwrite=overwrite, record={
+            "run_settings": dataclasses.asdict(settings),
+            "sft_run": os.path.abspath(sft_dir),
+            "rm_run": os.path.abspath(rm_dir)})
+  result = runner.run(learner, config, out, data=data, resume=True,
+                      tensorboard=tensorboard, progress=progress,
+                      stop_after=stop_after,
+                      on_assess=_sample_table(config, data, tokenizer,
+                                              settings, out))
+  if result.interrupted:
+    return {}
+  summary = result.summary
+  if summary["seeds"] == 1:
+    summary = _common.one_seed(
+        summary, episodes_per_second=summary["episodes"]
+        / summary["wall_seconds_this_session"])
+    files.write_json(os.path.join(out, "summary.json"), summary)
+  return summary
+
+
+def _report(s: dict[str, Any]) -> str:
+  per_seed = s.get("per_seed") or [s]
+  text = rl._report({"per_seed": per_seed})
+  if "episodes_per_second" in s:
+    text += f"; {s['episodes_per_second']:.1f} episodes/s"
+  return text
+
+
+def _main(algo):
+  def main(out, inputs, options, **flags) -> int:
+    config = None
+    if not flags.get("resume"):
+      config = LEARNERS[algo].config_type(**options[algo])
+    summary = run_rl(algo, out, inputs.get("sft"), inputs.get("rm"), config,
+                     RLRunSettings(**options["run"]), **flags)
+    text, code = _common.ending(algo, out, summary, _report)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+  return main
+
+
+def _command(algo, what):
+  return _common.Command(
+      help=f"{what} against the reward model, KL-penalised to the pretrained "
+           f"model",
+      description=f"KL-regularised {what} of the pretrained model against "
+                  f"the reward model (the critic starts from it), on corpus "
+                  f"prompts; reports held-out reward-model and gold scores "
+                  f"and the KL to the reference.",
+      groups=((algo, LEARNERS[algo].config_type, None),
+              ("run", RLRunSettings, None)),
+      main=_main(algo), learner=LEARNERS[algo].name,
+      inputs=(("sft", "a `jaxrl-align rlhf sft` run directory (the "
+                      "reference and the tokenizer)"),
+              ("rm", "a `jaxrl-align rlhf rm` run directory")),
+      needs=("tokenizers", "gensim", "vaderSentiment"))
+
+
+COMMANDS = {"ppo": _command("ppo", "PPO"), "trpo": _command("trpo", "TRPO")}
