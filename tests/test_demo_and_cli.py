@@ -42,7 +42,8 @@ def test_bandit_is_reproducible_bit_for_bit():
 def test_cli_demo_trains_both_learners_and_plots(tmp_path, capsys):
   out = str(tmp_path / "demo")
   assert cli.main(["demo", "--seeds", "2", "--total-timesteps", "2048",
-                   "--out", out, "--no-progress"]) == 0
+                   "--out", out, "--no-progress", "--rlhf-iterations",
+                   "0"]) == 0
   text = capsys.readouterr().out
   assert "PPO on CartPole-v1, 2 seeds" in text
   assert "TRPO on CartPole-v1, 2 seeds" in text

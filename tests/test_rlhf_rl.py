@@ -18,6 +18,7 @@ from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rollout
 from jaxrl_align.rlhf import trpo
 
 V, N, STOP, PAD = 5, 3, 4, 0  # vocabulary, response length, special tokens
@@ -235,17 +236,17 @@ def random_batch(key, b=32, n=6):
 def ours(response, mask, logprobs, ref_logprobs, values, scores, config):
   """Our post-rollout arithmetic on the same batch, garbage at padding."""
   garbage = lambda x: jnp.where(mask, x, 7.0)  # noqa: E731
-  done = rl.stopped(config, jnp.asarray(response), jnp.asarray(mask))
+  done = rollout.stopped(config, jnp.asarray(response), jnp.asarray(mask))
   score = jnp.asarray(scores, jnp.float32) - jnp.where(
       done, 0.0, config.missing_eos_penalty)
-  kl, reward, adv, ret = rl.rewards_and_advantages(
+  kl, reward, adv, ret = rollout.rewards_and_advantages(
       config, score, garbage(logprobs), garbage(ref_logprobs),
       garbage(values), jnp.asarray(mask), config.kl_coef)
-  exp = rl.Experience(None, None, jnp.asarray(response), jnp.asarray(mask),
+  exp = rollout.Experience(None, None, jnp.asarray(response), jnp.asarray(mask),
                       garbage(logprobs), None, None, score, done, kl, reward,
                       adv, ret)
   return dict(kl=kl, rewards=reward, advantages=adv, returns=ret,
-              scores=score, metrics=rl.sample_metrics(exp, config.kl_coef))
+              scores=score, metrics=rollout.sample_metrics(exp, config.kl_coef))
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
@@ -285,7 +286,7 @@ def test_post_rollout_arithmetic_matches_trl(estimator, whiten_rewards):
 
 def one_rollout(config, data, key=3):
   state = ppo.LEARNER.init(config, jax.random.key(0), data)
-  exp = jax.jit(lambda s: rl.rollout(config, s, data, data.prompts,
+  exp = jax.jit(lambda s: rollout.rollout(config, s, data, data.prompts,
                                      data.prompt_mask,
                                      jax.random.key(key)))(state)
   return state, exp
@@ -380,11 +381,11 @@ def test_temperature_is_applied_in_sampling_and_every_log_prob():
   config = toy_config("ppo", 0.1, batch_size=2048, temperature=0.7)
   state = ppo.LEARNER.init(config, jax.random.key(0), data)._replace(
       params=policy)
-  exp = jax.jit(lambda s: rl.rollout(config, s, data, data.prompts,
+  exp = jax.jit(lambda s: rollout.rollout(config, s, data, data.prompts,
                                      data.prompt_mask,
                                      jax.random.key(1)))(state)
   k1 = np.asarray(jnp.sum(exp.kl, axis=1), np.float64)
-  exact_kl = np.asarray(rl.exact_kl(config, policy, data.ref_params,
+  exact_kl = np.asarray(rollout.exact_kl(config, policy, data.ref_params,
                                     exp.tokens, exp.mask,
                                     exp.response_mask), np.float64)
   assert np.all(exact_kl >= -1e-6)
@@ -394,13 +395,13 @@ def test_temperature_is_applied_in_sampling_and_every_log_prob():
   assert abs(k1.mean() - exact_kl.mean()) < 4 * se, (k1.mean(),
                                                      exact_kl.mean(), se)
   # Sampled at temperature 1, scored at 0.7: the estimate is off.
-  cold = jax.jit(lambda s: rl.rollout(config.replace(temperature=1.0), s,
+  cold = jax.jit(lambda s: rollout.rollout(config.replace(temperature=1.0), s,
                                       data, data.prompts, data.prompt_mask,
                                       jax.random.key(1)))(state)
-  lp = rl.token_log_probs(rl.response_outputs(config, policy, cold.tokens,
+  lp = rollout.token_log_probs(rollout.response_outputs(config, policy, cold.tokens,
                                               cold.mask)[0], cold.response,
                           cold.response_mask)
-  ref = rl.token_log_probs(rl.response_outputs(
+  ref = rollout.token_log_probs(rollout.response_outputs(
       config, data.ref_params, cold.tokens, cold.mask)[0], cold.response,
       cold.response_mask)
   wrong = np.asarray(jnp.sum(lp - ref, axis=1), np.float64)
@@ -428,10 +429,10 @@ def test_distinct_n_counts_distinct_ngrams_of_real_tokens():
   tokens = jnp.asarray([[1, 2, 1, 2], [1, 2, 3, 0]])
   mask = jnp.asarray([[True] * 4, [True, True, True, False]])
   # unigrams: 1 2 1 2 1 2 3 -> {1, 2, 3}: 3 / 7
-  assert float(rl.distinct_n(tokens, mask, 1, 4)) == pytest.approx(3 / 7)
+  assert float(rollout.distinct_n(tokens, mask, 1, 4)) == pytest.approx(3 / 7)
   # bigrams: 12 21 12 | 12 23 -> {12, 21, 23}: 3 / 5
-  assert float(rl.distinct_n(tokens, mask, 2, 4)) == pytest.approx(3 / 5)
-  assert np.isnan(float(rl.distinct_n(tokens, mask & False, 1, 4)))
+  assert float(rollout.distinct_n(tokens, mask, 2, 4)) == pytest.approx(3 / 5)
+  assert np.isnan(float(rollout.distinct_n(tokens, mask & False, 1, 4)))
 
 
 @pytest.mark.parametrize("algo", ["ppo", "trpo"])

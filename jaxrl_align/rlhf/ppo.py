@@ -28,6 +28,7 @@ from jaxrl_align import configs
 from jaxrl_align import losses
 from jaxrl_align import sgd
 from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rollout
 
 Array = jax.Array
 masked_mean = losses.masked_mean
@@ -61,14 +62,14 @@ def init_opt(config, params, critic):
     return optimizer(config).init((params, critic))
 
 
-def minibatch_loss(config: PPOConfig, trainable, mb: rl.Experience):
+def minibatch_loss(config: PPOConfig, trainable, mb: rollout.Experience):
   """PPO's loss on a minibatch, and its diagnostics."""
   params, critic = trainable
-  logits, own_scalar = rl.response_outputs(config, params, mb.tokens, mb.mask)
+  logits, own_scalar = rollout.response_outputs(config, params, mb.tokens, mb.mask)
   live = mb.response_mask
-  log_probs = rl.token_log_probs(logits, mb.response, live)
+  log_probs = rollout.token_log_probs(logits, mb.response, live)
   vpred = (own_scalar if config.value_model == "policy" else
-           rl.response_outputs(config, critic, mb.tokens, mb.mask)[1])
+           rollout.response_outputs(config, critic, mb.tokens, mb.mask)[1])
   pg = losses.ppo_clip_loss(log_probs, mb.log_probs, mb.advantages,
                             clip_eps=config.clip_eps, mask=live)
   vf = losses.clipped_value_loss(vpred, mb.values, mb.returns,
@@ -86,12 +87,12 @@ def minibatch_loss(config: PPOConfig, trainable, mb: rl.Experience):
          "policy/clipfrac_avg": masked_mean(f32(pg_clipped), live),
          "loss/policy_avg": pg, "loss/value_avg": vf,
          "val/clipfrac_avg": masked_mean(f32(vf_clipped), live),
-         "policy/entropy_avg": masked_mean(rl.token_entropy(logits), live),
+         "policy/entropy_avg": masked_mean(rollout.token_entropy(logits), live),
          "policy/ratio_max": jnp.max(jnp.where(live, ratio, 1.0))}
   return pg + config.vf_coef * vf, aux
 
 
-def update(config: PPOConfig, state: rl.RLState, exp: rl.Experience,
+def update(config: PPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
   """Epochs of minibatch Adam steps on the policy and the critic."""
   tx = optimizer(config)

@@ -1,6 +1,7 @@
 """KL-regularised reinforcement learning on the language model: what PPO and
-TRPO share (the rollout, the per-token rewards and advantages, the metrics,
-the learner).
+TRPO share (the config, the data, the state, the iteration and the
+learner; the rollout, rewards, advantages and sample metrics are in
+:mod:`jaxrl_align.rlhf.rollout`).
 
 One iteration, for a batch of prompts:
 
@@ -51,17 +52,14 @@ import numpy as np
 from flax import struct
 
 from jaxrl_align import _checks
-from jaxrl_align import advantages as advantages_lib
 from jaxrl_align import configs
-from jaxrl_align import distributions
 from jaxrl_align import kl_control
 from jaxrl_align import learner
-from jaxrl_align import normalization
 from jaxrl_align import sequences
 from jaxrl_align import sgd
-from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import reward_model
+from jaxrl_align.rlhf import rollout as rollout_lib
 
 Array = jax.Array
 static = configs.static
@@ -257,272 +255,6 @@ def kl_controller(config: RLConfig) -> kl_control.KLController:
       config.kl_coef, target=config.kl_target, horizon=config.kl_horizon)
 
 
-# -------------------------------------------------------------- the model
-
-
-def _apply(config: RLConfig):
-  return model_lib.Transformer(config.model).apply
-
-
-def response_outputs(config: RLConfig, params, tokens: Array, mask: Array
-                     ) -> tuple[Array, Array]:
-  """One forward pass: the sampling distribution's logits for each
-  response token and the scalar head before it.
-
-  Args:
-    config: the run's config (model, temperature, top_k, response_length).
-    params: a transformer's parameters.
-    tokens: ``[B, P + N]`` prompt then response.
-    mask: ``[B, P + N]`` real tokens.
-
-  Returns:
-    ``(logits [B, N, V], scalar [B, N])``: logits divided by the temperature
-    (``-inf`` outside the top k), predicting response token ``t``; the
-    scalar head at the position before it (the value of the state in which
-    token ``t`` is chosen).
-  """
-  n = config.response_length
-  logits, scalar, _ = _apply(config)(params, tokens, mask)
-  return (generation.sampling_logits(logits[:, -n - 1:-1], config.temperature,
-                                     config.top_k),
-          scalar[:, -n - 1:-1])
-
-
-def token_log_probs(logits: Array, tokens: Array, mask: Array) -> Array:
-  """``[B, N]`` log-probability of each token (0 where ``mask`` is false)."""
-  log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1),
-                                  tokens[..., None], axis=-1)[..., 0]
-  return jnp.where(mask, log_probs, 0.0)
-
-
-def token_entropy(logits: Array) -> Array:
-  """``[B, N]`` entropy of each token's distribution (``-inf`` logits are
-  outside the support)."""
-  log_p = jax.nn.log_softmax(logits, axis=-1)
-  p = jnp.exp(log_p)
-  return -jnp.sum(jnp.where(p > 0, p * log_p, 0.0), axis=-1)
-
-
-def values(config: RLConfig, params, critic, tokens: Array,
-           mask: Array) -> Array:
-  """``[B, N]`` value of the state before each response token: the critic's
-  scalar head, or the policy's with ``value_model="policy"``."""
-  source = params if config.value_model == "policy" else critic
-  return response_outputs(config, source, tokens, mask)[1]
-
-
-# ---------------------------------------------------------------- rollout
-
-
-class Experience(NamedTuple):
-  """One iteration's samples and what the update needs of them
-  (batch-major, ``[B, ...]``).
-
-  Attributes:
-    tokens: ``[B, P + N]`` prompt then response.
-    mask: ``[B, P + N]`` real tokens.
-    response: ``[B, N]`` response tokens (padding after the stop token).
-    response_mask: ``[B, N]`` tokens the policy chose (the stop token
-      included).
-    log_probs: ``[B, N]`` under the sampling policy (0 at padding).
-    ref_log_probs: ``[B, N]`` under the reference (0 at padding).
-    values: ``[B, N]`` value estimates (0 at padding).
-    scores: ``[B]`` scores, after the missing-stop penalty.
-    stopped: ``[B]`` bool, the response emitted the stop token.
-    kl: ``[B, N]`` per-token KL estimate (the reward's).
-    rewards: ``[B, N]`` per-token rewards.
-    advantages: ``[B, N]`` whitened advantages (0 at padding).
-    returns: ``[B, N]`` value targets (advantage before whitening plus
-      value).
-  """
-  tokens: Array
-  mask: Array
-  response: Array
-  response_mask: Array
-  log_probs: Array
-  ref_log_probs: Array
-  values: Array
-  scores: Array
-  stopped: Array
-  kl: Array
-  rewards: Array
-  advantages: Array
-  returns: Array
-
-
-def sample(config: RLConfig, params, prompt: Array, prompt_mask: Array,
-           key: Array) -> generation.Generation:
-  """Responses of the policy to ``[B, P]`` prompts (the cached sampler)."""
-  return generation.generate(
-      _apply(config), params, config.model, prompt, prompt_mask, key,
-      max_new_tokens=config.response_length, temperature=config.temperature,
-      top_k=config.top_k, stop_token=config.stop_token,
-      pad_token=config.pad_token)
-
-
-def stopped(config: RLConfig, response: Array, response_mask: Array) -> Array:
-  """``[B]`` bool: the response emitted the stop token (always true when
-  there is none)."""
-  if config.stop_token is None:
-    return jnp.ones(response.shape[:1], bool)
-  return jnp.any((response == config.stop_token) & response_mask, axis=1)
-
-
-def scores(config: RLConfig, data: RLData, tokens: Array, mask: Array,
-           response: Array, response_mask: Array) -> tuple[Array, Array]:
-  """``(score [B], stopped [B])``: ``data.score_fn`` of each sequence minus
-  ``missing_eos_penalty`` where the response never stopped."""
-  done = stopped(config, response, response_mask)
-  raw = data.score_fn(data.reward_params, tokens, mask).astype(jnp.float32)
-  penalty = jnp.asarray(config.missing_eos_penalty, raw.dtype)
-  return raw - jnp.where(done, 0.0, penalty), done
-
-
-def rewards_and_advantages(config: RLConfig, score: Array, log_probs: Array,
-                           ref_log_probs: Array, value: Array, mask: Array,
-                           kl_coef: Array):
-  """Steps 3 and 4 of the iteration (batch-major in, batch-major out).
-
-  Args:
-    config: whitening, estimator, γ and λ.
-    score: ``[B]``.
-    log_probs, ref_log_probs, value: ``[B, N]``.
-    mask: ``[B, N]`` bool, response tokens.
-    kl_coef: β.
-
-  Returns:
-    ``(kl, rewards, advantages, returns)``, each ``[B, N]``, zero at
-    padding; advantages whitened over response tokens (``ddof=1``, as TRL's
-    ``masked_whiten``).
-  """
-  tm = sequences.time_major
-  live = tm(mask)
-  reward, kl = sequences.kl_penalized_rewards(
-      score, tm(log_probs), tm(ref_log_probs), live, kl_coef=kl_coef,
-      estimator=config.kl_estimator)
-  if config.whiten_rewards:
-    reward = jnp.where(live, normalization.whiten(
-        reward, live, ddof=1, shift_mean=False), 0.0)
-  value = jnp.where(live, tm(value), 0.0)
-  next_value = jnp.concatenate([value[1:], jnp.zeros_like(value[:1])])
-  advantage, returns = advantages_lib.gae(
-      reward, value, next_value, sequences.last_step(live),
-      jnp.zeros_like(live), gamma=config.gamma, lam=config.lam)
-  white = jnp.where(live, normalization.whiten(advantage, live, ddof=1), 0.0)
-  bm = sequences.batch_major
-  return bm(kl), bm(reward), bm(white), bm(jnp.where(live, returns, 0.0))
-
-
-def rollout(config: RLConfig, state: RLState, data: RLData, prompt: Array,
-            prompt_mask: Array, key: Array) -> Experience:
-  """Steps 1–4: sample, score, per-token rewards, advantages."""
-  gen = sample(config, state.params, prompt, prompt_mask, key)
-  live = gen.response_mask
-  logits, own_scalar = response_outputs(config, state.params, gen.tokens,
-                                        gen.mask)
-  log_probs = token_log_probs(logits, gen.response, live)
-  ref_logits, _ = response_outputs(config, data.ref_params, gen.tokens,
-                                   gen.mask)
-  ref_log_probs = token_log_probs(ref_logits, gen.response, live)
-  value = (own_scalar if config.value_model == "policy" else
-           values(config, state.params, state.critic, gen.tokens, gen.mask))
-  value = jnp.where(live, value, 0.0)
-  score, done = scores(config, data, gen.tokens, gen.mask, gen.response, live)
-  kl, reward, advantage, returns = rewards_and_advantages(
-      config, score, log_probs, ref_log_probs, value, live, state.kl.coef)
-  return Experience(gen.tokens, gen.mask, gen.response, live, log_probs,
-                    ref_log_probs, value, score, done, kl, reward, advantage,
-                    returns)
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def distinct_n(tokens: Array, mask: Array, n: int, vocab_size: int) -> Array:
-  """Distinct-n (Li et al. 2016): distinct n-grams over all n-grams of the
-  batch's responses (NaN when there are none).
-
-  Args:
-    tokens: ``[B, N]`` response tokens.
-    mask: ``[B, N]`` real tokens.
-    n: n-gram length (static).
-    vocab_size: to encode an n-gram as one int32 (``vocab_size ** n <
-      2 ** 31``).
-
-  Returns:
-    Scalar in (0, 1].
-  """
-  if vocab_size ** n >= 2 ** 31:
-    raise ValueError(f"distinct-{n} over {vocab_size} tokens needs more than "
-                     f"31 bits per n-gram.")
-  length = tokens.shape[1] - n + 1
-  code = jnp.zeros((tokens.shape[0], length), jnp.int32)
-  valid = jnp.ones((tokens.shape[0], length), bool)
-  for i in range(n):
-    code = code * vocab_size + tokens[:, i:i + length].astype(jnp.int32)
-    valid = valid & mask[:, i:i + length]
-  code = jnp.sort(jnp.where(valid, code, -1).reshape(-1))
-  new = (code[1:] != code[:-1]) & (code[1:] >= 0)
-  count = jnp.sum(new, dtype=jnp.int32) + (code[0] >= 0).astype(jnp.int32)
-  total = jnp.sum(valid, dtype=jnp.int32)
-  return jnp.where(total > 0, count / jnp.maximum(total, 1), jnp.nan
-                   ).astype(jnp.float32)
-
-
-def exact_kl(config: RLConfig, params, ref_params, tokens: Array,
-             mask: Array, response_mask: Array) -> Array:
-  """``[B]`` Σ over response tokens of the exact ``KL(π(·|context) ||
-  π_ref(·|context))`` over the whole vocabulary (the sampling
-  distributions): an unbiased, low-variance estimate of the sequence KL
-  ``KL(π || π_ref)``."""
-  logits, _ = response_outputs(config, params, tokens, mask)
-  ref_logits, _ = response_outputs(config, ref_params, tokens, mask)
-  per_token = distributions.categorical_kl(logits, ref_logits)
-  return jnp.sum(jnp.where(response_mask, per_token, 0.0), axis=1)
-
-
-def gold(data: RLData, tokens: Array, mask: Array) -> Array:
-  """Mean gold score of the batch (NaN without ``data.gold_fn``)."""
-  if data.gold_fn is None:
-    return jnp.full((), jnp.nan, jnp.float32)
-  return jnp.mean(data.gold_fn(tokens, mask))
-
-
-def sample_metrics(exp: Experience, kl_coef: Array) -> dict[str, Array]:
-  """The metrics of a batch's arithmetic (TRL's names where they overlap:
-  sums over a response, means over the batch; padding enters none)."""
-  live = exp.response_mask
-  per_seq = lambda x: jnp.sum(jnp.where(live, x, 0.0), axis=1)  # noqa: E731
-  kl = per_seq(exp.kl)
-  non_score = -kl_coef * kl
-  return {
-      "objective/kl": jnp.mean(kl),
-      "objective/entropy": jnp.mean(per_seq(-exp.log_probs)),
-      "objective/non_score_reward": jnp.mean(non_score),
-      "objective/scores": jnp.mean(exp.scores),
-      "objective/rlhf_reward": jnp.mean(exp.scores) + jnp.mean(non_score),
-      "objective/kl_coef": jnp.asarray(kl_coef, jnp.float32),
-      "response_length": jnp.mean(jnp.sum(live, axis=1).astype(jnp.float32)),
-      "stop_fraction": jnp.mean(exp.stopped.astype(jnp.float32)),
-  }
-
-
-def rollout_metrics(config: RLConfig, state: RLState, data: RLData,
-                    exp: Experience) -> dict[str, Array]:
-  """:func:`sample_metrics`, the exact KL to the reference, the gold
-  score and distinct-1/2 of the responses."""
-  live = exp.response_mask
-  vocab = config.model.vocab_size
-  return {
-      **sample_metrics(exp, state.kl.coef),
-      "objective/kl_exact": jnp.mean(exact_kl(
-          config, state.params, data.ref_params, exp.tokens, exp.mask, live)),
-      "objective/gold": gold(data, exp.tokens, exp.mask),
-      "distinct_1": distinct_n(exp.response, live, 1, vocab),
-      "distinct_2": distinct_n(exp.response, live, 2, vocab),
-  }
-
-
 # ----------------------------------------------------------- the learner
 
 
@@ -574,9 +306,9 @@ def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
   within the iteration), the rollout, the update, the KL controller."""
   key, k_prompts, k_sample, k_update = jax.random.split(state.key, 4)
   idx = sgd.permutation(k_prompts, data.prompts.shape[0])[:config.batch_size]
-  exp = rollout(config, state, data, data.prompts[idx],
-                data.prompt_mask[idx], k_sample)
-  metrics = rollout_metrics(config, state, data, exp)
+  exp = rollout_lib.rollout(config, state, data, data.prompts[idx],
+                            data.prompt_mask[idx], k_sample)
+  metrics = rollout_lib.rollout_metrics(config, state, data, exp)
   params, critic, opt_state, update_metrics = algorithm.update(
       config, state, exp, k_update)
   kl_state = kl_controller(config).update(
@@ -592,16 +324,16 @@ def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
 def assess(config: RLConfig, state: RLState, data: RLData):
   """On the held-out prompts (one sampled response each, a fixed key):
   score, gold score and exact KL to the reference."""
-  gen = sample(config, state.params, data.eval_prompts, data.eval_prompt_mask,
-               jax.random.key(0))
-  score, done = scores(config, data, gen.tokens, gen.mask, gen.response,
-                       gen.response_mask)
+  gen = rollout_lib.sample(config, state.params, data.eval_prompts,
+                           data.eval_prompt_mask, jax.random.key(0))
+  score, done = rollout_lib.scores(config, data, gen.tokens, gen.mask,
+                                   gen.response, gen.response_mask)
+  kl = rollout_lib.exact_kl(config, state.params, data.ref_params,
+                            gen.tokens, gen.mask, gen.response_mask)
   return state, {
       "eval/scores": jnp.mean(score),
-      "eval/gold": gold(data, gen.tokens, gen.mask),
-      "eval/kl_exact": jnp.mean(exact_kl(config, state.params,
-                                         data.ref_params, gen.tokens,
-                                         gen.mask, gen.response_mask)),
+      "eval/gold": rollout_lib.gold(data, gen.tokens, gen.mask),
+      "eval/kl_exact": jnp.mean(kl),
       "eval/stop_fraction": jnp.mean(done.astype(jnp.float32))}
 
 
@@ -612,20 +344,20 @@ def evaluate(config: RLConfig, state: RLState, key: Array, data: RLData,
   prompt is used once)."""
   del size
   out = {}
-  for name, params in (("policy", state.params), ("reference",
-                                                  data.ref_params)):
-    gen = sample(config, params, data.eval_prompts, data.eval_prompt_mask,
-                 key)
-    score, done = scores(config, data, gen.tokens, gen.mask, gen.response,
-                         gen.response_mask)
+  for name, params in (("policy", state.params),
+                       ("reference", data.ref_params)):
+    gen = rollout_lib.sample(config, params, data.eval_prompts,
+                             data.eval_prompt_mask, key)
+    score, done = rollout_lib.scores(config, data, gen.tokens, gen.mask,
+                                     gen.response, gen.response_mask)
     out[f"{name}_scores"] = score
     out[f"{name}_gold"] = (jnp.full(score.shape, jnp.nan) if data.gold_fn is
                            None else data.gold_fn(gen.tokens, gen.mask))
     out[f"{name}_stopped"] = done
     if name == "policy":
-      out["policy_kl_exact"] = exact_kl(config, params, data.ref_params,
-                                        gen.tokens, gen.mask,
-                                        gen.response_mask)
+      out["policy_kl_exact"] = rollout_lib.exact_kl(
+          config, params, data.ref_params, gen.tokens, gen.mask,
+          gen.response_mask)
   return out
 
 

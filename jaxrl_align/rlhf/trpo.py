@@ -30,6 +30,7 @@ from jaxrl_align import losses
 from jaxrl_align import sgd
 from jaxrl_align import trust_region
 from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rollout
 
 Array = jax.Array
 static = configs.static
@@ -94,20 +95,20 @@ def init_opt(config, params, critic):
     return optimizer(config).init(_value_params(config, params, critic))
 
 
-def policy_step(config: TRPOConfig, params, exp: rl.Experience):
+def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
   """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
   live = exp.response_mask
   old_logits = jax.lax.stop_gradient(
-      rl.response_outputs(config, params, exp.tokens, exp.mask)[0])
+      rollout.response_outputs(config, params, exp.tokens, exp.mask)[0])
 
   def surrogate(p):
-    logits, _ = rl.response_outputs(config, p, exp.tokens, exp.mask)
-    log_probs = rl.token_log_probs(logits, exp.response, live)
+    logits, _ = rollout.response_outputs(config, p, exp.tokens, exp.mask)
+    log_probs = rollout.token_log_probs(logits, exp.response, live)
     return -masked_mean(jnp.exp(log_probs - exp.log_probs) * exp.advantages,
                         live)
 
   def kl_over(p, rows):
-    logits, _ = rl.response_outputs(config, p, exp.tokens[rows],
+    logits, _ = rollout.response_outputs(config, p, exp.tokens[rows],
                                     exp.mask[rows])
     return masked_mean(distributions.categorical_kl(old_logits[rows], logits),
                        live[rows])
@@ -125,16 +126,16 @@ def policy_step(config: TRPOConfig, params, exp: rl.Experience):
 
 
 def value_step(config: TRPOConfig, params, critic, opt_state,
-               exp: rl.Experience, key: Array, lr: Array):
+               exp: rollout.Experience, key: Array, lr: Array):
   """Epochs of Adam on the clipped value loss: ``(params, critic,
   opt_state, loss, clip fraction)``."""
   tx = optimizer(config)
 
   def value_of(v, mb):
     if config.value_model == "policy":
-      return rl.values(config, _with_head(params, v), None, mb.tokens,
+      return rollout.values(config, _with_head(params, v), None, mb.tokens,
                        mb.mask)
-    return rl.values(config, None, v, mb.tokens, mb.mask)
+    return rollout.values(config, None, v, mb.tokens, mb.mask)
 
   def step(carry, mb):
     v, opt = carry
@@ -164,7 +165,7 @@ def value_step(config: TRPOConfig, params, critic, opt_state,
   return params, critic, opt_state, jnp.mean(loss), jnp.mean(frac)
 
 
-def update(config: TRPOConfig, state: rl.RLState, exp: rl.Experience,
+def update(config: TRPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
   """The trust-region step on the policy, then the value's epochs."""
   params, info = policy_step(config, state.params, exp)

@@ -30,6 +30,7 @@ from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rollout
 from jaxrl_align.rlhf import trpo
 
 LEARNERS = {"ppo": ppo.LEARNER, "trpo": trpo.LEARNER}
@@ -149,9 +150,9 @@ def _sample_table(config, data, tokenizer, settings, out):
 
   @jax.jit
   def sample(params):
-    gen = rl.sample(config, params, data.eval_prompts[:k],
+    gen = rollout.sample(config, params, data.eval_prompts[:k],
                     data.eval_prompt_mask[:k], jax.random.key(settings.seed))
-    score, _ = rl.scores(config, data, gen.tokens, gen.mask, gen.response,
+    score, _ = rollout.scores(config, data, gen.tokens, gen.mask, gen.response,
                          gen.response_mask)
     return gen.tokens, gen.mask, score
 

@@ -1,0 +1,163 @@
+"""RLHF part 2 throughput: one PPO and one TRPO iteration on the language
+model, phase by phase, at the default sizes.
+
+The default transformer (4 layers, width 128, vocabulary 1,024) as policy,
+reference, critic and reward model, with random weights (speed does not
+depend on them; the stop token is never forced, so responses run to their
+full length as most of the reference's do); 64 prompts of 16 tokens, 48-token
+responses. Phases, each its own compiled program timed alone: generation
+(the cached sampler), the policy's and the reference's log-probabilities,
+the reward model's score, the critic's values, the arithmetic after the
+rollout, and the update (PPO: 4 epochs of one minibatch over policy and
+critic; TRPO: the trust-region step, then 4 critic epochs); then the whole
+iteration as the learner runs it (one program). Reported per iteration:
+seconds, episodes/s, response tokens/s, TRPO's iteration over PPO's, the
+update's floating-point operations (XLA's cost analysis) per second as a
+fraction of the machine's fp32 peak when given (``--peak-tflops``), and the
+peak resident memory. Compile time is excluded (each program runs once
+first); the best of ``--repeats`` runs.
+
+Usage: ``python benchmarks/rlhf_rl.py [--repeats 5] [--peak-tflops X]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_align.rlhf import model as model_lib
+from jaxrl_align.rlhf import ppo
+from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rollout
+from jaxrl_align.rlhf import trpo
+
+VOCAB, PROMPT, RESPONSE, BATCH = 1024, 16, 48, 64
+
+
+def timed(fn, *args, repeats):
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def flops(fn, *args) -> float | None:
+  try:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  except Exception:  # noqa: BLE001  (not every backend reports costs)
+    return None
+  if isinstance(cost, list):
+    cost = cost[0] if cost else {}
+  return float(cost.get("flops", 0.0)) or None
+
+
+def setup():
+  model = model_lib.TransformerConfig(vocab_size=VOCAB)
+  init = model_lib.Transformer(model).init
+  params = [init(jax.random.key(i), jnp.zeros((1, 2), jnp.int32))
+            for i in range(3)]
+  prompts = jax.random.randint(jax.random.key(9), (4 * BATCH, PROMPT), 2,
+                               VOCAB)
+  mask = jnp.ones(prompts.shape, bool)
+  data = rl.RLData(prompts, mask, prompts[:BATCH], mask[:BATCH], params[0],
+                   params[1], params[2], rl.RewardModelScore(model))
+  common = dict(model=model, stop_token=0, pad_token=1, batch_size=BATCH,
+                response_length=RESPONSE, iterations=100)
+  return data, {"ppo": ppo.PPOConfig(**common),
+                "trpo": trpo.TRPOConfig(**common)}
+
+
+def phases(name, config, data, repeats):
+  learner = ppo.LEARNER if name == "ppo" else trpo.LEARNER
+  algorithm = ppo.ALGORITHM if name == "ppo" else trpo.ALGORITHM
+  state = learner.init(config, jax.random.key(0), data)
+  prompt, pmask = data.prompts[:BATCH], data.prompt_mask[:BATCH]
+  key = jax.random.key(1)
+  gen = jax.jit(lambda p: rollout.sample(config, p, prompt, pmask, key))
+  g = gen(state.params)
+  forward = jax.jit(lambda p: rollout.token_log_probs(
+      rollout.response_outputs(config, p, g.tokens, g.mask)[0], g.response,
+      g.response_mask))
+  score = jax.jit(lambda: data.score_fn(data.reward_params, g.tokens, g.mask))
+  value = jax.jit(lambda c: rollout.response_outputs(config, c, g.tokens,
+                                                g.mask)[1])
+  exp = jax.jit(lambda s: rollout.rollout(config, s, data, prompt, pmask,
+                                     key))(state)
+  arithmetic = jax.jit(lambda e: rollout.rewards_and_advantages(
+      config, e.scores, e.log_probs, e.ref_log_probs, e.values,
+      e.response_mask, 0.05))
+  update_fn = lambda s, e: algorithm.update(config, s, e, key)  # noqa: E731
+  update = jax.jit(update_fn)
+  iterate = jax.jit(lambda s: learner.update(config, s, data))
+  out = {
+      "generation": timed(gen, state.params, repeats=repeats),
+      "policy log-probs": timed(forward, state.params, repeats=repeats),
+      "reference log-probs": timed(forward, data.ref_params,
+                                   repeats=repeats),
+      "reward model": timed(score, repeats=repeats),
+      "critic values": timed(value, state.critic, repeats=repeats),
+      "rewards and advantages": timed(arithmetic, exp, repeats=repeats),
+      "update": timed(update, state, exp, repeats=repeats),
+      "whole iteration": timed(iterate, state, repeats=repeats)}
+  update_flops = flops(update_fn, state, exp)
+  return out, update_flops
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--peak-tflops", type=float, default=None,
+                      help="the machine's fp32 peak, for the update's "
+                           "fraction of it")
+  parser.add_argument("--json", default=None, help="also write the figures")
+  args = parser.parse_args()
+  data, configs = setup()
+  print(f"JAX {jax.__version__} on {jax.default_backend()} "
+        f"({jax.devices()[0].device_kind}), {os.cpu_count()} cores, "
+        f"{platform.machine()}; {BATCH} prompts of {PROMPT} tokens, "
+        f"{RESPONSE}-token responses")
+  results = {}
+  for name, config in configs.items():
+    times, update_flops = phases(name, config, data, args.repeats)
+    it = times["whole iteration"]
+    results[name] = {
+        "seconds": times, "episodes_per_second": BATCH / it,
+        "response_tokens_per_second": BATCH * RESPONSE / it,
+        "update_flops": update_flops,
+        "update_tflops_per_second": (update_flops / times["update"] / 1e12
+                                     if update_flops else None)}
+    print(f"\n{name.upper()}: {it * 1e3:.0f} ms per iteration, "
+          f"{BATCH / it:.1f} episodes/s, {BATCH * RESPONSE / it:,.0f} "
+          f"response tokens/s")
+    for phase, seconds in times.items():
+      print(f"  {phase:24s} {seconds * 1e3:9.1f} ms")
+    if update_flops:
+      rate = update_flops / times["update"] / 1e12
+      share = (f", {rate / args.peak_tflops:.1%} of the fp32 peak"
+               if args.peak_tflops else "")
+      print(f"  update: {update_flops / 1e9:.1f} GFLOP, {rate:.3f} "
+            f"TFLOP/s{share}")
+  ratio = (results["trpo"]["seconds"]["whole iteration"]
+           / results["ppo"]["seconds"]["whole iteration"])
+  results["trpo_over_ppo_iteration"] = ratio
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  results["peak_rss_mb"] = peak_mb
+  print(f"\nTRPO iteration / PPO iteration: {ratio:.2f}x; peak resident "
+        f"memory {peak_mb:,.0f} MB")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
