@@ -17,7 +17,8 @@ fraction of the machine's fp32 peak when given (``--peak-tflops``), and the
 peak resident memory. Compile time is excluded (each program runs once
 first); the best of ``--repeats`` runs.
 
-Usage: ``python benchmarks/rlhf_rl.py [--repeats 5] [--peak-tflops X]``.
+Usage: ``python benchmarks/rlhf_rl.py [--repeats 5] [--peak-tflops X]
+[--batch 64] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -61,55 +62,62 @@ def flops(fn, *args) -> float | None:
   return float(cost.get("flops", 0.0)) or None
 
 
-def setup():
+def setup(batch):
   model = model_lib.TransformerConfig(vocab_size=VOCAB)
   init = model_lib.Transformer(model).init
   params = [init(jax.random.key(i), jnp.zeros((1, 2), jnp.int32))
             for i in range(3)]
-  prompts = jax.random.randint(jax.random.key(9), (4 * BATCH, PROMPT), 2,
+  prompts = jax.random.randint(jax.random.key(9), (4 * batch, PROMPT), 2,
                                VOCAB)
   mask = jnp.ones(prompts.shape, bool)
-  data = rl.RLData(prompts, mask, prompts[:BATCH], mask[:BATCH], params[0],
+  data = rl.RLData(prompts, mask, prompts[:batch], mask[:batch], params[0],
                    params[1], params[2], rl.RewardModelScore(model))
-  common = dict(model=model, stop_token=0, pad_token=1, batch_size=BATCH,
+  common = dict(model=model, stop_token=0, pad_token=1, batch_size=batch,
                 response_length=RESPONSE, iterations=100)
   return data, {"ppo": ppo.PPOConfig(**common),
                 "trpo": trpo.TRPOConfig(**common)}
 
 
 def phases(name, config, data, repeats):
+  batch = config.batch_size
   learner = ppo.LEARNER if name == "ppo" else trpo.LEARNER
   algorithm = ppo.ALGORITHM if name == "ppo" else trpo.ALGORITHM
   state = learner.init(config, jax.random.key(0), data)
-  prompt, pmask = data.prompts[:BATCH], data.prompt_mask[:BATCH]
+  prompt, pmask = data.prompts[:batch], data.prompt_mask[:batch]
   key = jax.random.key(1)
-  gen = jax.jit(lambda p: rollout.sample(config, p, prompt, pmask, key))
-  g = gen(state.params)
-  forward = jax.jit(lambda p: rollout.token_log_probs(
-      rollout.response_outputs(config, p, g.tokens, g.mask)[0], g.response,
-      g.response_mask))
-  score = jax.jit(lambda: data.score_fn(data.reward_params, g.tokens, g.mask))
-  value = jax.jit(lambda c: rollout.response_outputs(config, c, g.tokens,
-                                                g.mask)[1])
-  exp = jax.jit(lambda s: rollout.rollout(config, s, data, prompt, pmask,
-                                     key))(state)
-  arithmetic = jax.jit(lambda e: rollout.rewards_and_advantages(
+  gen = jax.jit(lambda p, t, m, k: rollout.sample(config, p, t, m, k))
+  g = gen(state.params, prompt, pmask, key)
+  forward = jax.jit(lambda p, t, m, r, rm: rollout.token_log_probs(
+      rollout.response_outputs(config, p, t, m)[0], r, rm))
+  score = jax.jit(lambda p, t, m: data.score_fn(p, t, m))
+  value = jax.jit(lambda c, t, m: rollout.response_outputs(config, c, t,
+                                                           m)[1])
+  exp = jax.jit(lambda s, t, m, k: rollout.rollout(config, s, data, t, m,
+                                                   k))(state, prompt, pmask,
+                                                       key)
+  arithmetic = jax.jit(lambda e, beta: rollout.rewards_and_advantages(
       config, e.scores, e.log_probs, e.ref_log_probs, e.values,
-      e.response_mask, 0.05))
-  update_fn = lambda s, e: algorithm.update(config, s, e, key)  # noqa: E731
+      e.response_mask, beta))
+  update_fn = lambda s, e, k: algorithm.update(config, s, e, k)  # noqa: E731
   update = jax.jit(update_fn)
-  iterate = jax.jit(lambda s: learner.update(config, s, data))
+  iterate = jax.jit(lambda s, d: learner.update(config, s, d))
+  seq = (g.tokens, g.mask)
   out = {
-      "generation": timed(gen, state.params, repeats=repeats),
-      "policy log-probs": timed(forward, state.params, repeats=repeats),
-      "reference log-probs": timed(forward, data.ref_params,
+      "generation": timed(gen, state.params, prompt, pmask, key,
+                          repeats=repeats),
+      "policy log-probs": timed(forward, state.params, *seq, g.response,
+                                g.response_mask, repeats=repeats),
+      "reference log-probs": timed(forward, data.ref_params, *seq,
+                                   g.response, g.response_mask,
                                    repeats=repeats),
-      "reward model": timed(score, repeats=repeats),
-      "critic values": timed(value, state.critic, repeats=repeats),
-      "rewards and advantages": timed(arithmetic, exp, repeats=repeats),
-      "update": timed(update, state, exp, repeats=repeats),
-      "whole iteration": timed(iterate, state, repeats=repeats)}
-  update_flops = flops(update_fn, state, exp)
+      "reward model": timed(score, data.reward_params, *seq,
+                            repeats=repeats),
+      "critic values": timed(value, state.critic, *seq, repeats=repeats),
+      "rewards and advantages": timed(arithmetic, exp, jnp.float32(0.05),
+                                      repeats=repeats),
+      "update": timed(update, state, exp, key, repeats=repeats),
+      "whole iteration": timed(iterate, state, data, repeats=repeats)}
+  update_flops = flops(update_fn, state, exp, key)
   return out, update_flops
 
 
@@ -120,24 +128,27 @@ def main():
                       help="the machine's fp32 peak, for the update's "
                            "fraction of it")
   parser.add_argument("--json", default=None, help="also write the figures")
+  parser.add_argument("--batch", type=int, default=BATCH,
+                      help="prompts per iteration")
   args = parser.parse_args()
-  data, configs = setup()
+  data, configs = setup(args.batch)
+  batch = args.batch
   print(f"JAX {jax.__version__} on {jax.default_backend()} "
         f"({jax.devices()[0].device_kind}), {os.cpu_count()} cores, "
-        f"{platform.machine()}; {BATCH} prompts of {PROMPT} tokens, "
+        f"{platform.machine()}; {batch} prompts of {PROMPT} tokens, "
         f"{RESPONSE}-token responses")
   results = {}
   for name, config in configs.items():
     times, update_flops = phases(name, config, data, args.repeats)
     it = times["whole iteration"]
     results[name] = {
-        "seconds": times, "episodes_per_second": BATCH / it,
-        "response_tokens_per_second": BATCH * RESPONSE / it,
+        "seconds": times, "episodes_per_second": batch / it,
+        "response_tokens_per_second": batch * RESPONSE / it,
         "update_flops": update_flops,
         "update_tflops_per_second": (update_flops / times["update"] / 1e12
                                      if update_flops else None)}
     print(f"\n{name.upper()}: {it * 1e3:.0f} ms per iteration, "
-          f"{BATCH / it:.1f} episodes/s, {BATCH * RESPONSE / it:,.0f} "
+          f"{batch / it:.1f} episodes/s, {batch * RESPONSE / it:,.0f} "
           f"response tokens/s")
     for phase, seconds in times.items():
       print(f"  {phase:24s} {seconds * 1e3:9.1f} ms")
@@ -152,8 +163,12 @@ def main():
   results["trpo_over_ppo_iteration"] = ratio
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   results["peak_rss_mb"] = peak_mb
+  stats = getattr(jax.devices()[0], "memory_stats", lambda: None)() or {}
+  device_mb = stats.get("peak_bytes_in_use", 0) / 2 ** 20 or None
+  results["peak_device_mb"] = device_mb
   print(f"\nTRPO iteration / PPO iteration: {ratio:.2f}x; peak resident "
-        f"memory {peak_mb:,.0f} MB")
+        f"memory {peak_mb:,.0f} MB"
+        + (f", peak device memory {device_mb:,.0f} MB" if device_mb else ""))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

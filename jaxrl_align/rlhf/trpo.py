@@ -5,8 +5,8 @@ one :func:`jaxrl_align.trpo_step` on the whole batch: the surrogate
 ``mean[π/π_old · A]`` over response tokens, inside a trust region on the
 exact categorical ``KL(π_old || π)`` over the whole vocabulary (the sampling
 distributions, temperature and top-k applied), averaged over response
-tokens; Fisher-vector products on the KL of the first ``fisher_batch``
-responses when set (cheaper, an estimate of the same matrix). The value —
+tokens; Fisher-vector products on the KL of the first ``fisher_fraction``
+of the responses (cheaper, an estimate of the same matrix). The value —
 the critic, or the policy's scalar head alone — then takes epochs of Adam
 steps on the clipped value loss.
 
@@ -46,8 +46,10 @@ class TRPOConfig(rl.RLConfig):
   Attributes:
     cg_iters: *static* conjugate-gradient iterations.
     backtrack_iters: *static* line-search trials.
-    fisher_batch: *static* responses whose KL gives the Fisher-vector
-      products (0: the whole batch).
+    fisher_fraction: *static* share of the batch's responses (the first
+      ones) whose KL gives the Fisher-vector products, in (0, 1]: an
+      unbiased estimate of the same matrix at a fraction of the cost (the
+      TRPO paper sub-samples 10%).
     max_kl: trust-region radius δ (mean per-token KL to the rollout
       policy).
     cg_damping: Fisher damping ≥ 0.
@@ -55,7 +57,7 @@ class TRPOConfig(rl.RLConfig):
   """
   cg_iters: int = static(10)
   backtrack_iters: int = static(10)
-  fisher_batch: int = static(0)
+  fisher_fraction: float = static(0.25)
   max_kl: Any = 0.01
   cg_damping: Any = 0.1
   backtrack_coeff: Any = 0.8
@@ -64,11 +66,9 @@ class TRPOConfig(rl.RLConfig):
     rl.check_config(self, "TRPOConfig")
     for name in ("cg_iters", "backtrack_iters"):
       _checks.check_positive_int(f"TRPOConfig.{name}", getattr(self, name))
-    _checks.check_positive_int("TRPOConfig.fisher_batch", self.fisher_batch,
-                               allow_zero=True)
-    if self.fisher_batch > self.batch_size:
-      raise ValueError(f"`TRPOConfig.fisher_batch` ({self.fisher_batch}) "
-                       f"exceeds batch_size ({self.batch_size}).")
+    _checks.check_scalar_in_range("TRPOConfig.fisher_fraction",
+                                  self.fisher_fraction, 0, 1,
+                                  low_inclusive=False)
     configs.check_finite_positive(self, "max_kl")
     configs.check_finite_nonnegative(self, "cg_damping")
     configs.check_range(self, "backtrack_coeff", 0.0, 1.0,
@@ -95,6 +95,11 @@ def init_opt(config, params, critic):
     return optimizer(config).init(_value_params(config, params, critic))
 
 
+def fisher_rows(config: TRPOConfig) -> int:
+  """Responses in the Fisher-vector products (at least one)."""
+  return max(1, round(config.fisher_fraction * config.batch_size))
+
+
 def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
   """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
   live = exp.response_mask
@@ -115,9 +120,9 @@ def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
 
   every = slice(None)
   fisher = None
-  if config.fisher_batch:
-    first = slice(0, config.fisher_batch)
-    fisher = lambda p: kl_over(p, first)  # noqa: E731
+  rows = fisher_rows(config)
+  if rows < config.batch_size:
+    fisher = lambda p: kl_over(p, slice(0, rows))  # noqa: E731
   return trust_region.trpo_step(
       surrogate, lambda p: kl_over(p, every), params, max_kl=config.max_kl,
       cg_iters=config.cg_iters, cg_damping=config.cg_damping,

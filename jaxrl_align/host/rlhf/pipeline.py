@@ -10,8 +10,7 @@ reward model for 3 epochs; each RL learner for ``iterations`` iterations of
 64 responses with the adaptive KL controller (target 2 nats per response,
 horizon 100 responses, β starting at 0.3). The missing-stop penalty is off:
 the reference ends fewer than one response in ten within 24 tokens, so the
-penalty, not the reward model, would dominate the score. TRPO's
-Fisher-vector products use 16 of the 64 responses.
+penalty, not the reward model, would dominate the score.
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ RL_RUN = rl_lib.RLRunSettings(num_prompts=256, eval_prompts=128,
 def rl_configs(iterations: int) -> dict[str, Any]:
   return {"ppo": ppo.PPOConfig(iterations=iterations, learning_rate=3e-4,
                                **RL),
-          "trpo": trpo.TRPOConfig(iterations=iterations, max_kl=0.02,
-                                  fisher_batch=16, **RL)}
+          "trpo": trpo.TRPOConfig(iterations=iterations, max_kl=0.02, **RL)}
 
 
 def run_small(out: str, *, iterations: int = 40, progress: bool = True,
