@@ -501,15 +501,19 @@ def test_runs_through_the_runner_and_resumes_bit_exactly(tmp_path, learner):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
   """The whole pipeline at the demo's size (``host.rlhf.pipeline``), RL for
-  60 iterations: ``(directory, summaries, report lines)``."""
+  60 iterations: ``(directory, summaries, printed lines)``."""
   pytest.importorskip("vaderSentiment")
+  import contextlib
+  import io
+
   from jaxrl_align.host.rlhf import pipeline
 
   out = tmp_path_factory.mktemp("small")
-  lines = []
-  summaries = pipeline.run_small(str(out), iterations=60, progress=False,
-                                 report=lines.append)
-  return out, summaries, lines
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    summaries = pipeline.run_small(str(out), iterations=60, progress=False,
+                                   overwrite=True)
+  return out, summaries, printed.getvalue().splitlines()
 
 
 def test_small_pipeline_raises_proxy_and_gold_inside_the_kl_band(small):
@@ -519,8 +523,12 @@ def test_small_pipeline_raises_proxy_and_gold_inside_the_kl_band(small):
   where its error is not clipped)."""
   from jaxrl_align.host.rlhf import pipeline
 
+  from jaxrl_align.host import files
+
   out, summaries, lines = small
   assert len(lines) == 5 and "gold" in lines[-1]
+  # One run directory of runs: a second demo may replace it.
+  assert files.is_run_dir(str(out)) and not files._foreign(str(out))
   target = pipeline.RL["kl_target"]
   for algo in ("ppo", "trpo"):
     s = summaries[algo]

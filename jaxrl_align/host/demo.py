@@ -77,7 +77,6 @@ def _rlhf(out: str, iterations: int, progress: bool) -> None:
     return
   from jaxrl_align.host.rlhf import pipeline
 
-  pipeline.run_small(out, iterations=iterations, progress=progress,
-                     report=lambda text: print(text, flush=True))
+  pipeline.run_small(out, iterations=iterations, progress=progress)
   print(f"   runs in {out}/ (samples: jaxrl-align rlhf ppo --help; "
         f"docs/rlhf.md)")

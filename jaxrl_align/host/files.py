@@ -19,16 +19,14 @@ import re
 import shutil
 from typing import Any
 
+from jaxrl_align.host.errors import RunError  # noqa: F401  (files.RunError)
+
 MARKER = ".jaxrl-align-run"
 FORMAT_VERSION = 2  # of config.json
 RUN_ENTRIES = frozenset({
     MARKER, "config.json", "metrics.jsonl", "checkpoints", "summary.json",
     "learning_curve.png", "learning_curves.png", "tensorboard", "model",
-    "tokenizer.json", "samples.txt", "prefs.jsonl"})
-
-
-class RunError(ValueError):
-  """A run cannot start, resume or be read as asked (the message says why)."""
+    "tokenizer.json", "samples.txt", "prefs.jsonl", "samples.jsonl"})
 
 
 def atomic_write(path: str, text: str) -> None:

@@ -14,11 +14,11 @@ import numpy as np
 
 from jaxrl_align import compiler
 from jaxrl_align import configs
-from jaxrl_align.host import files
+from jaxrl_align.host import errors
 from jaxrl_align.learner import Learner
 
 
-class DivergedError(files.RunError):
+class DivergedError(errors.RunError):
   """A metric that must stay finite, or the state, became NaN or infinite."""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from jaxrl_align.host import files
 from jaxrl_align.host.rlhf import prefs as prefs_lib
 from jaxrl_align.host.rlhf import rl as rl_lib
 from jaxrl_align.host.rlhf import rm as rm_lib
@@ -50,10 +51,16 @@ def rl_configs(iterations: int) -> dict[str, Any]:
           "trpo": trpo.TRPOConfig(iterations=iterations, max_kl=0.02, **RL)}
 
 
+def report(text: str) -> None:
+  print(text, flush=True)
+
+
 def run_small(out: str, *, iterations: int = 40, progress: bool = True,
-              overwrite: bool = False, report=print) -> dict[str, Any]:
-  """Runs the five steps into ``out/{sft,prefs,rm,ppo,trpo}``; returns each
-  step's summary. ``report(text)`` is called after each step."""
+              overwrite: bool = False) -> dict[str, Any]:
+  """Runs the five steps into ``out/{sft,prefs,rm,ppo,trpo}`` (``out`` is a
+  run directory of them, replaced as one with ``overwrite``), prints a line
+  after each; returns each step's summary."""
+  files.prepare_run_dir(out, "rlhf-pipeline", overwrite=overwrite)
   paths = {name: os.path.join(out, name)
            for name in ("sft", "prefs", "rm", "ppo", "trpo")}
   flags = dict(progress=progress, overwrite=overwrite)
