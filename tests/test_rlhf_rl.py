@@ -572,6 +572,8 @@ def test_rlhf_commands_show_samples_resume_and_refuse(small, tmp_path, capsys):
   assert [r["objective/scores"] for r in a] == [r["objective/scores"]
                                                 for r in b]
   assert a[-1]["loss/value_avg"] == b[-1]["loss/value_avg"]
+  samples = lambda d: open(os.path.join(d, "samples.jsonl")).read()  # noqa
+  assert samples(part) == samples(run)  # shown once each, the same
   # Refused in one line, before anything is compiled or written.
   for argv, words in (
       (["--rm", sft_dir, "--sft", sft_dir], "expected a `jaxrl-align rlhf rm`"),

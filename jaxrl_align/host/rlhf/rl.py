@@ -145,15 +145,16 @@ def build_data(sft_dir: str, rm_dir: str, settings: RLRunSettings,
 
 def _sample_table(config, data, tokenizer, settings, out):
   """``on_assess``: the policy of seed 0 on the first ``samples``
-  held-out prompts (a fixed key), appended to ``samples.jsonl`` and shown."""
+  held-out prompts (a fixed key), added to ``samples.jsonl`` and shown."""
   k = settings.samples
 
   @jax.jit
   def sample(params):
     gen = rollout.sample(config, params, data.eval_prompts[:k],
-                    data.eval_prompt_mask[:k], jax.random.key(settings.seed))
-    score, _ = rollout.scores(config, data, gen.tokens, gen.mask, gen.response,
-                         gen.response_mask)
+                         data.eval_prompt_mask[:k],
+                         jax.random.key(settings.seed))
+    score, _ = rollout.scores(config, data, gen.tokens, gen.mask,
+                              gen.response, gen.response_mask)
     return gen.tokens, gen.mask, score
 
   def show(done, states):
@@ -167,8 +168,15 @@ def _sample_table(config, data, tokenizer, settings, out):
              "response": text, "score": float(s), "gold": float(g)}
             for row, live, text, s, g in zip(tokens, mask, texts, score,
                                               gold)]
-    with open(os.path.join(out, SAMPLES), "a") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows)
+    # Rows of updates after this one (a run resumed from an earlier
+    # checkpoint) are replaced, not repeated.
+    path = os.path.join(out, SAMPLES)
+    kept = []
+    if os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if json.loads(line)["update"] < done]
+    files.atomic_write(path, "".join(kept) + "".join(
+        json.dumps(r) + "\n" for r in rows))
     print(f"\nsamples after {done} iterations (score | gold | prompt ... "
           f"response):", file=sys.stderr)
     for r in rows:
