@@ -129,15 +129,64 @@ def _generate(net, key, **kw):
 
 def test_generation_log_probs_equal_uncached_scoring(net):
   module, params = net
-  for top_k, temperature in ((0, 1.0), (5, 0.7)):
+  for top_k, top_p, temperature in ((0, 1.0, 1.0), (5, 1.0, 0.7),
+                                    (0, 0.6, 1.3), (8, 0.8, 0.7)):
     gen, _, _ = _generate(net, jax.random.key(7), max_new_tokens=8,
-                          temperature=temperature, top_k=top_k,
+                          temperature=temperature, top_k=top_k, top_p=top_p,
                           stop_token=3, pad_token=0)
     scored = generation.sequence_log_probs(
         module.apply, params, gen.tokens, gen.mask, 8,
-        temperature=temperature, top_k=top_k)
+        temperature=temperature, top_k=top_k, top_p=top_p)
     np.testing.assert_allclose(gen.log_probs, scored, atol=1e-5)
     assert np.all(np.asarray(gen.log_probs) <= 0)
+
+
+def hf_top_p(logits, temperature, top_k, top_p):
+  """float64 NumPy port of Hugging Face's warpers, applied in
+  ``generate``'s order (transformers 4.x,
+  ``src/transformers/generation/logits_process.py``): TemperatureLogitsWarper
+  (``scores / temperature``), TopKLogitsWarper (remove ``scores <`` the k-th
+  largest), TopPLogitsWarper (sort ascending, remove where the cumulative
+  softmax ``<= 1 - top_p``, always keep the most likely)."""
+  x = np.asarray(logits, np.float64) / temperature
+  if top_k:
+    kth = np.sort(x, -1)[..., -top_k][..., None]
+    x = np.where(x < kth, -np.inf, x)
+  order = np.argsort(x, -1)
+  asc = np.take_along_axis(x, order, -1)
+  p = np.exp(asc - asc.max(-1, keepdims=True))
+  cum = np.cumsum(p / p.sum(-1, keepdims=True), -1)
+  remove = cum <= 1 - top_p
+  remove[..., -1] = False
+  out = x.copy()
+  np.put_along_axis(out, order, np.where(remove, -np.inf, asc), -1)
+  return out
+
+
+@pytest.mark.parametrize("top_k, top_p, temperature", [
+    (0, 0.9, 1.0), (0, 0.5, 0.6), (0, 0.3, 2.0), (6, 0.7, 0.8), (0, 1e-3, 1.0)])
+def test_top_p_keeps_the_nucleus_of_hugging_faces_warpers(top_k, top_p,
+                                                          temperature):
+  logits = 2.0 * jax.random.normal(jax.random.key(3), (64, 37))
+  ours = jax.jit(lambda x: generation.sampling_logits(
+      x, temperature, top_k, top_p))(logits)
+  ref = hf_top_p(logits, temperature, top_k, top_p)
+  np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(ref))
+  live = np.isfinite(ref)
+  np.testing.assert_allclose(np.asarray(ours)[live], ref[live], rtol=1e-6)
+  # The nucleus depends on the temperature: applied after the truncation
+  # (a wrong order), the kept sets differ.
+  if temperature != 1.0 and top_p < 1.0:
+    wrong = generation.sampling_logits(logits, 1.0, top_k, top_p)
+    assert not np.array_equal(np.isfinite(wrong), live)
+
+
+def test_sampling_logits_keep_the_sampled_token():
+  logits = jnp.asarray([[3.0, 2.0, 1.0, -4.0]])
+  cut = generation.sampling_logits(logits, 1.0, 0, 0.5)
+  assert np.isfinite(np.asarray(cut)).tolist() == [[True, False, False, False]]
+  kept = generation.sampling_logits(logits, 1.0, 0, 0.5, keep=jnp.asarray([3]))
+  assert np.isfinite(np.asarray(kept)).tolist() == [[True, False, False, True]]
 
 
 def test_stop_token_pads_the_rest(net):
@@ -191,6 +240,8 @@ def test_generation_vmaps_and_is_reproducible(net):
     (dict(max_new_tokens=2, top_k=-1), "top_k"),
     (dict(max_new_tokens=2, top_k=99), "top_k"),
     (dict(max_new_tokens=2, temperature=0.0), "temperature"),
+    (dict(max_new_tokens=2, top_p=0.0), "top_p"),
+    (dict(max_new_tokens=2, top_p=1.5), "top_p"),
 ])
 def test_generation_refuses_bad_arguments(kwargs, field):
   # Refused before tracing: params=None would fail inside the model.

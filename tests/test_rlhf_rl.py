@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxrl_align.host import runner
+from jaxrl_align.rlhf import best_of_n
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
@@ -138,6 +139,70 @@ def test_the_optimum_test_fails_a_wrong_penalty():
   state = train(ppo.LEARNER, wrong, data)
   _, kl, _, _ = exact(config, data, state.params)
   assert abs(kl - best_kl) > 0.10 * best_kl, (kl, best_kl)
+
+
+# ------------------------------------------------ best-of-N, exactly
+
+
+def test_best_of_n_kl_measured_on_samples_matches_enumeration():
+  """On the toy, best-of-N's policy ``F^N − (F − p)^N`` and its KL to the
+  reference are enumerated exactly; the KL measured on samples (exact
+  reference log-probabilities, F from an independent pool) agrees to 0.03
+  nats, while the quoted ``log N − (N−1)/N`` — and the same samples read
+  with the continuous formula ``log N + (N−1) log F`` — overstate it: the
+  toy's responses have large probabilities, where the bound is loose."""
+  batch, ns = 2048, (1, 2, 4, 8, 16)
+  data = toy_data(batch)
+  config = toy_config("ppo", 0.1, batch_size=batch, temperature=0.5)
+  tokens, mask, _ = responses()
+  r = np.asarray(table_score(data.reward_params, tokens, mask), np.float64)
+  assert len(np.unique(r)) == len(r)  # no ties: the formula applies
+  p = np.exp(sequence_log_probs(config, data.ref_params))
+  order = np.argsort(r)
+  cdf = np.empty_like(p)
+  cdf[order] = np.cumsum(p[order])
+  draw = jax.jit(lambda k: best_of_n.reference_samples(
+      config, data, data.prompts, data.prompt_mask, k, max(ns)))
+  cand, pool = draw(jax.random.key(1)), draw(jax.random.key(2))
+  pool = jnp.broadcast_to(pool["proxy"].reshape(-1), (batch, batch * max(ns)))
+  got = best_of_n.curve(ns, cand["proxy"], cand["gold"], cand["log_p"], pool)
+  for i, n in enumerate(ns):
+    p_n = cdf ** n - (cdf - p) ** n
+    assert abs(p_n.sum() - 1) < 1e-6
+    kl = float(np.sum(p_n * np.log(p_n / p)))
+    assert abs(float(got.kl_sampled[i]) - kl) <= 0.03, (n, got, kl)
+    assert abs(float(got.proxy[i]) - np.sum(p_n * r)) <= 0.03, (n, got)
+    assert float(got.kl_bound[i]) >= kl - 1e-9
+    if n >= 4:
+      assert float(got.kl_bound[i]) - kl > 0.09, (n, got, kl)
+      best = jnp.argmax(cand["proxy"][:, :n], axis=1)[:, None]
+      f = best_of_n.empirical_cdf(
+          jnp.take_along_axis(cand["proxy"], best, 1), pool)[:, 0]
+      continuous = float(jnp.mean(np.log(n) + (n - 1) * jnp.log(f)))
+      assert continuous - kl > 0.09, (n, continuous, kl)
+
+
+def test_best_of_n_log_ratio_and_bound():
+  log_p = jnp.asarray([np.log(0.3), np.log(0.01), -200.0])
+  cdf = jnp.asarray([0.5, 0.9, 0.7])
+  for n in (1, 3, 64):
+    want = [np.log((f ** n - (f - np.exp(lp)) ** n) / np.exp(lp))
+            for lp, f in zip(np.asarray(log_p, np.float64)[:2], (0.5, 0.9))]
+    want.append(np.log(n) + (n - 1) * np.log(0.7))  # p -> 0: the limit
+    np.testing.assert_allclose(best_of_n.log_ratio(n, log_p, cdf), want,
+                               rtol=1e-5, atol=1e-5)
+  # F cannot be below p: raised to it (the response is then the least
+  # rewarded, kept by best-of-N only if all N draws are it).
+  np.testing.assert_allclose(
+      best_of_n.log_ratio(4, jnp.log(0.3), 0.1), 3 * np.log(0.3), rtol=1e-5)
+  np.testing.assert_allclose(best_of_n.kl_bound(jnp.asarray([1, 2, 64])),
+                             [0, np.log(2) - 0.5, np.log(64) - 63 / 64],
+                             rtol=1e-6)
+  assert float(best_of_n.empirical_cdf(jnp.asarray([2.0]),
+                                       jnp.asarray([1.0, 2.0, 3.0, 4.0]))[0]
+               ) == 0.5
+  with pytest.raises(ValueError, match="N = 9"):
+    best_of_n.curve([9], *(jnp.zeros((2, 8)),) * 4)
 
 
 # ---------------------------------------- TRL's arithmetic, in NumPy
@@ -408,19 +473,35 @@ def test_temperature_is_applied_in_sampling_and_every_log_prob():
   assert abs(wrong.mean() - exact_kl.mean()) > 4 * se
 
 
-def test_top_k_log_probs_are_those_of_the_truncated_distribution():
+@pytest.mark.parametrize("top_k, top_p", [(2, 1.0), (0, 0.6), (3, 0.5)])
+def test_top_k_top_p_log_probs_are_those_of_the_truncated_distribution(
+    top_k, top_p):
   data = toy_data(64)
-  config = toy_config("ppo", 0.1, batch_size=64, top_k=2, temperature=0.8)
+  config = toy_config("ppo", 0.1, batch_size=64, top_k=top_k, top_p=top_p,
+                      temperature=0.8)
   state, exp = one_rollout(config, data)
   logits, _, _ = model_lib.Transformer(MODEL).apply(state.params, exp.tokens,
                                                     exp.mask)
-  logits = np.asarray(logits[:, -N - 1:-1], np.float64) / 0.8
-  top2 = np.sort(logits, -1)[..., -2:]
-  log_z = np.logaddexp(top2[..., 0], top2[..., 1])
-  chosen = np.take_along_axis(logits, np.asarray(exp.response)[..., None],
+  # float64 NumPy: temperature, then the k largest, then the most likely
+  # tokens until their probability reaches top_p (Hugging Face's order).
+  x = np.asarray(logits[:, -N - 1:-1], np.float64) / 0.8
+  kept = np.ones(x.shape, bool)
+  if top_k:
+    kept = x >= np.sort(x, -1)[..., -top_k:][..., :1]
+  p = np.where(kept, np.exp(x - x.max(-1, keepdims=True)), 0.0)
+  p /= p.sum(-1, keepdims=True)
+  desc = -np.sort(-p, -1)
+  before = np.cumsum(desc, -1) - desc
+  smallest = np.where(before < top_p, desc, np.inf).min(-1, keepdims=True)
+  kept &= p >= smallest
+  log_z = np.log(np.where(kept, np.exp(x), 0.0).sum(-1))
+  chosen = np.take_along_axis(x, np.asarray(exp.response)[..., None],
+                              -1)[..., 0]
+  inside = np.take_along_axis(kept, np.asarray(exp.response)[..., None],
                               -1)[..., 0]
   live = np.asarray(exp.response_mask)
-  assert np.all(chosen[live] >= top2[..., 0][live])  # inside the top 2
+  assert np.all(inside[live])  # every sampled token inside the truncation
+  assert np.any(~kept[live])  # and the truncation removed something
   np.testing.assert_allclose(np.asarray(exp.log_probs)[live],
                              (chosen - log_z)[live], atol=1e-5)
 
@@ -532,7 +613,7 @@ def test_small_pipeline_raises_proxy_and_gold_inside_the_kl_band(small):
   target = pipeline.RL["kl_target"]
   for algo in ("ppo", "trpo"):
     s = summaries[algo]
-    assert s["score_gain_in_reference_std"] > 1.0, (algo, s)
+    assert s["proxy_gain_in_reference_std"] > 1.0, (algo, s)
     assert s["gold_gain_in_reference_std"] > 0.3, (algo, s)
     kl = [r["objective/kl"] for r in runner.read_metrics(str(out / algo))]
     last = np.mean(kl[3 * len(kl) // 4:])

@@ -48,23 +48,54 @@ class Generation(NamedTuple):
 
 
 def sampling_logits(logits: Array, temperature: float | Array,
-                    top_k: int = 0) -> Array:
+                    top_k: int = 0, top_p: float = 1.0,
+                    keep: Array | None = None) -> Array:
   """Logits of the distribution actually sampled: ``[..., V] -> [..., V]``.
 
-  ``top_k > 0`` keeps the k largest logits (ties at the k-th value are kept)
-  and sets the rest to ``-inf``; then divides by ``temperature``.
+  In the order of Hugging Face's logits warpers (temperature, top-k,
+  top-p): the logits are divided by ``temperature``; ``top_k > 0`` keeps
+  the k largest (ties at the k-th value are kept); ``top_p < 1`` then keeps
+  the nucleus (Holtzman et al. 2020), the most likely tokens whose
+  probability under the tempered, top-k distribution first reaches
+  ``top_p`` (at least one token; ties at the smallest kept probability are
+  kept). The rest are set to ``-inf``.
+
+  Args:
+    logits: ``[..., V]``.
+    temperature: > 0.
+    top_k: a Python int (0: off).
+    top_p: a Python float in (0, 1] (1: off).
+    keep: optional ``[...]`` int, a token kept in any case: the token that
+      was sampled, when its log-probability is recomputed by another forward
+      pass whose rounding could move it across the boundary.
   """
+  logits = logits / temperature
+  if not top_k and top_p >= 1.0:
+    return logits
+  kept = jnp.ones(logits.shape, bool)
   if top_k:
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-    logits = jnp.where(logits >= kth, logits, -jnp.inf)
-  return logits / temperature
+    kept = logits >= kth
+  if top_p < 1.0:
+    probs = jax.nn.softmax(jnp.where(kept, logits, -jnp.inf), axis=-1)
+    desc = -jnp.sort(-probs, axis=-1)
+    before = jnp.cumsum(desc, axis=-1) - desc      # mass of the more likely
+    first = jnp.zeros(desc.shape, bool).at[..., 0].set(True)
+    in_nucleus = (before < top_p) | first
+    smallest = jnp.min(jnp.where(in_nucleus, desc, jnp.inf), axis=-1,
+                       keepdims=True)
+    kept = kept & (probs >= smallest)
+  if keep is not None:
+    kept = kept | jax.nn.one_hot(keep, logits.shape[-1], dtype=bool)
+  return jnp.where(kept, logits, -jnp.inf)
 
 
 def generate(apply_fn, params, config: model_lib.TransformerConfig,
              prompt: Array, prompt_mask: Array, key: Array, *,
              max_new_tokens: int, temperature: float | Array = 1.0,
-             top_k: int = 0, stop_token: int | None = None,
-             pad_token: int = 0, greedy: bool = False) -> Generation:
+             top_k: int = 0, top_p: float = 1.0,
+             stop_token: int | None = None, pad_token: int = 0,
+             greedy: bool = False) -> Generation:
   """Samples ``max_new_tokens`` tokens after each prompt.
 
   Args:
@@ -77,6 +108,8 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
     max_new_tokens: ``N``, a Python int (fixes shapes).
     temperature: divides the logits (> 0; a leaf, so it may be traced).
     top_k: sample among the k most likely tokens (0: all), a Python int.
+    top_p: sample within the nucleus of this probability (1: all), a
+      Python float (see :func:`sampling_logits`).
     stop_token: ends a row's response (``None``: never).
     pad_token: written after a row has stopped.
     greedy: take the most likely token instead of sampling (the limit of
@@ -90,6 +123,7 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
   _checks.check_positive_int("max_new_tokens", max_new_tokens)
   _checks.check_positive_int("top_k", top_k, allow_zero=True)
   _checks.check_scalar_in_range("top_k", top_k, 0, config.vocab_size)
+  _checks.check_scalar_in_range("top_p", top_p, 0, 1, low_inclusive=False)
   # Its limit at 0 is greedy=True.
   _checks.check_scalar_in_range("temperature", temperature, 0, math.inf,
                                 low_inclusive=False)
@@ -103,7 +137,7 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
 
   def _sample_step(carry, step_key):
     cache, last, done = carry
-    scaled = sampling_logits(last, temperature, top_k)
+    scaled = sampling_logits(last, temperature, top_k, top_p)
     if greedy:
       token = jnp.argmax(scaled, axis=-1)
     else:
@@ -131,7 +165,7 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
 
 def sequence_log_probs(apply_fn, params, tokens: Array, mask: Array,
                        num_response: int, *, temperature: float | Array = 1.0,
-                       top_k: int = 0) -> Array:
+                       top_k: int = 0, top_p: float = 1.0) -> Array:
   """Log-probabilities of the last ``num_response`` tokens given the rest.
 
   Args:
@@ -140,14 +174,16 @@ def sequence_log_probs(apply_fn, params, tokens: Array, mask: Array,
     tokens: ``[B, P + N]`` prompt then response.
     mask: ``[B, P + N]`` bool, real tokens.
     num_response: ``N``.
-    temperature, top_k: as in :func:`generate`.
+    temperature, top_k, top_p: as in :func:`generate` (the sampled tokens
+      are kept in the truncated distribution, see :func:`sampling_logits`).
 
   Returns:
     ``[B, N]`` log-probabilities (0 where the token is not real).
   """
   logits, _, _ = apply_fn(params, tokens, mask)
   n = num_response
-  scaled = sampling_logits(logits[:, -n - 1:-1], temperature, top_k)
+  scaled = sampling_logits(logits[:, -n - 1:-1], temperature, top_k, top_p,
+                           keep=tokens[:, -n:])
   log_probs = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1),
                                   tokens[:, -n:, None], axis=-1)[..., 0]
   return jnp.where(mask[:, -n:], log_probs, 0.0)

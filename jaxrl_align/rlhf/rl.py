@@ -11,7 +11,9 @@ One iteration, for a batch of prompts:
    with a distinct padding token. Every log-probability (policy, reference,
    and later the updated policy) is taken from one forward pass over prompt
    and response under the distribution actually sampled: logits divided by
-   the temperature, restricted to the top k when ``top_k > 0``.
+   the temperature, restricted to the top k when ``top_k > 0`` and to the
+   nucleus when ``top_p < 1`` (the sampled token always kept, so that a
+   rounding difference between the two forward passes cannot exclude it).
 2. **Score.** ``data.score_fn`` scores each (truncated) response — the
    reward model of part 1, normalised on the reference's samples — and
    ``missing_eos_penalty`` is subtracted from the score of a response that
@@ -82,6 +84,9 @@ class RLConfig:
     response_length: *static* new tokens at most.
     top_k: *static* sample among the k most likely tokens (0: all); every
       log-probability is then that of the truncated distribution.
+    top_p: *static* sample within the nucleus of this probability, after
+      the temperature and top-k (1: all; Hugging Face's order); every
+      log-probability is then that of the truncated distribution.
     kl_estimator: *static* the per-token KL in the reward: ``k1`` (the
       unbiased one), ``k2`` or ``k3``.
     kl_control: *static* ``adaptive`` (Ziegler et al.: the coefficient
@@ -121,6 +126,7 @@ class RLConfig:
   batch_size: int = static(64)
   response_length: int = static(48)
   top_k: int = static(0)
+  top_p: float = static(1.0)
   kl_estimator: str = static("k1", choices=sequences.KL_ESTIMATORS)
   kl_control: str = static("adaptive", choices=KL_CONTROLS)
   whiten_rewards: bool = static(False)
@@ -156,6 +162,8 @@ def check_config(config: RLConfig, owner: str) -> None:
                "num_minibatches", "eval_every"):
     _checks.check_positive_int(f"{owner}.{name}", getattr(config, name))
   _checks.check_positive_int(f"{owner}.top_k", config.top_k, allow_zero=True)
+  _checks.check_scalar_in_range(f"{owner}.top_p", config.top_p, 0, 1,
+                                low_inclusive=False)
   if config.batch_size % config.num_minibatches:
     raise ValueError(f"`{owner}.num_minibatches` ({config.num_minibatches}) "
                      f"must divide batch_size ({config.batch_size}).")
@@ -326,12 +334,13 @@ def assess(config: RLConfig, state: RLState, data: RLData):
   score, gold score and exact KL to the reference."""
   gen = rollout_lib.sample(config, state.params, data.eval_prompts,
                            data.eval_prompt_mask, jax.random.key(0))
-  score, done = rollout_lib.scores(config, data, gen.tokens, gen.mask,
-                                   gen.response, gen.response_mask)
+  score, proxy, done = rollout_lib.scores(config, data, gen.tokens, gen.mask,
+                                          gen.response, gen.response_mask)
   kl = rollout_lib.exact_kl(config, state.params, data.ref_params,
                             gen.tokens, gen.mask, gen.response_mask)
   return state, {
       "eval/scores": jnp.mean(score),
+      "eval/proxy": jnp.mean(proxy),
       "eval/gold": rollout_lib.gold(data, gen.tokens, gen.mask),
       "eval/kl_exact": jnp.mean(kl),
       "eval/stop_fraction": jnp.mean(done.astype(jnp.float32))}
@@ -348,9 +357,10 @@ def evaluate(config: RLConfig, state: RLState, key: Array, data: RLData,
                        ("reference", data.ref_params)):
     gen = rollout_lib.sample(config, params, data.eval_prompts,
                              data.eval_prompt_mask, key)
-    score, done = rollout_lib.scores(config, data, gen.tokens, gen.mask,
-                                     gen.response, gen.response_mask)
+    score, proxy, done = rollout_lib.scores(
+        config, data, gen.tokens, gen.mask, gen.response, gen.response_mask)
     out[f"{name}_scores"] = score
+    out[f"{name}_proxy"] = proxy
     out[f"{name}_gold"] = (jnp.full(score.shape, jnp.nan) if data.gold_fn is
                            None else data.gold_fn(gen.tokens, gen.mask))
     out[f"{name}_stopped"] = done
@@ -386,11 +396,14 @@ def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
   for i, last in enumerate(last_metrics):
     ev = {k: v[i] for k, v in evaluation.items()}
     row = {key: _mean(ev[key]) for key in (
-        "policy_scores", "reference_scores", "policy_gold", "reference_gold",
+        "policy_scores", "reference_scores", "policy_proxy",
+        "reference_proxy", "policy_gold", "reference_gold",
         "policy_kl_exact")}
     row.update(
         score_gain_in_reference_std=_gain(ev["policy_scores"],
                                           ev["reference_scores"]),
+        proxy_gain_in_reference_std=_gain(ev["policy_proxy"],
+                                          ev["reference_proxy"]),
         gold_gain_in_reference_std=_gain(ev["policy_gold"],
                                          ev["reference_gold"]),
         policy_stop_fraction=_mean(ev["policy_stopped"]),
@@ -408,8 +421,11 @@ def _report(summary: dict[str, Any]) -> str:
   def std(x):
     return "" if x is None else f" ({x:+.2f} sd)"
   return "\n".join(
-      f"seed {i}: held-out score {num(s['reference_scores'])} (reference) -> "
-      f"{num(s['policy_scores'])}{std(s['score_gain_in_reference_std'])}; "
+      f"seed {i}: held-out reward-model score {num(s['reference_proxy'])} "
+      f"(reference) -> {num(s['policy_proxy'])}"
+      f"{std(s['proxy_gain_in_reference_std'])}, with the missing-stop "
+      f"penalty {num(s['reference_scores'])} -> {num(s['policy_scores'])}"
+      f"{std(s['score_gain_in_reference_std'])}; "
       f"gold {num(s['reference_gold'])} -> {num(s['policy_gold'])}"
       f"{std(s['gold_gain_in_reference_std'])}; KL(policy || reference) "
       f"{num(s['policy_kl_exact'])} nats per response"

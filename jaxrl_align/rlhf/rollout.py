@@ -37,21 +37,24 @@ def response_outputs(config, params, tokens: Array, mask: Array
   response token and the scalar head before it.
 
   Args:
-    config: the run's config (model, temperature, top_k, response_length).
+    config: the run's config (model, temperature, top_k, top_p,
+      response_length).
     params: a transformer's parameters.
     tokens: ``[B, P + N]`` prompt then response.
     mask: ``[B, P + N]`` real tokens.
 
   Returns:
     ``(logits [B, N, V], scalar [B, N])``: logits divided by the temperature
-    (``-inf`` outside the top k), predicting response token ``t``; the
+    (``-inf`` outside the top k and the nucleus, the response token itself
+    always kept), predicting response token ``t``; the
     scalar head at the position before it (the value of the state in which
     token ``t`` is chosen).
   """
   n = config.response_length
   logits, scalar, _ = _apply(config)(params, tokens, mask)
   return (generation.sampling_logits(logits[:, -n - 1:-1], config.temperature,
-                                     config.top_k),
+                                     config.top_k, config.top_p,
+                                     keep=tokens[:, -n:]),
           scalar[:, -n - 1:-1])
 
 
@@ -123,7 +126,7 @@ def sample(config, params, prompt: Array, prompt_mask: Array,
   return generation.generate(
       _apply(config), params, config.model, prompt, prompt_mask, key,
       max_new_tokens=config.response_length, temperature=config.temperature,
-      top_k=config.top_k, stop_token=config.stop_token,
+      top_k=config.top_k, top_p=config.top_p, stop_token=config.stop_token,
       pad_token=config.pad_token)
 
 
@@ -136,13 +139,16 @@ def stopped(config, response: Array, response_mask: Array) -> Array:
 
 
 def scores(config, data, tokens: Array, mask: Array,
-           response: Array, response_mask: Array) -> tuple[Array, Array]:
-  """``(score [B], stopped [B])``: ``data.score_fn`` of each sequence minus
-  ``missing_eos_penalty`` where the response never stopped."""
+           response: Array, response_mask: Array
+           ) -> tuple[Array, Array, Array]:
+  """``(score [B], proxy [B], stopped [B])``: ``proxy`` is
+  ``data.score_fn`` of each sequence (the reward model's score), ``score``
+  the same minus ``missing_eos_penalty`` where the response never stopped
+  (the reward the policy is trained on, TRL's ``scores``)."""
   done = stopped(config, response, response_mask)
   raw = data.score_fn(data.reward_params, tokens, mask).astype(jnp.float32)
   penalty = jnp.asarray(config.missing_eos_penalty, raw.dtype)
-  return raw - jnp.where(done, 0.0, penalty), done
+  return raw - jnp.where(done, 0.0, penalty), raw, done
 
 
 def rewards_and_advantages(config, score: Array, log_probs: Array,
@@ -194,7 +200,8 @@ def rollout(config, state, data, prompt: Array,
   value = (own_scalar if config.value_model == "policy" else
            values(config, state.params, state.critic, gen.tokens, gen.mask))
   value = jnp.where(live, value, 0.0)
-  score, done = scores(config, data, gen.tokens, gen.mask, gen.response, live)
+  score, _, done = scores(config, data, gen.tokens, gen.mask, gen.response,
+                          live)
   kl, reward, advantage, returns = rewards_and_advantages(
       config, score, log_probs, ref_log_probs, value, live, state.kl.coef)
   return Experience(gen.tokens, gen.mask, gen.response, live, log_probs,
@@ -276,12 +283,16 @@ def sample_metrics(exp: Experience, kl_coef: Array) -> dict[str, Array]:
 
 def rollout_metrics(config, state, data,
                     exp: Experience) -> dict[str, Array]:
-  """:func:`sample_metrics`, the exact KL to the reference, the gold
-  score and distinct-1/2 of the responses."""
+  """:func:`sample_metrics`, the reward model's score before the
+  missing-stop penalty (``objective/proxy``), the exact KL to the
+  reference, the gold score and distinct-1/2 of the responses."""
   live = exp.response_mask
   vocab = config.model.vocab_size
+  penalty = jnp.asarray(config.missing_eos_penalty, exp.scores.dtype)
   return {
       **sample_metrics(exp, state.kl.coef),
+      "objective/proxy": jnp.mean(exp.scores + jnp.where(exp.stopped, 0.0,
+                                                         penalty)),
       "objective/kl_exact": jnp.mean(exact_kl(
           config, state.params, data.ref_params, exp.tokens, exp.mask, live)),
       "objective/gold": gold(data, exp.tokens, exp.mask),

@@ -85,8 +85,8 @@ def run_small(out: str, *, iterations: int = 40, progress: bool = True,
     s = summaries[algo] = rl_lib.run_rl(algo, paths[algo], paths["sft"],
                                         paths["rm"], config, RL_RUN, **flags)
     report(f"   {algo.upper()}: reward-model score "
-           f"{s['reference_scores']:+.2f} -> {s['policy_scores']:+.2f} "
-           f"({s['score_gain_in_reference_std']:+.1f} sd), gold "
+           f"{s['reference_proxy']:+.2f} -> {s['policy_proxy']:+.2f} "
+           f"({s['proxy_gain_in_reference_std']:+.1f} sd), gold "
            f"{s['reference_gold']:+.3f} -> {s['policy_gold']:+.3f} "
            f"({s['gold_gain_in_reference_std']:+.1f} sd), KL to the reference "
            f"{s['policy_kl_exact']:.2f} nats (target "

@@ -153,9 +153,9 @@ def _sample_table(config, data, tokenizer, settings, out):
     gen = rollout.sample(config, params, data.eval_prompts[:k],
                          data.eval_prompt_mask[:k],
                          jax.random.key(settings.seed))
-    score, _ = rollout.scores(config, data, gen.tokens, gen.mask,
-                              gen.response, gen.response_mask)
-    return gen.tokens, gen.mask, score
+    _, proxy, _ = rollout.scores(config, data, gen.tokens, gen.mask,
+                                 gen.response, gen.response_mask)
+    return gen.tokens, gen.mask, proxy
 
   def show(done, states):
     tokens, mask, score = jax.device_get(sample(
