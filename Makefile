@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test test-fast bench bench-learners clean
+.PHONY: demo test test-fast bench bench-learners bench-rlhf-trl clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
@@ -33,7 +33,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-rejax .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .venv-rejax .venv-trl .pytest_cache .hypothesis *.egg-info
 
 # rejax 0.1.3 needs gymnax 0.0.9, which conflicts with ours: its own venv.
 .venv-rejax/bin/python:
@@ -42,3 +42,13 @@ clean:
 
 bench-learners: $(VENV)/.installed-test .venv-rejax/bin/python
 	$(BIN)/python benchmarks/learners.py --rejax-python .venv-rejax/bin/python
+
+# TRL's PPO against ours in one process: jax, our package and trl with torch.
+.venv-trl/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
+	test -x .venv-trl/bin/python || $(PYTHON) -m venv .venv-trl
+	.venv-trl/bin/python -m pip --disable-pip-version-check install --quiet -c constraints.txt -e '.[rlhf,trl]'
+	touch $@
+
+bench-rlhf-trl: .venv-trl/.installed
+	.venv-trl/bin/python benchmarks/rlhf_trl.py

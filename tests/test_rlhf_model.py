@@ -283,3 +283,57 @@ def test_gpt2_checkpoint_gives_the_same_logits(tmp_path):
       params, jnp.asarray(tokens), jnp.asarray(mask))
   np.testing.assert_allclose(np.asarray(logits)[mask], expected[mask],
                              atol=1e-4, rtol=1e-4)
+
+
+def test_export_to_gpt2_gives_the_same_logits_and_score(net):
+  """Ours exported (``gpt2.state_dict``) into ``GPT2LMHeadModel`` and, with
+  the scalar head, ``GPT2ForSequenceClassification``: the same logits and
+  the same score at the last real token; back through ``gpt2.load``, the
+  same parameters."""
+  import safetensors.numpy
+  import torch
+  import transformers
+
+  from jaxrl_align.host.rlhf import gpt2
+
+  module, params = net
+  tokens = np.random.default_rng(1).integers(2, CONFIG.vocab_size, (3, 20))
+  hf_config = transformers.GPT2Config(**gpt2.config_to_hf(CONFIG),
+                                      num_labels=1, pad_token_id=1)
+  lm = transformers.GPT2LMHeadModel(hf_config).eval()
+  missing, unexpected = lm.load_state_dict(
+      {k: torch.tensor(v) for k, v in gpt2.state_dict(CONFIG, params).items()},
+      strict=False)
+  assert not unexpected and all("lm_head" in k or "attn.bias" in k
+                                for k in missing), (missing, unexpected)
+  lm.tie_weights()
+  logits, scalar, _ = module.apply(params, jnp.asarray(tokens))
+  with torch.no_grad():
+    expected = lm(torch.tensor(tokens)).logits.numpy()
+  np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+  head = jax.tree.map(lambda x: x, params)
+  head["params"]["score"]["bias"] = jnp.zeros_like(
+      head["params"]["score"]["bias"])
+  scorer = transformers.GPT2ForSequenceClassification(hf_config).eval()
+  scorer.load_state_dict({k: torch.tensor(v) for k, v in gpt2.state_dict(
+      CONFIG, head, score=True).items()}, strict=False)
+  _, scalar, _ = module.apply(head, jnp.asarray(tokens))
+  with torch.no_grad():
+    score = scorer(torch.tensor(tokens)).logits.numpy()[:, 0]
+  np.testing.assert_allclose(np.asarray(scalar)[:, -1], score, atol=1e-4,
+                             rtol=1e-4)
+  with pytest.raises(ValueError, match="bias"):
+    gpt2.state_dict(CONFIG, jax.tree.map(lambda x: x + 1.0, params),
+                    score=True)
+  import json
+  import tempfile
+  with tempfile.TemporaryDirectory() as path:
+    safetensors.numpy.save_file(gpt2.state_dict(CONFIG, params),
+                                f"{path}/model.safetensors")
+    with open(f"{path}/config.json", "w") as f:
+      json.dump(gpt2.config_to_hf(CONFIG), f)
+    config, back = gpt2.load(path)
+  assert config == CONFIG
+  for name in ("wte", "h_0", "ln_f"):
+    jax.tree.map(np.testing.assert_array_equal, back["params"][name],
+                 params["params"][name])

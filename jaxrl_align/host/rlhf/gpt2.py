@@ -1,9 +1,13 @@
-"""Load a Hugging Face GPT-2 checkpoint into :class:`~.model.Transformer`.
+"""Load a Hugging Face GPT-2 checkpoint into :class:`~.model.Transformer`,
+and export one the other way.
 
 A checkpoint directory holds ``config.json`` and ``model.safetensors`` (what
 ``GPT2LMHeadModel.save_pretrained`` writes). GPT-2's ``Conv1D`` stores
 weights as ``[in, out]``, which is Flax's ``Dense`` kernel layout, so the
 tensors are only renamed. Nothing is downloaded: point it at a directory.
+:func:`config_to_hf` and :func:`state_dict` go back, to a
+``GPT2LMHeadModel`` or (with the scalar head) a
+``GPT2ForSequenceClassification`` with one label.
 """
 
 from __future__ import annotations
@@ -92,3 +96,52 @@ def load(path: str):
         "c_proj": dense(f"{h}.mlp.c_proj", hidden, d),
     }
   return config, {"params": params}
+
+
+def config_to_hf(config: model_lib.TransformerConfig) -> dict[str, Any]:
+  """The GPT-2 ``config.json`` dict of a :class:`TransformerConfig` (no
+  dropout: ours is off unless asked for)."""
+  return {"model_type": "gpt2", "vocab_size": config.vocab_size,
+          "n_positions": config.max_len, "n_layer": config.num_layers,
+          "n_head": config.num_heads, "n_embd": config.width,
+          "n_inner": config.mlp_ratio * config.width,
+          "activation_function": "gelu_new",
+          "layer_norm_epsilon": config.layer_norm_eps,
+          "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+          "tie_word_embeddings": True}
+
+
+def state_dict(config: model_lib.TransformerConfig, params, *,
+               score: bool = False) -> dict[str, np.ndarray]:
+  """Hugging Face GPT-2 tensors (``transformer.``-prefixed names, float32)
+  of our parameters, the inverse of :func:`load`'s renaming.
+
+  ``lm_head.weight`` is left out (GPT-2 ties it to ``wte``). With ``score``,
+  the scalar head becomes ``score.weight`` ``[1, width]``, the head of a
+  ``GPT2ForSequenceClassification`` with ``num_labels=1``, which has no
+  bias.
+
+  Raises:
+    ValueError: ``score`` and the scalar head's bias is not zero.
+  """
+  p = params["params"] if "params" in params else params
+  out = {"transformer.wte.weight": p["wte"]["embedding"],
+         "transformer.wpe.weight": p["wpe"]["embedding"],
+         "transformer.ln_f.weight": p["ln_f"]["scale"],
+         "transformer.ln_f.bias": p["ln_f"]["bias"]}
+  for i in range(config.num_layers):
+    h, ours = f"transformer.h.{i}", p[f"h_{i}"]
+    pairs = (("ln_1", ours["ln_1"]), ("ln_2", ours["ln_2"]),
+             ("attn.c_attn", ours["attn"]["c_attn"]),
+             ("attn.c_proj", ours["attn"]["c_proj"]),
+             ("mlp.c_fc", ours["c_fc"]), ("mlp.c_proj", ours["c_proj"]))
+    for name, leaf in pairs:
+      out[f"{h}.{name}.weight"] = leaf["scale" if "scale" in leaf else
+                                       "kernel"]
+      out[f"{h}.{name}.bias"] = leaf["bias"]
+  if score:
+    if np.any(np.asarray(p["score"]["bias"]) != 0):
+      raise ValueError("GPT2ForSequenceClassification's score head has no "
+                       "bias; ours is not zero.")
+    out["score.weight"] = np.asarray(p["score"]["kernel"]).T
+  return {k: np.array(v, np.float32) for k, v in out.items()}
