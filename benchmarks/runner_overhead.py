@@ -42,12 +42,12 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     runner.run("ppo", config, os.path.join(tmp, "warm"), settings,
                    progress=False)
-    bare, runner, quiet = [], [], []
+    bare, shown, quiet = [], [], []
     for i in range(args.repeats):
       start = time.perf_counter()
       jax.block_until_ready(train(config, keys))
       bare.append(time.perf_counter() - start)
-      for progress, times in ((True, runner), (False, quiet)):
+      for progress, times in ((True, shown), (False, quiet)):
         out = os.path.join(tmp, f"run{i}-{progress}")
         start = time.perf_counter()
         runner.run("ppo", config, out, settings, progress=progress)
@@ -55,14 +55,14 @@ def main():
         with open(os.path.join(out, "summary.json")) as f:
           times.append(json.load(f)["wall_seconds_this_session"])
       print(f"repeat {i}: bare train {bare[-1]:.2f} s, runner training loop "
-            f"{runner[-1]:.2f} s with the progress bar, {quiet[-1]:.2f} s "
+            f"{shown[-1]:.2f} s with the progress bar, {quiet[-1]:.2f} s "
             f"without (last whole run incl. evaluation and plot "
             f"{total:.2f} s)", flush=True)
   print(f"CartPole-v1 PPO preset, {args.seeds} seeds, "
         f"{config.num_updates} updates in chunks of "
         f"{runner.default_chunk(config.num_updates)} (best of "
-        f"{args.repeats}): runner / bare = {min(runner) / min(bare):.3f}; "
-        f"progress bar on / off = {min(runner) / min(quiet):.3f}")
+        f"{args.repeats}): runner / bare = {min(shown) / min(bare):.3f}; "
+        f"progress bar on / off = {min(shown) / min(quiet):.3f}")
 
 
 if __name__ == "__main__":

@@ -150,19 +150,18 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
   def kl_fn(p):
     return jnp.mean(head.kl(old_out, policy_out(p, batch["obs"])))
 
-  fisher_kl_fn = None
-  if config.fisher_subsample > 1:
-    every = config.fisher_subsample
-    sub_obs = batch["obs"][::every]
-    sub_old = head.every(old_out, every)
+  every = config.fisher_subsample
+  sub_obs = batch["obs"][::every]
+  sub_old = head.every(old_out, every)
 
-    def fisher_kl_fn(p):
-      return jnp.mean(head.kl(sub_old, policy_out(p, sub_obs)))
+  def sub_kl_fn(p):
+    return jnp.mean(head.kl(sub_old, policy_out(p, sub_obs)))
 
   new_actor, info = trust_region.trpo_step(
       loss_fn, kl_fn, actor, max_kl=config.max_kl, cg_iters=config.cg_iters,
       cg_damping=config.cg_damping, backtrack_coeff=config.backtrack_coeff,
-      backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher_kl_fn)
+      backtrack_iters=config.backtrack_iters,
+      fisher_kl_fn=sub_kl_fn if every > 1 else None)
 
   optimizer = sgd.clipped_adam(config.max_grad_norm)
   lr = jnp.asarray(config.learning_rate, jnp.float32)
