@@ -12,7 +12,7 @@ to ``GPT2LMHeadModel`` and ``GPT2ForSequenceClassification`` (one label) by
 per iteration, 48-token responses, temperature 1, no top-k or nucleus, a
 stop token (id 0, TRL's ``stop_token_id`` and the tokenizer's eos; the pad
 id is 1) with ``missing_eos_penalty`` 1, 4 PPO epochs of one minibatch of
-64, fixed ``kl_coef`` 0.05 (k1), no reward whitening, ``vf_coef`` 0.1, both
+64, a fixed ``kl_coef`` (our default, 0.2; k1), no reward whitening, ``vf_coef`` 0.1, both
 clip ranges 0.2, γ 1, λ 0.95, Adam at a constant 1e-4 with ε 1e-5: our
 ``PPOConfig``'s defaults (``kl_control="fixed"``, ``anneal_lr=False``),
 handed to TRL's ``PPOConfig`` field by field. TRL runs in

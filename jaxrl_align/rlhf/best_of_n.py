@@ -76,12 +76,15 @@ class Curve(NamedTuple):
     gold: ``[K]`` its gold score.
     kl_sampled: ``[K]`` ``KL(π_N || π_ref)`` measured on the samples
       (:func:`log_ratio` at the chosen responses).
+    kl_sampled_se: ``[K]`` its standard error over prompts (the spread of
+      the log-ratios; the estimate of ``F`` adds more).
     kl_bound: ``[K]`` ``log N − (N − 1)/N``.
   """
   n: Array
   proxy: Array
   gold: Array
   kl_sampled: Array
+  kl_sampled_se: Array
   kl_bound: Array
 
 
@@ -110,10 +113,12 @@ def curve(ns: Sequence[int], proxy: Array, gold: Array, log_p: Array,
     take = lambda x: jnp.take_along_axis(x[:, :n], best, 1)[:, 0]  # noqa
     chosen = take(proxy)
     cdf = empirical_cdf(chosen[:, None], pool)[:, 0]
-    rows.append((jnp.mean(chosen), jnp.mean(take(gold)),
-                 jnp.mean(log_ratio(n, take(log_p), cdf)), kl_bound(n)))
-  proxy_n, gold_n, kl_n, bound_n = (jnp.stack(c) for c in zip(*rows))
-  return Curve(jnp.asarray(np.asarray(ns)), proxy_n, gold_n, kl_n, bound_n)
+    ratio = log_ratio(n, take(log_p), cdf)
+    rows.append((jnp.mean(chosen), jnp.mean(take(gold)), jnp.mean(ratio),
+                 jnp.std(ratio, ddof=1) / np.sqrt(ratio.shape[0]),
+                 kl_bound(n)))
+  return Curve(jnp.asarray(np.asarray(ns)),
+               *(jnp.stack(c) for c in zip(*rows)))
 
 
 def reference_samples(config, data, prompts: Array, prompt_mask: Array,
