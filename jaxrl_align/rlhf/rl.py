@@ -11,9 +11,8 @@ One iteration, for a batch of prompts:
    with a distinct padding token. Every log-probability (policy, reference,
    and later the updated policy) is taken from one forward pass over prompt
    and response under the distribution actually sampled: logits divided by
-   the temperature, restricted to the top k when ``top_k > 0`` and to the
-   nucleus when ``top_p < 1`` (the sampled token always kept, so that a
-   rounding difference between the two forward passes cannot exclude it).
+   the temperature, restricted to the top k and the nucleus (top p) when
+   set, the sampled token always kept (see ``rollout.response_outputs``).
 2. **Score.** ``data.score_fn`` scores each (truncated) response — the
    reward model of part 1, normalised on the reference's samples — and
    ``missing_eos_penalty`` is subtracted from the score of a response that
@@ -105,10 +104,8 @@ class RLConfig:
       iterations (as TRL's default scheduler does).
     temperature: divides the logits when sampling and in every
       log-probability (> 0).
-    kl_coef: β, the KL penalty's (initial) coefficient (≥ 0). 0.2 and a
-      horizon of 1,000 responses held the default run's KL at its target
-      (docs/rlhf.md); TRL's 0.05 and Ziegler et al.'s 10,000 let it
-      overshoot to twice the target within 100 iterations of 64.
+    kl_coef: β, the KL penalty's (initial) coefficient (≥ 0; the default
+      and the horizon's were measured, docs/rlhf.md).
     kl_target: the adaptive controller's target KL per response (nats).
     kl_horizon: the adaptive controller's horizon (responses).
     missing_eos_penalty: subtracted from the score of a response that never
