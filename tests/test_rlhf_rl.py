@@ -633,7 +633,7 @@ def test_rlhf_commands_show_samples_resume_and_refuse(small, tmp_path, capsys):
   assert cli.main(["rlhf", "trpo", "--out", run, "--sft", sft_dir, "--rm",
                    rm_dir, *tiny]) == 0
   text, err = capsys.readouterr()
-  assert "held-out score" in text and "gold" in text
+  assert "held-out reward-model score" in text and "gold" in text
   assert "samples after 2 iterations" in err
   rows = [json.loads(l) for l in open(os.path.join(run, "samples.jsonl"))]
   assert [r["update"] for r in rows] == [2, 2, 4, 4]
