@@ -33,12 +33,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_align.host.errors import RunError
 from jaxrl_align.host.rlhf import rl as rl_host
 from jaxrl_align.rlhf import best_of_n
 from jaxrl_align.rlhf import ppo
@@ -164,8 +166,12 @@ def main():
   settings = rl_host.RLRunSettings(eval_prompts=args.eval_prompts,
                                    prompt_tokens=args.prompt_tokens,
                                    seed=args.seed, samples=0)
-  data, model_config, _, (eos, pad) = rl_host.build_data(args.sft, args.rm,
-                                                         settings)
+  try:
+    data, model_config, _, (eos, pad) = rl_host.build_data(
+        args.sft, args.rm, settings)
+  except RunError as e:
+    print(f"rlhf_frontier.py: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
   common = dict(model=model_config, stop_token=eos, pad_token=pad,
                 iterations=args.iterations, batch_size=args.batch_size,
                 response_length=args.response_length, kl_control="fixed")
