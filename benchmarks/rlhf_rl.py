@@ -12,8 +12,9 @@ rollout, and the update (PPO: 4 epochs of one minibatch over policy and
 critic; TRPO: the trust-region step, then 4 critic epochs); then the whole
 iteration as the learner runs it (one program). Reported per iteration:
 seconds, episodes/s, response tokens/s, TRPO's iteration over PPO's, the
-update's floating-point operations (XLA's cost analysis) per second as a
-fraction of the machine's fp32 peak when given (``--peak-tflops``), and the
+update's floating-point operations (XLA's cost analysis, every loop
+iteration counted) per second as a fraction of the machine's fp32 peak when
+given (``--peak-tflops``), and the
 peak resident memory. Compile time is excluded (each program runs once
 first); the best of ``--repeats`` runs.
 
@@ -33,6 +34,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from jaxrl_align import trust_region
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
@@ -53,6 +55,8 @@ def timed(fn, *args, repeats):
 
 
 def flops(fn, *args) -> float | None:
+  """XLA's count for one call of ``fn``, which counts the body of every
+  loop (``scan``, ``while_loop``) once, whatever its trip count."""
   try:
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
   except Exception:  # noqa: BLE001  (not every backend reports costs)
@@ -60,6 +64,44 @@ def flops(fn, *args) -> float | None:
   if isinstance(cost, list):
     cost = cost[0] if cost else {}
   return float(cost.get("flops", 0.0)) or None
+
+
+def update_flops(name, config, state, exp, key) -> float | None:
+  """The update's floating-point operations, every loop iteration counted.
+
+  XLA counts a loop's body once, so each loop is counted from loop-free
+  programs: an epoch (one pass over the whole batch, whatever the
+  minibatches) times the epochs; for TRPO the step with one conjugate-
+  gradient iteration and one line-search trial, plus the further
+  iterations and trials this step ran, each a Fisher-vector product or a
+  surrogate-and-KL evaluation.
+  """
+  one_epoch = config.replace(epochs=1, num_minibatches=1)
+  if name == "ppo":
+    epoch = flops(lambda s, e, k: ppo.ALGORITHM.update(one_epoch, s, e, k),
+                  state, exp, key)
+    return epoch and epoch * config.epochs
+  value = flops(lambda s, e, k: trpo.value_step(
+      one_epoch, s.params, s.critic, s.opt_state, e, k, 1e-4), state, exp, key)
+  step = flops(lambda p, e: trpo.policy_step(config, p, e), state.params, exp)
+  _, info = jax.jit(lambda p, e: trpo.policy_step(config, p, e))(
+      state.params, exp)
+
+  def fvp(p, e):
+    _, kl, fisher = trpo.objectives(config, p, e)
+    return trust_region.fisher_vector_product(fisher or kl, p, p)
+
+  def trial(p, e):
+    surrogate, kl, _ = trpo.objectives(config, state.params, e)
+    return surrogate(p), kl(p)
+
+  product, evaluation = flops(fvp, state.params, exp), flops(
+      trial, state.params, exp)
+  if None in (value, step, product, evaluation):
+    return None
+  return (value * config.epochs + step
+          + (int(info.cg_iterations) - 1) * product
+          + (max(int(info.backtracks), 1) - 1) * evaluation)
 
 
 def setup(batch):
@@ -117,8 +159,7 @@ def phases(name, config, data, repeats):
                                       repeats=repeats),
       "update": timed(update, state, exp, key, repeats=repeats),
       "whole iteration": timed(iterate, state, data, repeats=repeats)}
-  update_flops = flops(update_fn, state, exp, key)
-  return out, update_flops
+  return out, update_flops(name, config, state, exp, key)
 
 
 def main():
@@ -139,24 +180,24 @@ def main():
         f"{RESPONSE}-token responses")
   results = {}
   for name, config in configs.items():
-    times, update_flops = phases(name, config, data, args.repeats)
+    times, counted = phases(name, config, data, args.repeats)
     it = times["whole iteration"]
     results[name] = {
         "seconds": times, "episodes_per_second": batch / it,
         "response_tokens_per_second": batch * RESPONSE / it,
-        "update_flops": update_flops,
-        "update_tflops_per_second": (update_flops / times["update"] / 1e12
-                                     if update_flops else None)}
+        "update_flops": counted,
+        "update_tflops_per_second": (counted / times["update"] / 1e12
+                                     if counted else None)}
     print(f"\n{name.upper()}: {it * 1e3:.0f} ms per iteration, "
           f"{batch / it:.1f} episodes/s, {batch * RESPONSE / it:,.0f} "
           f"response tokens/s")
     for phase, seconds in times.items():
       print(f"  {phase:24s} {seconds * 1e3:9.1f} ms")
-    if update_flops:
-      rate = update_flops / times["update"] / 1e12
+    if counted:
+      rate = counted / times["update"] / 1e12
       share = (f", {rate / args.peak_tflops:.1%} of the fp32 peak"
                if args.peak_tflops else "")
-      print(f"  update: {update_flops / 1e9:.1f} GFLOP, {rate:.3f} "
+      print(f"  update: {counted / 1e9:.1f} GFLOP, {rate:.3f} "
             f"TFLOP/s{share}")
   ratio = (results["trpo"]["seconds"]["whole iteration"]
            / results["ppo"]["seconds"]["whole iteration"])

@@ -100,8 +100,12 @@ def fisher_rows(config: TRPOConfig) -> int:
   return max(1, round(config.fisher_fraction * config.batch_size))
 
 
-def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
-  """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
+def objectives(config: TRPOConfig, params, exp: rollout.Experience):
+  """What the trust-region step reads, at the rollout policy ``params``:
+  ``(surrogate, kl, fisher_kl)``, each ``params -> scalar``: the negated
+  surrogate advantage and the mean per-token ``KL(π_old || π)`` over the
+  whole batch, and the KL over the Fisher sub-sample (``None`` when that is
+  the whole batch)."""
   live = exp.response_mask
   old_logits = jax.lax.stop_gradient(
       rollout.response_outputs(config, params, exp.tokens, exp.mask)[0])
@@ -118,13 +122,18 @@ def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
     return masked_mean(distributions.categorical_kl(old_logits[rows], logits),
                        live[rows])
 
-  every = slice(None)
   fisher = None
   rows = fisher_rows(config)
   if rows < config.batch_size:
     fisher = lambda p: kl_over(p, slice(0, rows))  # noqa: E731
+  return surrogate, lambda p: kl_over(p, slice(None)), fisher
+
+
+def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
+  """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
+  surrogate, kl, fisher = objectives(config, params, exp)
   return trust_region.trpo_step(
-      surrogate, lambda p: kl_over(p, every), params, max_kl=config.max_kl,
+      surrogate, kl, params, max_kl=config.max_kl,
       cg_iters=config.cg_iters, cg_damping=config.cg_damping,
       backtrack_coeff=config.backtrack_coeff,
       backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher)
