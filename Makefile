@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test test-fast bench bench-learners bench-rlhf-trl clean
+.PHONY: demo test test-fast bench bench-learners bench-peers bench-rlhf-trl clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
@@ -33,7 +33,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-rejax .venv-trl .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .venv-rejax .venv-trl .venv-peers .pytest_cache .hypothesis *.egg-info
 
 # rejax 0.1.3 needs gymnax 0.0.9, which conflicts with ours: its own venv.
 .venv-rejax/bin/python:
@@ -52,3 +52,13 @@ bench-learners: $(VENV)/.installed-test .venv-rejax/bin/python
 
 bench-rlhf-trl: .venv-trl/.installed
 	.venv-trl/bin/python benchmarks/rlhf_trl.py
+
+# The peers (SB3, sb3-contrib, SBX, rejax) in their own venv; ours runs in $(VENV).
+.venv-peers/.installed:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip --disable-pip-version-check install --quiet "stable-baselines3==2.9.2" "sb3-contrib==2.9.2" "sbx-rl==0.28.0" "torch==2.13.0" "rejax==0.1.3" "gymnax==0.0.9" "jax==0.10.2" "jaxlib==0.10.2"
+	touch $@
+
+bench-peers: $(VENV)/.installed-test .venv-peers/.installed
+	$(BIN)/python benchmarks/peers.py --peer-python .venv-peers/bin/python

@@ -1,0 +1,559 @@
+"""Our PPO and TRPO side by side with Stable-Baselines3, sb3-contrib, SBX and
+rejax on the five classic-control tasks, at the RL Baselines3 Zoo's tuned
+hyperparameters, in one run.
+
+Per task and algorithm every library trains at the Zoo's entry (rl-zoo3
+2.9.2, ``hyperparams/ppo.yml`` and ``trpo.yml``, copied into ``ZOO`` below
+with the libraries' own defaults for what an entry leaves out), for
+``--seeds`` seeds: ours and rejax's as one ``vmap`` over the seeds in one
+process, SB3's, sb3-contrib's and SBX's one process per seed, as many at
+once as there are cores (each with one thread). Per run: the whole
+process's wall time (measured outside it: start-up, imports, compilation,
+training, evaluation), compilation time (the JAX libraries), warm training
+time, env steps/s (all seeds' steps over the warm training time; per seed
+for the one-process-per-seed libraries, summed over the seeds running at
+once), the mean return of 16 deterministic evaluation episodes per seed,
+the peak resident memory of the process, and a learning curve: the mean
+return of the training episodes that ended in each rollout against env
+steps and against wall-clock seconds (ours: one compiled program, so its
+seconds are interpolated over the warm training time, after compilation;
+rejax: its own deterministic evaluations, 10 per run). Ratios are computed
+from the figures of this one run.
+
+What we translate from a Zoo entry, and what we lack, is printed and
+recorded with each result (``notes``). Our ``value_loss`` is ½·MSE where
+SB3's is MSE, so a Zoo ``vf_coef`` of c becomes 2c here; SB3's
+``VecNormalize`` (``normalize: true``) becomes ``normalize_obs`` and
+``scale_reward``; ``lin_`` learning rates become ``anneal_lr``.
+
+The peers run in their own virtual environment (``make bench-peers`` builds
+``.venv-peers``: stable-baselines3, sb3-contrib and sbx-rl with
+``torch==2.13.0``; rejax 0.1.3 with ``gymnax==0.0.9``) through
+``--peer-python``; this script re-runs itself there (``--worker``) and
+imports nothing of ours in that mode.
+
+Usage: ``python benchmarks/peers.py [--envs ...] [--algos ppo trpo]
+[--libraries ours sb3 sbx rejax] [--seeds 4] [--steps-scale 1.0]
+[--peer-python .venv-peers/bin/python] [--out benchmarks/results/peers]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0",
+        "MountainCarContinuous-v0", "Pendulum-v1")
+EVAL_EPISODES = 16
+
+# rl-zoo3 2.9.2, hyperparams/ppo.yml and trpo.yml (the five entries each).
+ZOO = {
+    ("ppo", "CartPole-v1"): dict(
+        n_envs=8, n_timesteps=1e5, n_steps=32, batch_size=256, gae_lambda=0.8,
+        gamma=0.98, n_epochs=20, ent_coef=0.0, learning_rate="lin_0.001",
+        clip_range="lin_0.2"),
+    ("ppo", "Acrobot-v1"): dict(
+        normalize=True, n_envs=16, n_timesteps=1e6, n_steps=256,
+        gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0),
+    ("ppo", "MountainCar-v0"): dict(
+        normalize=True, n_envs=16, n_timesteps=1e6, n_steps=16,
+        gae_lambda=0.98, gamma=0.99, n_epochs=4, ent_coef=0.0),
+    ("ppo", "MountainCarContinuous-v0"): dict(
+        normalize=True, n_envs=1, n_timesteps=20000, batch_size=256,
+        n_steps=8, gamma=0.9999, learning_rate=7.77e-05, ent_coef=0.00429,
+        clip_range=0.1, n_epochs=10, gae_lambda=0.9, max_grad_norm=5,
+        vf_coef=0.19, use_sde=True,
+        policy_kwargs=dict(log_std_init=-3.29, ortho_init=False)),
+    ("ppo", "Pendulum-v1"): dict(
+        n_envs=4, n_timesteps=1e5, n_steps=1024, gae_lambda=0.95, gamma=0.9,
+        n_epochs=10, ent_coef=0.0, learning_rate=1e-3, clip_range=0.2,
+        use_sde=True, sde_sample_freq=4),
+    ("trpo", "CartPole-v1"): dict(
+        n_envs=2, n_timesteps=1e5, n_steps=512, batch_size=512,
+        cg_damping=1e-3, gae_lambda=0.98, gamma=0.99, learning_rate=1e-3,
+        n_critic_updates=20),
+    ("trpo", "Acrobot-v1"): dict(
+        normalize=True, n_envs=2, n_timesteps=1e5, n_steps=1024),
+    ("trpo", "MountainCar-v0"): dict(
+        normalize=True, n_envs=2, n_timesteps=1e5, n_steps=1024,
+        n_critic_updates=20),
+    ("trpo", "MountainCarContinuous-v0"): dict(
+        normalize=True, n_envs=2, n_timesteps=50000, use_sde=True,
+        sde_sample_freq=4),
+    ("trpo", "Pendulum-v1"): dict(
+        n_envs=2, n_timesteps=1e5, n_steps=1024, gamma=0.9,
+        n_critic_updates=15, use_sde=True, sde_sample_freq=4),
+}
+
+# What an entry leaves out: the libraries' constructor defaults
+# (stable_baselines3/ppo/ppo.py and sb3_contrib/trpo/trpo.py, 2.9.2).
+DEFAULTS = {
+    "ppo": dict(learning_rate=3e-4, n_steps=2048, batch_size=64, n_epochs=10,
+                gamma=0.99, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0,
+                vf_coef=0.5, max_grad_norm=0.5, use_sde=False,
+                sde_sample_freq=-1, normalize=False, policy_kwargs={}),
+    "trpo": dict(learning_rate=1e-3, n_steps=2048, batch_size=128,
+                 gamma=0.99, cg_max_steps=15, cg_damping=0.1,
+                 line_search_shrinking_factor=0.8, line_search_max_iter=10,
+                 n_critic_updates=10, gae_lambda=0.95, use_sde=False,
+                 sde_sample_freq=-1, target_kl=0.01, sub_sampling_factor=1,
+                 normalize=False, policy_kwargs={}),
+}
+
+# Which library runs which algorithm.
+LIBRARIES = {"ours": ("ppo", "trpo"), "sb3": ("ppo",),
+             "sb3-contrib": ("trpo",), "sbx": ("ppo",), "rejax": ("ppo",)}
+
+
+SCALE = [1.0]  # --steps-scale: the Zoo's budgets times this (quick checks)
+
+
+def entry(algo: str, env_id: str) -> dict:
+  """The Zoo's entry over the library's defaults (its budget times
+  ``--steps-scale``)."""
+  out = dict(DEFAULTS[algo])
+  out.update(ZOO[(algo, env_id)])
+  out["n_timesteps"] = int(out["n_timesteps"] * SCALE[0])
+  return out
+
+
+def _value(x):
+  """A Zoo value: ``lin_v`` (linear decay to 0 from v) or a number:
+  ``(v, linear)``."""
+  if isinstance(x, str) and x.startswith("lin_"):
+    return float(x[4:]), True
+  return float(x), False
+
+
+def batches(e: dict) -> tuple[int, int]:
+  """``(updates, env steps)``: the Zoo's budget in whole rollouts."""
+  per = e["n_envs"] * e["n_steps"]
+  updates = max(1, e["n_timesteps"] // per)
+  return updates, updates * per
+
+
+# ------------------------------------------------------------------ ours
+
+
+def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
+  """Our config fields for the Zoo entry, and notes on what differs."""
+  e = entry(algo, env_id)
+  notes = []
+  _, steps = batches(e)
+  lr, linear = _value(e["learning_rate"])
+  f = dict(env_id=env_id, total_timesteps=steps, num_envs=e["n_envs"],
+           num_steps=e["n_steps"], learning_rate=lr, gamma=float(e["gamma"]),
+           gae_lambda=float(e["gae_lambda"]), hidden=(64, 64),
+           normalize_obs=bool(e["normalize"]),
+           scale_reward=bool(e["normalize"]))
+  batch = e["n_envs"] * e["n_steps"]
+  f["num_minibatches"] = max(1, batch // e["batch_size"])
+  if batch > e["batch_size"] and batch % e["batch_size"]:
+    notes.append(f"batch {batch} not a multiple of {e['batch_size']}: "
+                 f"{f['num_minibatches']} minibatches")
+  if algo == "ppo":
+    clip, clip_linear = _value(e["clip_range"])
+    f.update(update_epochs=e["n_epochs"], anneal_lr=linear, clip_eps=clip,
+             ent_coef=float(e["ent_coef"]),
+             vf_coef=2 * float(e["vf_coef"]),  # ½·MSE here, MSE in SB3
+             max_grad_norm=float(e["max_grad_norm"]), clip_value=False)
+    if clip_linear:
+      notes.append("clip range annealing (lin_): ours stays constant")
+  else:
+    f.update(update_epochs=e["n_critic_updates"], anneal_lr=linear,
+             cg_iters=e["cg_max_steps"], cg_damping=float(e["cg_damping"]),
+             backtrack_coeff=e["line_search_shrinking_factor"],
+             backtrack_iters=e["line_search_max_iter"],
+             max_kl=float(e["target_kl"]),
+             fisher_subsample=e["sub_sampling_factor"],
+             max_grad_norm=float("inf"))  # sb3-contrib's critic: no clip
+  kwargs = e["policy_kwargs"]
+  if "log_std_init" in kwargs:
+    f["log_std_init"] = float(kwargs["log_std_init"])
+  if kwargs.get("ortho_init") is False:
+    notes.append("ortho_init=False: ours always initialises orthogonally")
+  if e["use_sde"]:
+    if "use_sde" in field_names:
+      f.update(use_sde=True, sde_sample_freq=e["sde_sample_freq"])
+    else:
+      notes.append("gSDE: not available here, Gaussian noise instead")
+  f = {k: v for k, v in f.items() if k in field_names or k == "env_id"}
+  if algo == "trpo" and "anneal_lr" not in field_names and linear:
+    notes.append("learning-rate annealing (lin_): ours stays constant")
+  return f, notes
+
+
+def run_ours(algo: str, env_id: str, seeds: int) -> dict:
+  import dataclasses
+
+  import jax
+  import numpy as np
+
+  from jaxrl_align import agents
+  from jaxrl_align.agents import ppo
+  from jaxrl_align.agents import trpo
+
+  module = ppo if algo == "ppo" else trpo
+  config_type = ppo.PPOConfig if algo == "ppo" else trpo.TRPOConfig
+  names = {f.name for f in dataclasses.fields(config_type)}
+  fields, notes = our_fields(algo, env_id, names)
+  config = config_type(**fields)
+  keys = jax.random.split(jax.random.key(0), seeds)
+  train = jax.jit(jax.vmap(module.train, in_axes=(None, 0)),
+                  compiler_options=agents.compiler_options())
+  start = time.perf_counter()
+  compiled = train.lower(config, keys).compile()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  states, metrics = compiled(config, keys)
+  jax.block_until_ready(states)
+  warm_s = time.perf_counter() - start
+  returns = jax.jit(jax.vmap(
+      lambda s, k: module.evaluate(config, s, k, EVAL_EPISODES)))(
+          states, jax.random.split(jax.random.key(1), seeds))
+  curve = np.asarray(metrics["episode_return"])  # [seeds, updates]
+  steps = np.asarray(metrics["env_steps"])[0]  # after each update
+  n = len(steps)
+  mean = [None if np.all(np.isnan(c)) else float(np.nanmean(c))
+          for c in curve.T]
+  return {"compile_s": compile_s, "warm_s": warm_s,
+          "env_steps": int(steps[-1]) * seeds,
+          "returns": np.mean(np.asarray(returns), axis=1).tolist(),
+          "curve": {"steps": steps.tolist(), "return": mean,
+                    "seconds": [compile_s + warm_s * (i + 1) / n
+                                for i in range(n)]},
+          "notes": notes, "config": {k: (list(v) if isinstance(v, tuple)
+                                         else v) for k, v in fields.items()}}
+
+
+# ----------------------------------------------------------------- peers
+
+
+def run_sb3(library: str, algo: str, env_id: str, seed: int) -> dict:
+  """One seed of SB3's PPO, sb3-contrib's TRPO or SBX's PPO."""
+  import numpy as np
+  from stable_baselines3.common.callbacks import BaseCallback
+  from stable_baselines3.common.env_util import make_vec_env
+  from stable_baselines3.common.evaluation import evaluate_policy
+  from stable_baselines3.common.vec_env import VecNormalize
+
+  if library == "sbx":
+    from sbx import PPO as Algo
+  elif algo == "ppo":
+    import torch
+    torch.set_num_threads(1)
+    from stable_baselines3 import PPO as Algo
+  else:
+    import torch
+    torch.set_num_threads(1)
+    from sb3_contrib import TRPO as Algo
+  e = entry(algo, env_id)
+  _, steps = batches(e)
+  kwargs = {k: v for k, v in e.items()
+            if k not in ("n_envs", "n_timesteps", "normalize")}
+  for name in ("learning_rate", "clip_range"):
+    if name in kwargs:
+      v, linear = _value(kwargs[name])
+      kwargs[name] = (lambda p, v=v: p * v) if linear else v
+  env = make_vec_env(env_id, n_envs=e["n_envs"], seed=seed)
+  if e["normalize"]:
+    env = VecNormalize(env, gamma=e["gamma"])
+
+  class Curve(BaseCallback):
+    def __init__(self):
+      super().__init__()
+      self.points, self.ended, self.start = [], [], time.perf_counter()
+
+    def _on_step(self):
+      for info in self.locals["infos"]:
+        if "episode" in info:
+          self.ended.append(info["episode"]["r"])
+      return True
+
+    def _on_rollout_end(self):
+      self.points.append((self.num_timesteps,
+                          float(np.mean(self.ended)) if self.ended else None,
+                          time.perf_counter() - self.start))
+      self.ended = []
+
+  model = Algo("MlpPolicy", env, seed=seed, verbose=0, **kwargs)
+  curve = Curve()
+  start = time.perf_counter()
+  model.learn(total_timesteps=steps, callback=curve)
+  warm_s = time.perf_counter() - start
+  if e["normalize"]:
+    env.training, env.norm_reward = False, False
+  returns, _ = evaluate_policy(model, env, n_eval_episodes=EVAL_EPISODES,
+                               deterministic=True)
+  return {"warm_s": warm_s, "env_steps": int(model.num_timesteps),
+          "returns": [float(np.mean(returns))],
+          "curve": {"steps": [p[0] for p in curve.points],
+                    "return": [p[1] for p in curve.points],
+                    "seconds": [p[2] for p in curve.points]}}
+
+
+def run_rejax(algo: str, env_id: str, seeds: int) -> dict:
+  """rejax's PPO at the Zoo entry, the seeds in one ``vmap``."""
+  import jax
+  import numpy as np
+  from rejax import PPO
+
+  e = entry(algo, env_id)
+  _, steps = batches(e)
+  lr, _ = _value(e["learning_rate"])
+  clip, _ = _value(e["clip_range"])
+  batch = e["n_envs"] * e["n_steps"]
+  algo_ = PPO.create(
+      env=env_id, total_timesteps=steps, num_envs=e["n_envs"],
+      num_steps=e["n_steps"], num_epochs=e["n_epochs"],
+      num_minibatches=max(1, batch // e["batch_size"]), learning_rate=lr,
+      gamma=float(e["gamma"]), gae_lambda=float(e["gae_lambda"]),
+      clip_eps=clip, vf_coef=2 * float(e["vf_coef"]),  # ½·MSE, as ours
+      ent_coef=float(e["ent_coef"]), max_grad_norm=float(e["max_grad_norm"]),
+      normalize_observations=bool(e["normalize"]),
+      normalize_rewards=bool(e["normalize"]),
+      eval_freq=max(batch, steps // 10), skip_initial_evaluation=True,
+      agent_kwargs={"activation": "tanh", "hidden_layer_sizes": [64, 64]})
+  notes = ["rejax clips the value loss (max form) always"]
+  notes += [f"{name}: rejax has none (constant / Gaussian noise)"
+           for name, lacking in (
+               ("lin_ schedules", _value(e["learning_rate"])[1]
+                or _value(e["clip_range"])[1]),
+               ("gSDE", e["use_sde"]),
+               ("log_std_init / ortho_init", bool(e["policy_kwargs"])))
+           if lacking]
+  keys = jax.random.split(jax.random.key(0), seeds)
+  train = jax.jit(jax.vmap(algo_.train))
+  start = time.perf_counter()
+  compiled = train.lower(keys).compile()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  _, evaluation = compiled(keys)
+  jax.block_until_ready(evaluation)
+  warm_s = time.perf_counter() - start
+  returns = np.asarray(evaluation[1])  # [seeds, evaluations, episodes]
+  n = returns.shape[1]
+  points = [(steps * (i + 1) // n) for i in range(n)]
+  return {"compile_s": compile_s, "warm_s": warm_s,
+          "env_steps": steps * seeds,
+          "returns": returns[:, -1].mean(axis=1).tolist(),
+          "curve": {"steps": points,
+                    "return": returns.mean(axis=(0, 2)).tolist(),
+                    "seconds": [compile_s + warm_s * (i + 1) / n
+                                for i in range(n)]},
+          "notes": notes}
+
+
+def worker(args) -> None:
+  if args.library == "ours":
+    out = run_ours(args.algo, args.env, args.seeds)
+  elif args.library == "rejax":
+    out = run_rejax(args.algo, args.env, args.seeds)
+  else:
+    out = run_sb3(args.library, args.algo, args.env, args.seed)
+  out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss \
+      / 1024
+  print("RESULT " + json.dumps(out))
+
+
+# -------------------------------------------------------------- the run
+
+
+def _launch(python, library, algo, env_id, seeds, seed):
+  cmd = [python, os.path.abspath(__file__), "--worker", "--library", library,
+         "--algo", algo, "--env", env_id, "--seeds", str(seeds), "--seed",
+         str(seed), "--steps-scale", str(SCALE[0])]
+  return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True), time.perf_counter()
+
+
+def _collect(proc, start) -> dict:
+  out, err = proc.communicate()
+  wall = time.perf_counter() - start
+  lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+  if proc.returncode or not lines:
+    tail = (err.strip().splitlines() or ["no output"])[-1]
+    return {"error": tail[:300]}
+  result = json.loads(lines[-1][len("RESULT "):])
+  result["process_s"] = wall
+  return result
+
+
+def run_library(library, algo, env_id, seeds, python, cores) -> dict:
+  """A library's runs on one task: one process (JAX libraries) or one per
+  seed, ``cores`` at a time; the per-seed results merged."""
+  if library in ("ours", "rejax"):
+    return _collect(*_launch(python, library, algo, env_id, seeds, 0))
+  results, running = [], []
+  began = time.perf_counter()
+  for seed in range(seeds):
+    running.append(_launch(python, library, algo, env_id, 1, seed))
+    if len(running) == cores or seed == seeds - 1:
+      results += [_collect(*r) for r in running]
+      running = []
+  errors = [r for r in results if "error" in r]
+  if errors:
+    return errors[0]
+  first = results[0]["curve"]
+  return {"process_s": time.perf_counter() - began,
+          "process_s_per_seed": [r["process_s"] for r in results],
+          "warm_s": max(r["warm_s"] for r in results),
+          "env_steps": sum(r["env_steps"] for r in results),
+          "returns": [r["returns"][0] for r in results],
+          "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+          "concurrent": min(cores, seeds),
+          "curve": {"steps": first["steps"],
+                    "return": _mean_curves([r["curve"]["return"]
+                                            for r in results]),
+                    "seconds": first["seconds"]}}
+
+
+def _mean_curves(curves):
+  n = min(len(c) for c in curves)
+  out = []
+  for i in range(n):
+    vals = [c[i] for c in curves if c[i] is not None]
+    out.append(sum(vals) / len(vals) if vals else None)
+  return out
+
+
+def _rate(r) -> float | None:
+  """Env steps per second of warm training (for one-process-per-seed
+  libraries: each seed's rate times the seeds running at once)."""
+  if "error" in r:
+    return None
+  if "concurrent" in r:
+    per_seed = r["env_steps"] / len(r["returns"]) / r["warm_s"]
+    return per_seed * r["concurrent"]
+  return r["env_steps"] / r["warm_s"]
+
+
+def table(results) -> str:
+  rows = ["| task | algorithm | library | all seeds, wall (s) | compile (s) "
+          "| warm (s) | env steps/s | eval return: mean (per seed) | "
+          "peak RSS (MB) | ours: ×env steps/s, ×wall |",
+          "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| --- |"]
+  for (env_id, algo), by_lib in results.items():
+    ours = by_lib.get("ours", {})
+    for library, r in by_lib.items():
+      if "error" in r:
+        rows.append(f"| {env_id} | {algo} | {library} | failed: "
+                    f"{r['error'][:80]} | | | | | | |")
+        continue
+      mean = sum(r["returns"]) / len(r["returns"])
+      ratio = ""
+      if library != "ours" and "error" not in ours and ours:
+        ratio = (f"{_rate(ours) / _rate(r):.1f}x, "
+                 f"{r['process_s'] / ours['process_s']:.1f}x")
+      compile_s = r.get("compile_s")
+      rows.append(
+          f"| {env_id} | {algo} | {library} | {r['process_s']:.1f} | "
+          f"{'' if compile_s is None else f'{compile_s:.1f}'} | "
+          f"{r['warm_s']:.1f} | {_rate(r):,.0f} | {mean:.1f} "
+          f"({', '.join(f'{x:.0f}' for x in r['returns'])}) | "
+          f"{r['peak_rss_mb']:,.0f} | {ratio} |")
+  return "\n".join(rows)
+
+
+def plots(results, out_dir) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  keys = list(results)
+  for x_name in ("steps", "seconds"):
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2),
+                             squeeze=False)
+    for ax, key in zip(axes[0], keys):
+      for library, r in results[key].items():
+        if "error" in r:
+          continue
+        c = r["curve"]
+        pts = [(x, y) for x, y in zip(c[x_name], c["return"]) if y is not None]
+        if pts:
+          ax.plot(*zip(*pts), marker=".", markersize=3, label=library)
+      ax.set_title(f"{key[0]} {key[1].upper()}", fontsize=9)
+      ax.set_xlabel("env steps" if x_name == "steps" else "wall seconds")
+      if x_name == "seconds":
+        ax.set_xscale("log")
+      ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("training-episode return")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"return_vs_{x_name}.png"), dpi=110)
+    plt.close(fig)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+  parser.add_argument("--algos", nargs="+", default=["ppo", "trpo"],
+                      choices=["ppo", "trpo"])
+  parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES),
+                      choices=list(LIBRARIES))
+  parser.add_argument("--seeds", type=int, default=4)
+  parser.add_argument("--seed", type=int, default=0,
+                      help=argparse.SUPPRESS)
+  parser.add_argument("--steps-scale", type=float, default=1.0,
+                      help="the Zoo's step budgets times this (quick checks; "
+                           "1 for results)")
+  parser.add_argument("--peer-python", default=".venv-peers/bin/python")
+  parser.add_argument("--out", default="benchmarks/results/peers")
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--library", help=argparse.SUPPRESS)
+  parser.add_argument("--algo", help=argparse.SUPPRESS)
+  parser.add_argument("--env", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  SCALE[0] = args.steps_scale
+  if args.worker:
+    return worker(args)
+  if args.seeds < 1 or not args.steps_scale > 0:
+    parser.exit(2, "peers.py: --seeds must be at least 1 and --steps-scale "
+                   "positive\n")
+  peers = [l for l in args.libraries if l != "ours"]
+  if peers and not os.path.exists(args.peer_python):
+    parser.exit(2, f"peers.py: no peer interpreter at {args.peer_python} "
+                   "(make bench-peers builds it)\n")
+  os.makedirs(args.out, exist_ok=True)
+  cores = os.cpu_count() or 1
+  print(f"{platform.processor() or platform.machine()}, {cores} cores; "
+        f"{args.seeds} seeds; peers: {args.peer_python}", flush=True)
+  results = {}
+  for env_id in args.envs:
+    for algo in args.algos:
+      by_lib = {}
+      for library in args.libraries:
+        if algo not in LIBRARIES[library]:
+          continue
+        python = sys.executable if library == "ours" else args.peer_python
+        r = run_library(library, algo, env_id, args.seeds, python, cores)
+        by_lib[library] = r
+        what = (r["error"] if "error" in r else
+                f"{r['process_s']:.1f}s process, {_rate(r):,.0f} steps/s, "
+                f"return {sum(r['returns']) / len(r['returns']):.1f}")
+        print(f"{env_id:26s} {algo:4s} {library:11s} {what}", flush=True)
+        for note in r.get("notes", []):
+          print(f"{'':32s} note: {note}")
+      results[(env_id, algo)] = by_lib
+  with open(os.path.join(args.out, "peers.json"), "w") as f:
+    json.dump({"machine": {"processor": platform.processor(),
+                           "cores": cores, "python": platform.python_version()},
+               "seeds": args.seeds, "steps_scale": args.steps_scale,
+               "results": {f"{e}/{a}": v for (e, a), v in results.items()}},
+              f, indent=1)
+  text = table(results)
+  with open(os.path.join(args.out, "peers.md"), "w") as f:
+    f.write(text + "\n")
+  print("\n" + text)
+  plots(results, args.out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
