@@ -96,3 +96,86 @@ def test_gae_equals_sb3_rollout_buffer(dtype, tol, variant):
            and np.allclose(ret, want_ret, rtol=tol, atol=tol)
            and np.allclose(adv_v, want_adv, rtol=tol, atol=tol))
   assert close == (variant == "ours"), np.abs(adv - want_adv).max()
+
+
+def _fill(buf, model, rng, noise):
+  """Fills an SB3 rollout buffer with random observations and actions; the
+  stored log-probabilities and values are the policy's own plus ``noise``
+  (as if collected by an older policy), so ratios and clipping are active.
+  """
+  t, n = buf.buffer_size, buf.n_envs
+  obs = rng.normal(size=(t, n) + buf.obs_shape).astype(np.float32)
+  action = rng.integers(0, model.action_space.n, size=(t, n, 1))
+  with th.no_grad():
+    value, log_prob, _ = model.policy.evaluate_actions(
+        th.as_tensor(obs.reshape(t * n, -1)),
+        th.as_tensor(action.reshape(-1)))
+  buf.observations[:] = obs
+  buf.actions[:] = action
+  buf.log_probs[:] = (log_prob.numpy().reshape(t, n)
+                      + noise * rng.normal(size=(t, n)))
+  buf.values[:] = value.numpy().reshape(t, n) + noise * rng.normal(size=(t, n))
+  buf.advantages[:] = rng.normal(size=(t, n)) + 0.3
+  buf.returns[:] = rng.normal(size=(t, n))
+  buf.full, buf.generator_ready = True, False
+
+
+def _flat(x):
+  return jnp.asarray(np.asarray(x, np.float32).reshape(-1))
+
+
+@pytest.mark.parametrize("variant", ["ours", "max_form", "ddof0"])
+def test_ppo_loss_terms_equal_sb3_ppo_train(variant):
+  """SB3's ``PPO.train`` (``stable_baselines3/ppo/ppo.py``) for one epoch of
+  one minibatch logs its loss terms at the incoming weights; ours at the
+  same log-probabilities, values and entropies give the same numbers.
+
+  Conventions converted (docs/agents.md): SB3's value loss is the MSE, ours
+  ½·MSE; SB3 clips the value prediction (our ``form="prediction"``); SB3
+  whitens the advantages with ``ddof=1``. The ``max_form`` and ``ddof0``
+  variants keep our defaults and must not match.
+  """
+  t, clip, clip_vf = 64, 0.2, 0.3
+  model = sb3.PPO("MlpPolicy", "CartPole-v1", n_steps=t, batch_size=t,
+                  n_epochs=1, clip_range=clip, clip_range_vf=clip_vf,
+                  policy_kwargs=dict(net_arch=[16]), seed=0, device="cpu")
+  model.set_logger(sb3_logger.Logger(None, []))
+  buf = model.rollout_buffer
+  _fill(buf, model, np.random.default_rng(1), noise=0.3)
+  with th.no_grad():
+    value, log_prob, entropy = model.policy.evaluate_actions(
+        th.as_tensor(buf.observations.reshape(t, -1)),
+        th.as_tensor(buf.actions.reshape(-1)))
+  model.train()
+  logged = model.logger.name_to_value
+
+  def terms(log_prob, old_log_prob, advantage, value, old_value, target,
+            entropy):
+    advantage = normalization.whiten(advantage,
+                                     ddof=0 if variant == "ddof0" else 1)
+    form = "max" if variant == "max_form" else "prediction"
+    return {
+        "policy_gradient_loss": losses.ppo_clip_loss(
+            log_prob, old_log_prob, advantage, clip_eps=clip),
+        "value_loss": 2 * losses.clipped_value_loss(
+            value, old_value, target, clip_eps=clip_vf, form=form),
+        "entropy_loss": losses.entropy_loss(entropy),
+        "approx_kl": losses.approx_kl(log_prob, old_log_prob),
+        "clip_fraction": losses.clip_fraction(log_prob, old_log_prob,
+                                              clip_eps=clip)}
+
+  ours = jax.jit(terms)(
+      _flat(log_prob), _flat(buf.log_probs), _flat(buf.advantages),
+      _flat(value), _flat(buf.values), _flat(buf.returns), _flat(entropy))
+  assert 0 < logged["train/clip_fraction"] < 1  # clipping is exercised
+  forms = [losses.clipped_value_loss(
+      _flat(value), _flat(buf.values), _flat(buf.returns), clip_eps=clip_vf,
+      form=form) for form in ("max", "prediction")]
+  assert abs(forms[0] - forms[1]) > 1e-3  # the clipping forms differ here
+  close = {k: np.isclose(float(v), logged["train/" + k], rtol=1e-5, atol=1e-6)
+           for k, v in ours.items()}
+  if variant == "ours":
+    assert all(close.values()), (
+        {k: (float(v), logged["train/" + k]) for k, v in ours.items()})
+  else:
+    assert not all(close.values())
