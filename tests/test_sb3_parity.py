@@ -179,3 +179,131 @@ def test_ppo_loss_terms_equal_sb3_ppo_train(variant):
         {k: (float(v), logged["train/" + k]) for k, v in ours.items()})
   else:
     assert not all(close.values())
+
+
+_ACTOR = ("mlp_extractor.policy_net.0.weight", "mlp_extractor.policy_net.0.bias",
+          "action_net.weight", "action_net.bias")
+
+
+def _actor_params(policy):
+  """SB3's actor weights as a list of arrays, in sb3-contrib's flattening
+  order (``named_parameters`` without the critic's)."""
+  named = dict(policy.named_parameters())
+  return [jnp.asarray(named[k].detach().numpy()) for k in _ACTOR]
+
+
+def _logits(params, obs):
+  """SB3's ``MlpPolicy`` actor for a discrete action: a tanh layer, then
+  the ``action_net`` logits (torch's ``Linear`` is ``x Wᵀ + b``)."""
+  w1, b1, w2, b2 = params
+  return jnp.tanh(obs @ w1.T + b1[None]) @ w2.T + b2[None]
+
+
+def _flat_params(params):
+  return np.concatenate([np.asarray(p).reshape(-1) for p in params])
+
+
+@pytest.mark.parametrize("variant,max_kl", [
+    ("ours", 0.01), ("ours", 0.3), ("kl_old_new", 0.01)])
+def test_trpo_step_equals_sb3_contrib_trpo_train(monkeypatch, variant,
+                                                 max_kl):
+  """One :func:`jaxrl_align.trpo_step` against one policy step of
+  sb3-contrib's ``TRPO.train`` (``sb3_contrib/trpo/trpo.py``) from the same
+  weights and batch: 10 CG iterations, damping 0.1, δ = 0.01, shrink 0.8,
+  10 line-search trials, advantages whitened with ``ddof=1``.
+
+  Conventions made to coincide:
+
+  * sb3-contrib's ``conjugate_gradient_solver``
+    (``sb3_contrib/common/utils.py``) starts from ``1e-4·randn``; ours from
+    zero. Its ``th.randn_like`` is replaced by zeros for this call.
+  * sb3-contrib's line search bounds ``KL(new || old)``, ours checks the
+    ``kl_fn`` it is given (the learners pass ``KL(old || new)``); here
+    ``kl_fn`` is ``KL(new || old)``. The Fisher matrix, the Hessian of
+    either direction at the old weights, is the same.
+  * sb3-contrib accepts ``KL < δ``, ours ``KL ≤ δ``: they differ only at
+    ``KL == δ`` exactly, which a float step does not hit here (the KL
+    reached is checked to be away from δ).
+  * Both require a strict surrogate improvement.
+
+  On this batch both accept the full step at δ = 0.01 and at δ = 0.3 (whose
+  step is about five times longer); the backtracking branch is tested in
+  ``tests/test_trust_region.py``.
+
+  The ``kl_old_new`` variant passes our learners' ``KL(old || new)`` and
+  must not match the KL reached.
+  """
+  sb3_contrib = pytest.importorskip("sb3_contrib")
+  trpo_module = pytest.importorskip("sb3_contrib.trpo.trpo")
+  t = 64
+  model = sb3_contrib.TRPO(
+      "MlpPolicy", "CartPole-v1", n_steps=t, batch_size=t, cg_max_steps=10,
+      cg_damping=0.1, line_search_shrinking_factor=0.8,
+      line_search_max_iter=10, n_critic_updates=1, target_kl=max_kl,
+      policy_kwargs=dict(net_arch=[8]), seed=0, device="cpu")
+  model.set_logger(sb3_logger.Logger(None, []))
+  buf = model.rollout_buffer
+  _fill(buf, model, np.random.default_rng(2), noise=0.0)
+  params = _actor_params(model.policy)
+
+  captured = {}
+  solver = trpo_module.conjugate_gradient_solver
+
+  def zero_start_solver(matvec, b, **kwargs):
+    with monkeypatch.context() as patch:
+      patch.setattr(th, "randn_like", th.zeros_like)
+      x = solver(matvec, b, **kwargs)
+    captured["direction"] = x.detach().numpy().copy()
+    return x
+
+  monkeypatch.setattr(trpo_module, "conjugate_gradient_solver",
+                      zero_start_solver)
+  model.train()
+  logged = model.logger.name_to_value
+  sb3_step = _flat_params(_actor_params(model.policy)) - _flat_params(params)
+
+  obs = jnp.asarray(buf.observations.reshape(t, -1))
+  action = jnp.asarray(buf.actions.reshape(-1).astype(np.int32))
+  old_log_prob = _flat(buf.log_probs)
+  advantage = normalization.whiten(_flat(buf.advantages), ddof=1)
+  old_logits = _logits(params, obs)
+
+  def log_prob(p):
+    logp = jax.nn.log_softmax(_logits(p, obs))
+    return jnp.take_along_axis(logp, action[:, None], axis=1)[:, 0]
+
+  def loss_fn(p):
+    return -jnp.mean(jnp.exp(log_prob(p) - old_log_prob) * advantage)
+
+  def kl_fn(p):
+    new = _logits(p, obs)
+    if variant == "kl_old_new":
+      return jnp.mean(jr.categorical_kl(old_logits, new))
+    return jnp.mean(jr.categorical_kl(new, old_logits))
+
+  def ours(p):
+    new_p, info = jr.trpo_step(loss_fn, kl_fn, p, max_kl=max_kl, cg_iters=10,
+                               cg_damping=0.1, backtrack_coeff=0.8,
+                               backtrack_iters=10)
+    # The search direction trpo_step solves for: (F + 0.1 I) s = -∇loss.
+    direction = jr.conjugate_gradient(
+        lambda v: jr.fisher_vector_product(kl_fn, p, v, damping=0.1),
+        jax.tree.map(jnp.negative, jax.grad(loss_fn)(p)), iters=10)
+    return new_p, info, direction
+
+  new_params, info, direction = jax.jit(ours)(params)
+  step = _flat_params(new_params) - _flat_params(params)
+
+  assert logged["train/is_line_search_success"] == 1.0 and bool(info.accepted)
+  assert float(info.step_fraction) == 1.0
+  assert abs(logged["train/kl_divergence_loss"] - max_kl) > 1e-4
+  np.testing.assert_allclose(_flat_params(direction), captured["direction"],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(step, sb3_step, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_flat_params(new_params),
+                             _flat_params(_actor_params(model.policy)),
+                             rtol=1e-5, atol=1e-5)
+  kl_close = np.isclose(float(info.kl), logged["train/kl_divergence_loss"],
+                        rtol=1e-5, atol=1e-7)
+  assert kl_close == (variant == "ours"), (
+      float(info.kl), logged["train/kl_divergence_loss"])
