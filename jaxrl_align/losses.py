@@ -231,6 +231,11 @@ def value_loss(value: Array, target: Array, *,
                mask: Array | None = None) -> Array:
   r"""Squared error ``½ mean[(V - R)²]``.
 
+  The ½ is CleanRL's and PPO2's convention; Stable-Baselines3's value loss
+  is ``mean[(V - R)²]`` without it, so a ``vf_coef`` of ``c`` there weighs
+  as ``2c`` here (``docs/agents.md``, "Conventions against
+  Stable-Baselines3").
+
   Args:
     value: ``[*N]`` predicted values.
     target: ``[*N]`` regression targets (e.g. GAE returns).
@@ -253,14 +258,22 @@ def clipped_value_loss(
     *,
     clip_eps: float | Array,
     mask: Array | None = None,
+    form: str = "max",
 ) -> Array:
-  r"""PPO2's clipped value loss.
+  r"""Clipped value loss, PPO2's pessimistic form or SB3's clipped prediction.
 
   .. math::
 
-    L = \tfrac12 \operatorname{mean}\big[\max\big((V - R)^2,\
-        (V_{old} + \operatorname{clip}(V - V_{old}, -\epsilon, \epsilon)
-        - R)^2\big)\big]
+    V_{clip} = V_{old} + \operatorname{clip}(V - V_{old}, -\epsilon, \epsilon)
+
+    L_{max} = \tfrac12 \operatorname{mean}\big[\max\big((V - R)^2,\
+        (V_{clip} - R)^2\big)\big],
+    \qquad
+    L_{prediction} = \tfrac12 \operatorname{mean}\big[(V_{clip} - R)^2\big]
+
+  ``"max"`` is PPO2's and CleanRL's form; ``"prediction"`` is
+  Stable-Baselines3's ``clip_range_vf`` (``PPO.train``), whose loss is
+  twice this one (no ½, see :func:`value_loss`).
 
   Args:
     value: ``[*N]`` predicted values.
@@ -268,14 +281,21 @@ def clipped_value_loss(
     target: ``[*N]`` regression targets.
     clip_eps: ε > 0, in the units of the value (may be traced).
     mask: optional ``[*N]`` bool.
+    form: ``"max"`` or ``"prediction"`` (static).
 
   Returns:
     Scalar loss.
 
+  Raises:
+    ValueError: an unknown ``form``.
+
   References:
     Huang et al., 2022, "The 37 Implementation Details of Proximal Policy
-    Optimization", ICLR Blog Track, detail 9.
+    Optimization", ICLR Blog Track, detail 9; Stable-Baselines3,
+    ``stable_baselines3/ppo/ppo.py``, ``PPO.train``.
   """
+  if form not in ("max", "prediction"):
+    raise ValueError(f"`form` must be 'max' or 'prediction', got {form!r}.")
   _checks.check_same_shape(value=value, old_value=old_value, target=target)
   _checks.check_floating("value", value)
   _check_mask(mask, jnp.shape(value))
@@ -283,7 +303,9 @@ def clipped_value_loss(
                                 low_inclusive=False)
   eps = jnp.asarray(clip_eps, jnp.result_type(value))
   clipped = old_value + jnp.clip(value - old_value, -eps, eps)
-  error = jnp.maximum((value - target) ** 2, (clipped - target) ** 2)
+  error = (clipped - target) ** 2
+  if form == "max":
+    error = jnp.maximum((value - target) ** 2, error)
   return 0.5 * masked_mean(error, mask)
 
 

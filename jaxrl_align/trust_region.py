@@ -271,6 +271,10 @@ def trpo_step(
      and accept the first with ``kl_fn ≤ max_kl`` and a lower, finite loss;
      after ``backtrack_iters`` failures return ``params`` unchanged.
 
+  sb3-contrib's ``TRPO`` accepts ``KL(new || old) < δ`` instead; the
+  Fisher matrix is the same, and passing that KL as ``kl_fn`` reproduces
+  its step (``tests/test_sb3_parity.py``).
+
   Args:
     loss_fn: ``params -> scalar`` to minimise (the negated surrogate
       advantage).

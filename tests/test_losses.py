@@ -126,6 +126,32 @@ def test_value_losses_hand_values():
   np.testing.assert_allclose(jra.value_loss(value, target, mask=mask), 0.5)
 
 
+def test_clipped_value_loss_prediction_form_is_sb3s():
+  # SB3's PPO.train: values_pred = V_old + clamp(V - V_old, -ε, ε), loss
+  # F.mse_loss(returns, values_pred); ours is half of it. ε = 0.5 as above:
+  # clipped values [1.5, 0, 1], errors² [2.25, 1, 0] -> ½ mean = 3.25/6,
+  # where the max form gave the same only because (V_clip-R)² ≥ (V-R)²
+  # everywhere; with target 1.2 at the first sample the forms part.
+  value = jnp.array([2.0, 0.0, 1.0])
+  old_value = jnp.array([1.0, 0.0, 1.0])
+  target = jnp.array([1.2, 1.0, 1.0])
+  v_clip = np.array([1.5, 0.0, 1.0])
+  want = 0.5 * np.mean((v_clip - np.asarray(target)) ** 2)  # 0.09+1+0 / 6
+  loss = jax.jit(lambda v, form: jra.clipped_value_loss(
+      v, old_value, target, clip_eps=0.5, form=form), static_argnums=1)
+  np.testing.assert_allclose(loss(value, "prediction"), want, rtol=1e-6)
+  # The max form differs here: max(0.64, 0.09) at the first sample.
+  np.testing.assert_allclose(loss(value, "max"), 0.5 * (0.64 + 1) / 3,
+                             rtol=1e-6)
+  batched = jax.vmap(lambda v: jra.clipped_value_loss(
+      v, old_value, target, clip_eps=0.5, form="prediction"))
+  np.testing.assert_allclose(batched(jnp.stack([value, value])), [want, want],
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="form"):
+    jra.clipped_value_loss(value, old_value, target, clip_eps=0.5,
+                           form="clip")
+
+
 def test_entropy_loss_and_masked_mean():
   ent = jnp.array([1.0, 2.0, 3.0])
   np.testing.assert_allclose(jra.entropy_loss(ent), -2.0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+import jaxrl_align as jra
 from jaxrl_align import agents
 from jaxrl_align import envs
 from jaxrl_align import sgd
@@ -236,7 +237,9 @@ def test_config_presets_and_bad_input():
          (dict(num_envs=0), "num_envs"),
          (dict(objective="trust"), "objective"),
          (dict(hidden=(64, -1)), "hidden"),
-         (dict(max_grad_norm=0.0), "max_grad_norm")]
+         (dict(max_grad_norm=0.0), "max_grad_norm"),
+         (dict(vf_clip_form="min"), "vf_clip_form"),
+         (dict(adv_norm_ddof=2), "adv_norm_ddof")]
   for kwargs, name in bad:
     with pytest.raises(ValueError, match=name):
       ppo.PPOConfig(**kwargs)
@@ -245,6 +248,50 @@ def test_config_presets_and_bad_input():
             if f.metadata.get("pytree_node", True)}
   assert {"learning_rate", "gamma", "clip_eps", "max_grad_norm"} <= leaves
   assert not {"env_id", "num_envs", "num_steps", "update_epochs"} & leaves
+
+
+@pytest.mark.parametrize("form,ddof", [("max", 0), ("prediction", 1)])
+def test_sb3_convention_options_reach_the_loss(form, ddof):
+  # PPO's minibatch loss with each value-clipping form and advantage ddof
+  # equals the primitives called with them; the other choice does not (the
+  # old values lie far from the predictions, so the forms part).
+  config = ppo.PPOConfig(env_id="CartPole-v1", clip_value=True,
+                         vf_clip_eps=0.1, vf_clip_form=form,
+                         adv_norm_ddof=ddof)
+  policy = on_policy.task_policy(config)
+  params = policy.init(jax.random.key(0), config.log_std_init)
+  rng = np.random.default_rng(0)
+  n = 16
+  batch = {"obs": jnp.asarray(rng.normal(size=(n, 4)), jnp.float32),
+           "action": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
+           "log_prob": jnp.asarray(rng.normal(size=n) - 0.7, jnp.float32),
+           "value": jnp.asarray(rng.normal(size=n), jnp.float32),
+           "advantage": jnp.asarray(rng.normal(size=n) + 0.5, jnp.float32),
+           "target": jnp.asarray(rng.normal(size=n), jnp.float32)}
+  _, diag = jax.jit(lambda p, b: ppo._loss(config, policy, p, 1.0, b))(
+      params, batch)
+  out, value = policy.apply(params, batch["obs"])
+  log_prob = policy.head.log_prob(out, batch["action"])
+
+  def expected(form, ddof):
+    adv = numpy_whiten(batch["advantage"], ddof)
+    return (
+        jra.ppo_clip_loss(log_prob, batch["log_prob"], adv, clip_eps=0.2),
+        jra.clipped_value_loss(value, batch["value"], batch["target"],
+                               clip_eps=0.1, form=form))
+
+  other = expected("prediction" if form == "max" else "max", 1 - ddof)
+  policy_loss, value_loss = expected(form, ddof)
+  np.testing.assert_allclose(diag["policy_loss"], policy_loss, rtol=1e-6)
+  np.testing.assert_allclose(diag["value_loss"], value_loss, rtol=1e-6)
+  assert abs(float(diag["policy_loss"]) - float(other[0])) > 1e-4
+  assert abs(float(diag["value_loss"]) - float(other[1])) > 1e-4
+
+
+def numpy_whiten(x, ddof):
+  """NumPy ``(x - mean) / (std(ddof) + 1e-8)``, the reference whitening."""
+  x = np.asarray(x, np.float64)
+  return jnp.asarray((x - x.mean()) / (x.std(ddof=ddof) + 1e-8), jnp.float32)
 
 
 def test_compiler_options_compile_the_same_learner():

@@ -83,6 +83,22 @@ def test_fisher_subsample_changes_only_the_direction():
   assert np.all(np.asarray(part["kl"]) <= base.max_kl + 1e-7)
 
 
+def test_adv_norm_ddof_scales_the_surrogate_not_the_step():
+  # sb3-contrib whitens advantages with ddof=1. The natural step is
+  # invariant to the advantages' scale (s ∝ g, then rescaled to max_kl), so
+  # the same step is taken and its surrogate improvement shrinks by
+  # std_0 / std_1 = sqrt((n-1)/n); a ddof that did not reach the step would
+  # leave the ratio at 1.
+  base = trpo.TRPOConfig(env_id="CartPole-v1", total_timesteps=64,
+                         num_envs=4, num_steps=16, num_minibatches=2)
+  runs = [jax.jit(trpo.train)(dataclasses.replace(base, adv_norm_ddof=d),
+                              jax.random.key(0))[1] for d in (0, 1)]
+  np.testing.assert_allclose(runs[1]["kl"], runs[0]["kl"], rtol=1e-4)
+  np.testing.assert_allclose(
+      runs[1]["loss_improvement"] / runs[0]["loss_improvement"],
+      np.sqrt(63 / 64), rtol=1e-4)
+
+
 def test_same_key_bit_identical_and_vmap_equals_single_runs():
   config = trpo.TRPOConfig(env_id="Pendulum-v1", total_timesteps=4 * 64,
                            num_envs=4, num_steps=64)
@@ -122,6 +138,7 @@ def test_config_bad_input():
          (dict(backtrack_coeff=1.0), "backtrack_coeff"),
          (dict(cg_damping=-1.0), "cg_damping"),
          (dict(fisher_subsample=0), "fisher_subsample"),
+         (dict(adv_norm_ddof=-1), "adv_norm_ddof"),
          (dict(env_id="HalfCheeta-v5"), "env_id"),
          (dict(gamma=-0.1), "gamma")]
   for kwargs, name in bad:

@@ -46,11 +46,18 @@ class PPOConfig(on_policy.OnPolicyConfig):
   Attributes:
     anneal_lr: *static* linear learning-rate annealing to 0.
     objective: *static* ``"clip"`` or ``"kl_penalty"`` (adaptive β).
-    clip_value: *static* PPO2-style value clipping.
+    clip_value: *static* clip the value loss (``vf_clip_eps``).
+    vf_clip_form: *static* ``"max"`` (PPO2, CleanRL: the larger of the
+      clipped and unclipped errors) or ``"prediction"`` (Stable-Baselines3:
+      the clipped prediction's error only); see
+      :func:`~jaxrl_align.losses.clipped_value_loss`.
+    adv_norm_ddof: *static* 0 or 1, the degrees of freedom of the
+      per-minibatch advantage standard deviation (SB3, CleanRL: 1).
     clip_eps: clip range ε > 0 of the ratio (inf: no clipping).
     vf_clip_eps: clip range of the value (with ``clip_value``; inf: none).
     ent_coef: entropy bonus coefficient ≥ 0.
-    vf_coef: value-loss coefficient ≥ 0.
+    vf_coef: value-loss coefficient ≥ 0, weighing ``½·MSE`` (SB3's
+      ``vf_coef`` weighs the MSE: its ``c`` is ``2c`` here).
     target_kl: stop the epochs once the approx. KL exceeds it (inf: never).
     kl_target: d_targ of the KL-penalty objective.
     kl_beta_init: initial β of the KL-penalty objective.
@@ -58,6 +65,8 @@ class PPOConfig(on_policy.OnPolicyConfig):
   anneal_lr: bool = static()
   objective: str = static(choices=("clip", "kl_penalty"))
   clip_value: bool = static()
+  vf_clip_form: str = static(choices=("max", "prediction"))
+  adv_norm_ddof: int = static()
   clip_eps: Any = None
   vf_clip_eps: Any = None
   ent_coef: Any = None
@@ -68,6 +77,9 @@ class PPOConfig(on_policy.OnPolicyConfig):
 
   def __post_init__(self):
     on_policy.finish_config(self, "ppo")
+    if self.adv_norm_ddof not in (0, 1):
+      raise ValueError(f"`adv_norm_ddof` must be 0 or 1, got "
+                       f"{self.adv_norm_ddof!r}.")
     for name in ("clip_eps", "vf_clip_eps", "target_kl"):  # inf: off
       configs.check_range(self, name, 0.0, float("inf"), low_inclusive=False)
     configs.check_finite_positive(self, "kl_target")
@@ -120,7 +132,8 @@ def _loss(config, policy, params, kl_coef, batch):
   out, value = policy.apply(params, batch["obs"])
   log_prob = policy.head.log_prob(out, batch["action"])
   entropy = policy.head.entropy(out)
-  advantage = normalization.whiten(batch["advantage"])
+  advantage = normalization.whiten(batch["advantage"],
+                                   ddof=config.adv_norm_ddof)
   if config.objective == "clip":
     policy_loss = losses.ppo_clip_loss(log_prob, batch["log_prob"], advantage,
                                        clip_eps=config.clip_eps)
@@ -131,7 +144,8 @@ def _loss(config, policy, params, kl_coef, batch):
   if config.clip_value:
     value_loss = losses.clipped_value_loss(value, batch["value"],
                                            batch["target"],
-                                           clip_eps=config.vf_clip_eps)
+                                           clip_eps=config.vf_clip_eps,
+                                           form=config.vf_clip_form)
   else:
     value_loss = losses.value_loss(value, batch["target"])
   entropy_loss = losses.entropy_loss(entropy)

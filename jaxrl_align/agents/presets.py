@@ -5,6 +5,12 @@ value, else ``DEFAULTS[algorithm]``'s. Any field passed explicitly wins.
 Each preset's ``total_timesteps`` is a whole number of its batches (the
 number of updates times ``num_envs * num_steps``).
 Where the presets come from and what they reach: ``docs/agents.md``.
+
+Presets taken from RL Baselines3 Zoo (``hyperparams/ppo.yml``) are
+translated into our conventions (``docs/agents.md``, "Conventions against
+Stable-Baselines3"): our value loss is ``½·MSE`` where SB3's is the MSE, so
+a Zoo ``vf_coef`` of ``c`` (SB3's default 0.5 where the entry sets none) is
+``2c`` here.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         total_timesteps=102_400, num_envs=8, num_steps=128, num_minibatches=4,
         update_epochs=4, hidden=(64, 64), normalize_obs=False,
         scale_reward=False, anneal_lr=True, objective="clip",
-        clip_value=False, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
+        clip_value=False, vf_clip_form="max", adv_norm_ddof=0,
+        learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95,
         clip_eps=0.2, vf_clip_eps=0.2, ent_coef=0.01, vf_coef=0.5,
         max_grad_norm=0.5, target_kl=float("inf"), kl_target=0.01,
         kl_beta_init=1.0, log_std_init=0.0),
@@ -24,28 +31,30 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         total_timesteps=102_400, num_envs=8, num_steps=128, num_minibatches=4,
         update_epochs=10, hidden=(64, 64), normalize_obs=False,
         scale_reward=False, cg_iters=10, backtrack_iters=10,
-        fisher_subsample=1, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95,
-        max_kl=0.01, cg_damping=0.1, backtrack_coeff=0.8, max_grad_norm=0.5,
+        fisher_subsample=1, adv_norm_ddof=0, learning_rate=1e-3, gamma=0.99,
+        gae_lambda=0.95, max_kl=0.01, cg_damping=0.1, backtrack_coeff=0.8, max_grad_norm=0.5,
         log_std_init=0.0),
 }
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("ppo", "CartPole-v1"): dict(
+    ("ppo", "CartPole-v1"): dict(  # Zoo ppo.yml CartPole-v1
         total_timesteps=99_840, num_envs=8, num_steps=32, num_minibatches=1,
         update_epochs=20, learning_rate=1e-3, gamma=0.98, gae_lambda=0.8,
-        ent_coef=0.0),
+        ent_coef=0.0, vf_coef=1.0),  # Zoo: SB3's default vf_coef 0.5
     ("ppo", "Acrobot-v1"): dict(
         total_timesteps=196_608, num_envs=16, num_steps=256,
         num_minibatches=64, update_epochs=4, normalize_obs=True, ent_coef=0.0,
         gae_lambda=0.94),
-    ("ppo", "MountainCar-v0"): dict(
+    ("ppo", "MountainCar-v0"): dict(  # Zoo ppo.yml MountainCar-v0
         total_timesteps=999_936, num_envs=16, num_steps=16,
         num_minibatches=1, update_epochs=4, normalize_obs=True,
-        gae_lambda=0.98, ent_coef=0.0),
-    ("ppo", "MountainCarContinuous-v0"): dict(
+        gae_lambda=0.98, ent_coef=0.0,
+        vf_coef=1.0),  # Zoo: SB3's default vf_coef 0.5
+    ("ppo", "MountainCarContinuous-v0"): dict(  # Zoo ppo.yml, same entry
         total_timesteps=200_000, num_envs=1, num_steps=8, num_minibatches=1,
         update_epochs=10, learning_rate=7.77e-5, gamma=0.9999,
-        gae_lambda=0.9, clip_eps=0.1, ent_coef=0.00429, vf_coef=0.19,
+        gae_lambda=0.9, clip_eps=0.1, ent_coef=0.00429,
+        vf_coef=0.38,  # Zoo: vf_coef 0.19
         max_grad_norm=5.0, normalize_obs=True, log_std_init=-3.29),
     ("ppo", "InvertedPendulum-v5"): dict(  # MuJoCo, stepped on the host
         total_timesteps=204_800, learning_rate=3e-4, ent_coef=0.0),

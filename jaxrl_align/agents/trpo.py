@@ -45,6 +45,8 @@ class TRPOConfig(on_policy.OnPolicyConfig):
     backtrack_iters: *static* line-search trials.
     fisher_subsample: *static* use every k-th sample for Fisher-vector
       products (1: all).
+    adv_norm_ddof: *static* 0 or 1, the degrees of freedom of the
+      advantage standard deviation (sb3-contrib: 1).
     max_kl: trust-region radius δ > 0.
     cg_damping: Fisher damping ≥ 0.
     backtrack_coeff: line-search shrink factor in (0, 1).
@@ -52,12 +54,16 @@ class TRPOConfig(on_policy.OnPolicyConfig):
   cg_iters: int = static()
   backtrack_iters: int = static()
   fisher_subsample: int = static()
+  adv_norm_ddof: int = static()
   max_kl: Any = None
   cg_damping: Any = None
   backtrack_coeff: Any = None
 
   def __post_init__(self):
     on_policy.finish_config(self, "trpo")
+    if self.adv_norm_ddof not in (0, 1):
+      raise ValueError(f"`adv_norm_ddof` must be 0 or 1, got "
+                       f"{self.adv_norm_ddof!r}.")
     for name in ("cg_iters", "backtrack_iters", "fisher_subsample"):
       _checks.check_positive_int(name, getattr(self, name))
     configs.check_finite_positive(self, "max_kl")
@@ -136,7 +142,8 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
       {"obs": trajectory.obs, "action": trajectory.action,
        "log_prob": trajectory.extras["log_prob"], "advantage": advantage,
        "target": target}, t, n)
-  advantage = normalization.whiten(batch["advantage"])
+  advantage = normalization.whiten(batch["advantage"],
+                                   ddof=config.adv_norm_ddof)
   actor, critic = _split(state.params)
   old_out = jax.lax.stop_gradient(policy.apply(state.params, batch["obs"])[0])
 
