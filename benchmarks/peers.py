@@ -151,7 +151,8 @@ def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
            num_steps=e["n_steps"], learning_rate=lr, gamma=float(e["gamma"]),
            gae_lambda=float(e["gae_lambda"]), hidden=(64, 64),
            normalize_obs=bool(e["normalize"]),
-           scale_reward=bool(e["normalize"]))
+           scale_reward=bool(e["normalize"]),
+           adv_norm_ddof=1)  # SB3 and sb3-contrib: torch's std
   batch = e["n_envs"] * e["n_steps"]
   f["num_minibatches"] = max(1, batch // e["batch_size"])
   if batch > e["batch_size"] and batch % e["batch_size"]:
