@@ -211,4 +211,8 @@ def test_config_checks():
     ppo.PPOConfig(env_id="Pendulum-v1", num_steps=16, sde_sample_freq=5)
   with pytest.raises(ValueError, match="sde_sample_freq"):
     trpo.TRPOConfig(env_id="Pendulum-v1", sde_sample_freq=0)
+  with pytest.raises(ValueError, match="gSDE: Box only"):
+    ppo.PPOConfig(env_id="CartPole-v1", use_sde=True)
+  with pytest.raises(ValueError, match="use_sde"):
+    ppo.PPOConfig(env_id="InvertedPendulum-v5", use_sde=True)
   assert ppo.PPOConfig(env_id="Pendulum-v1").use_sde is False

@@ -129,6 +129,8 @@ def finish_config(config, algo: str) -> None:
       isinstance(h, int) and h > 0 for h in config.hidden)):
     raise ValueError(f"`hidden` must be a non-empty tuple of positive ints, "
                      f"got {config.hidden!r}.")
+  if config.use_sde:  # Box actions only: refuses a Discrete space now
+    heads.for_space(envs.spaces(config.env_id)[1], 1)
   freq = config.sde_sample_freq
   if not (isinstance(freq, int) and (freq == -1 or (
       0 < freq <= config.num_steps and config.num_steps % freq == 0))):
