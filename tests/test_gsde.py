@@ -186,24 +186,23 @@ def test_learners_with_gsde_are_pure_and_vmappable(module, config_type):
                        total_timesteps=2 * 8 * 4, use_sde=True,
                        sde_sample_freq=2, log_std_init=-1.0, hidden=(16,))
   keys = jax.random.split(jax.random.key(0), 2)
-  batched, metrics = jax.jit(jax.vmap(module.train, in_axes=(None, 0)))(
-      config, keys)
+  train = jax.jit(jax.vmap(module.train, in_axes=(None, 0)))
+  batched, metrics = train(config, keys)
   assert batched.params["params"]["log_std"].shape == (2, 16, 1)
   assert np.all(np.isfinite(metrics["entropy"]))
-  single, _ = jax.jit(module.train)(config, keys[1])
-  again, _ = jax.jit(module.train)(config, keys[1])
-  for x, y in zip(_leaves(single), _leaves(again)):
+  again, _ = train(config, keys)
+  for x, y in zip(_leaves(batched), _leaves(again)):
     np.testing.assert_array_equal(x, y)  # bit for bit
-  # Resuming from a saved state: update by update equals the whole run.
+  # Resuming from a saved state: one seed, update by update, equals its
+  # run in the vmapped batch (separately compiled programs fuse
+  # differently: float32 rounding).
   update = jax.jit(module.update)
   state = module.init(config, keys[1])
   for _ in range(4):
     state, _ = update(config, state)
-  # (Separately compiled programs fuse differently: float32 rounding.)
-  for x, y, z in zip(_leaves(single), _leaves(state),
-                     _leaves(jax.tree.map(lambda b: b[1], batched))):
+  for x, y in zip(_leaves(state),
+                  _leaves(jax.tree.map(lambda b: b[1], batched))):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(x, z, rtol=1e-4, atol=1e-5)
 
 
 def test_config_checks():
