@@ -19,6 +19,9 @@ from jaxrl_align.distributions import gaussian_kl
 from jaxrl_align.distributions import gaussian_log_prob
 from jaxrl_align.distributions import gaussian_mode
 from jaxrl_align.distributions import gaussian_sample
+from jaxrl_align.distributions import gsde_exploration_matrix
+from jaxrl_align.distributions import gsde_log_std
+from jaxrl_align.distributions import gsde_noise
 from jaxrl_align.kl_control import adaptive_kl_controller
 from jaxrl_align.kl_control import fixed_kl_controller
 from jaxrl_align.kl_control import KLController
@@ -82,6 +85,9 @@ __all__ = (
     "gaussian_log_prob",
     "gaussian_mode",
     "gaussian_sample",
+    "gsde_exploration_matrix",
+    "gsde_log_std",
+    "gsde_noise",
     "grpo_advantages",
     "kl_k1",
     "kl_k2",

@@ -229,3 +229,79 @@ def gaussian_mode(mean: Array, log_std: Array) -> Array:
   """
   _broadcast_gaussian(mean, log_std)
   return mean
+
+
+# ---------------------------------------- generalized state-dependent noise
+
+
+def gsde_log_std(features: Array, log_std: Array, *, eps: float = 1e-6
+                 ) -> Array:
+  r"""Per-action log-std of gSDE's Gaussian: the noise ``ε(s) = θᵀf(s)``
+  with ``θ_ij ~ N(0, σ_ij²)`` has variance
+
+  .. math::
+
+    \Sigma_j(s) = \sum_i f_i(s)^2 \sigma_{ij}^2 + \text{eps},
+    \qquad \sigma_{ij} = \exp(\text{log\_std}_{ij}),
+
+  so the action ``μ(s) + θᵀf(s)`` is ``N(μ(s), diag Σ(s))`` for a fresh
+  ``θ``; its log-probability, entropy and KL are the diagonal Gaussian's
+  with the returned ``log σ(s) = ½ log Σ(s)``. ``eps`` keeps ``Σ > 0`` where
+  the features vanish (SB3 adds 1e-6 as well).
+
+  Args:
+    features: ``[*B, F]`` latent features ``f(s)`` (gSDE stops their
+      gradient; that is the caller's choice).
+    log_std: ``[F, D]`` log-stds of the exploration matrix's entries.
+    eps: added to the variance.
+
+  Returns:
+    ``[*B, D]`` log-stds.
+
+  References:
+    Raffin, Kober & Stulp, 2022, "Smooth Exploration for Robotic
+    Reinforcement Learning", https://arxiv.org/abs/2005.05719, eq. (3)–(4).
+  """
+  _checks.check_min_rank("features", features, 1)
+  _checks.check_floating("features", features)
+  _checks.check_floating("log_std", log_std)
+  if jnp.ndim(log_std) != 2 or jnp.shape(log_std)[0] != jnp.shape(features)[-1]:
+    raise ValueError(f"`log_std` must be [F, D] with F = {jnp.shape(features)[-1]}"
+                     f" (the features' last axis), got {jnp.shape(log_std)}.")
+  variance = jnp.square(features) @ jnp.exp(2.0 * log_std)
+  return 0.5 * jnp.log(variance + eps)
+
+
+def gsde_exploration_matrix(key: Array, log_std: Array,
+                            batch_shape: tuple[int, ...] = ()) -> Array:
+  """Samples exploration matrices ``θ ~ N(0, σ²)`` element-wise.
+
+  Args:
+    key: a PRNG key.
+    log_std: ``[F, D]``, ``σ = exp(log_std)``.
+    batch_shape: leading shape, e.g. ``(N,)`` for one matrix per env.
+
+  Returns:
+    ``[*batch_shape, F, D]`` in the dtype of ``log_std``.
+  """
+  _checks.check_floating("log_std", log_std)
+  shape = tuple(batch_shape) + jnp.shape(log_std)
+  std = jnp.broadcast_to(jnp.exp(log_std), shape)
+  return jax.random.normal(key, shape, jnp.result_type(log_std)) * std
+
+
+def gsde_noise(features: Array, matrix: Array) -> Array:
+  r"""gSDE's action noise ``ε_j(s) = \sum_i f_i(s) θ_{ij}``.
+
+  Args:
+    features: ``[*B, F]``.
+    matrix: ``[*B, F, D]`` (one matrix per sample) or ``[F, D]`` (shared).
+
+  Returns:
+    ``[*B, D]``.
+  """
+  _checks.check_min_rank("features", features, 1)
+  if jnp.ndim(matrix) == 2:
+    return features @ matrix
+  _checks.check_same_shape(features=features, matrix_rows=matrix[..., 0])
+  return jnp.einsum("...f,...fd->...d", features, matrix)

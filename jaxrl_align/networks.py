@@ -7,7 +7,8 @@ The agents need only this interface from a network::
 
 where ``policy_out`` is what the network's policy head
 (:mod:`jaxrl_align.heads`) reads: ``logits [B, A]`` for a categorical policy,
-``(mean [B, D], log_std [D])`` for a diagonal Gaussian one. Any module with
+``(mean [B, D], log_std [D])`` for a diagonal Gaussian one (and the
+actor's last hidden layer as well for gSDE). Any module with
 that interface can replace :class:`ActorCritic`.
 
 Orthogonal initialisation without QR. jaxlib's CPU QR, batched inside
@@ -76,6 +77,18 @@ def orthogonal(scale: float = 1.0):
   return init
 
 
+def torch_default_dense(size: int, fan_in: int) -> nn.Dense:
+  """A dense layer initialised as PyTorch's ``nn.Linear``: weights and
+  biases ``U(-1/√fan_in, 1/√fan_in)`` (SB3's ``ortho_init=False``)."""
+  bound = fan_in ** -0.5
+
+  def bias_init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return nn.Dense(size, kernel_init=nn.initializers.variance_scaling(
+      1.0 / 3.0, "fan_in", "uniform"), bias_init=bias_init)
+
+
 class MLP(nn.Module):
   """Tanh MLP with orthogonal init: ``√2`` hidden, ``out_scale`` output.
 
@@ -83,18 +96,29 @@ class MLP(nn.Module):
     hidden: hidden layer sizes.
     out_dim: output size.
     out_scale: scale of the output layer's orthogonal init.
+    with_features: *static* also return the last hidden layer.
+    ortho_init: orthogonal init (else PyTorch's default,
+      :func:`torch_default_dense`).
   """
   hidden: Sequence[int]
   out_dim: int
   out_scale: float = 1.0
+  with_features: bool = False
+  ortho_init: bool = True
+
+  def _dense(self, size, fan_in, scale):
+    if not self.ortho_init:
+      return torch_default_dense(size, fan_in)
+    return nn.Dense(size, kernel_init=orthogonal(scale),
+                    bias_init=nn.initializers.zeros)
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array):
+    """``x [B, in]`` -> ``[B, out_dim]`` (and ``[B, hidden[-1]]``)."""
     for size in self.hidden:
-      x = nn.tanh(nn.Dense(size, kernel_init=orthogonal(2.0 ** 0.5),
-                           bias_init=nn.initializers.zeros)(x))
-    return nn.Dense(self.out_dim, kernel_init=orthogonal(self.out_scale),
-                    bias_init=nn.initializers.zeros)(x)
+      x = nn.tanh(self._dense(size, x.shape[-1], 2.0 ** 0.5)(x))
+    out = self._dense(self.out_dim, x.shape[-1], self.out_scale)(x)
+    return (out, x) if self.with_features else out
 
 
 class ActorCritic(nn.Module):
@@ -105,15 +129,20 @@ class ActorCritic(nn.Module):
       layer has ``head.out_dim`` units and the head may add parameters (a
       Gaussian's state-independent ``log_std``).
     hidden: hidden sizes of both MLPs.
+    ortho_init: orthogonal init (else PyTorch's default).
   """
   head: Any
   hidden: Sequence[int] = (64, 64)
+  ortho_init: bool = True
 
   @nn.compact
   def __call__(self, obs: Array):
     """``obs [B, *obs_shape]`` -> ``(policy_out, value [B])``."""
     x = obs.reshape((obs.shape[0], -1))
-    out = MLP(self.hidden, self.head.out_dim, out_scale=0.01, name="actor")(x)
-    value = MLP(self.hidden, 1, out_scale=1.0, name="critic")(x)[:, 0]
+    out, features = MLP(self.hidden, self.head.out_dim, out_scale=0.01,
+                        with_features=True, ortho_init=self.ortho_init,
+                        name="actor")(x)
+    value = MLP(self.hidden, 1, out_scale=1.0, ortho_init=self.ortho_init,
+                name="critic")(x)[:, 0]
     extra = self.head.extra_params(self)
-    return (out if extra is None else (out, extra)), value
+    return self.head.output(out, extra, features), value

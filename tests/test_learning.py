@@ -64,3 +64,15 @@ def test_host_stepped_mujoco_inverted_pendulum_learns_with_ppo(tmp_path):
   per_seed = result.evaluation.mean(axis=1)
   assert result.summary["env_path"] == "host"
   assert (per_seed >= 900).sum() >= 3 and per_seed.mean() >= 800, per_seed
+
+
+@pytest.mark.slow
+def test_mountain_car_continuous_with_gsde_trpo_within_the_zoo_budget():
+  # TRPO's preset (gSDE, 49,152 steps: the Zoo's 50k in whole batches):
+  # doing nothing returns ≈ 0, ≥ 90 reaches the flag quickly in every
+  # episode; 13 s on 2 cores (24 s when busy). PPO's preset (20k steps)
+  # solves about 60 % of seeds, so no test holds it to 3 of 4
+  # (docs/agents.md).
+  per_seed, _ = train_and_evaluate("trpo", "MountainCarContinuous-v0",
+                                   49_152, seeds=4)
+  assert (per_seed >= 90).sum() >= 3, per_seed

@@ -82,6 +82,11 @@ CASES = {
     "gaussian_entropy": (jra.gaussian_entropy, lambda: (f32(5, 2), f32(2))),
     "gaussian_kl": (jra.gaussian_kl, lambda: (f32(5, 2), f32(2), f32(5, 2), f32(5, 2))),
     "gaussian_mode": (jra.gaussian_mode, lambda: (f32(5, 2), f32(2))),
+    "gsde_log_std": (jra.gsde_log_std, lambda: (f32(5, 3), f32(3, 2))),
+    "gsde_exploration_matrix": (
+        lambda k, s: jra.gsde_exploration_matrix(k, s, (4,)),
+        lambda: (jax.random.key(RNG.integers(99)), f32(3, 2))),
+    "gsde_noise": (jra.gsde_noise, lambda: (f32(5, 3), f32(5, 3, 2))),
     "ppo_clip_loss": (lambda a, b, c, m: jra.ppo_clip_loss(a, b, c, clip_eps=0.2, mask=m),
                       lambda: (f32(8), f32(8), f32(8), flags(8))),
     "clip_fraction": (lambda a, b: jra.clip_fraction(a, b, clip_eps=0.2),

@@ -17,7 +17,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from jaxrl_align import _checks
@@ -29,6 +28,7 @@ from jaxrl_align import learner
 from jaxrl_align import networks
 from jaxrl_align import normalization
 from jaxrl_align.agents import presets
+from jaxrl_align.agents import reporting
 
 Array = jax.Array
 
@@ -58,8 +58,15 @@ class OnPolicyConfig:
     num_minibatches: *static* minibatches per epoch (must divide the batch).
     update_epochs: *static* passes over each batch.
     hidden: *static* hidden sizes of the actor and critic MLPs.
+    ortho_init: *static* orthogonal init of both MLPs (false: PyTorch's
+      default uniform init, SB3's ``ortho_init=False``).
     normalize_obs: *static* running observation normalisation.
     scale_reward: *static* reward scaling by the discounted-return std.
+    use_sde: *static* generalized state-dependent exploration (gSDE,
+      Raffin et al. 2022) for a Box action space: a ``[hidden[-1], D]``
+      log-std and exploration matrices held for ``sde_sample_freq`` steps.
+    sde_sample_freq: *static* with gSDE, steps between exploration-matrix
+      draws (-1: once per rollout; else it must divide ``num_steps``).
     learning_rate: Adam step size (ε = 1e-5).
     gamma: discount in [0, 1].
     gae_lambda: GAE λ in [0, 1].
@@ -73,8 +80,11 @@ class OnPolicyConfig:
   num_minibatches: int = configs.static()
   update_epochs: int = configs.static()
   hidden: tuple = configs.static()
+  ortho_init: bool = configs.static()
   normalize_obs: bool = configs.static()
   scale_reward: bool = configs.static()
+  use_sde: bool = configs.static()
+  sde_sample_freq: int = configs.static()
   learning_rate: Any = None
   gamma: Any = None
   gae_lambda: Any = None
@@ -99,10 +109,10 @@ def finish_config(config, algo: str) -> None:
                         presets.DEFAULTS[algo])
   if not envs.is_jax_native(config.env_id):
     envs.spaces(config.env_id)  # refuses spaces the learners do not take
-    if config.normalize_obs or config.scale_reward:
-      raise ValueError(f"`normalize_obs` and `scale_reward` are wrappers of "
-                       f"the JAX-native environments; {config.env_id} is "
-                       f"stepped on the host: set them to false.")
+    if config.normalize_obs or config.scale_reward or config.use_sde:
+      raise ValueError(f"`normalize_obs`, `scale_reward` and `use_sde` are "
+                       f"JAX-native only; {config.env_id} is stepped on "
+                       f"the host: set them to false.")
   for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs",
                "num_minibatches"):
     _checks.check_positive_int(name, getattr(config, name))
@@ -119,6 +129,13 @@ def finish_config(config, algo: str) -> None:
       isinstance(h, int) and h > 0 for h in config.hidden)):
     raise ValueError(f"`hidden` must be a non-empty tuple of positive ints, "
                      f"got {config.hidden!r}.")
+  if config.use_sde:  # Box actions only: refuses a Discrete space now
+    heads.for_space(envs.spaces(config.env_id)[1], 1)
+  freq = config.sde_sample_freq
+  if not (isinstance(freq, int) and (freq == -1 or (
+      0 < freq <= config.num_steps and config.num_steps % freq == 0))):
+    raise ValueError(f"`sde_sample_freq` must be -1 or a divisor of "
+                     f"`num_steps` ({config.num_steps}), got {freq!r}.")
   configs.check_choices(config)
   configs.check_finite_positive(config, "learning_rate")
   configs.check_range(config, "gamma", 0.0, 1.0)
@@ -183,6 +200,19 @@ class Policy(NamedTuple):
                       "value": value}
     return policy_fn
 
+  def explore(self, params, key: Array, num_envs: int) -> Callable:
+    """gSDE's rollout policy: ``act`` with the action ``mean + θᵀf(s)``
+    for exploration matrices ``θ`` (one per env) drawn from ``key``."""
+    matrix = self.head.exploration_matrix(key, params, num_envs)
+
+    def policy_fn(key, obs):
+      del key
+      out, value = self.apply(params, obs)
+      action = self.head.explore(out, matrix)
+      return action, {"log_prob": self.head.log_prob(out, action),
+                      "value": value}
+    return policy_fn
+
   def mode(self, params, obs: Array) -> Array:
     return self.head.mode(self.apply(params, obs)[0])
 
@@ -190,8 +220,10 @@ class Policy(NamedTuple):
 def make_policy(config, observation_space, action_space) -> Policy:
   """The policy for a task's spaces (gymnax or Gymnasium ``Box`` /
   ``Discrete``), with ``config.hidden`` layers."""
-  head = heads.for_space(action_space)
-  return Policy(networks.ActorCritic(head, config.hidden), head,
+  head = heads.for_space(action_space,
+                         config.hidden[-1] if config.use_sde else None)
+  return Policy(networks.ActorCritic(head, config.hidden, config.ortho_init),
+                head,
                 tuple(int(d) for d in observation_space.shape))
 
 
@@ -295,9 +327,16 @@ def update(config, state, learn):
   """One JAX-native rollout of ``num_steps`` and ``learn`` on it."""
   env, env_params = make_env(config)
   policy = _env_policy(config, env, env_params)
-  rollout, trajectory = envs.rollout(policy.act(state.params), env,
-                                     env_params, state.rollout,
-                                     config.num_steps)
+  if config.use_sde:
+    every = (config.num_steps if config.sde_sample_freq == -1
+             else config.sde_sample_freq)
+    rollout, trajectory = envs.rollout_resampled(
+        lambda key: policy.explore(state.params, key, config.num_envs), env,
+        env_params, state.rollout, config.num_steps, every)
+  else:
+    rollout, trajectory = envs.rollout(policy.act(state.params), env,
+                                       env_params, state.rollout,
+                                       config.num_steps)
   state, metrics = learn(config, state._replace(rollout=rollout), trajectory,
                          policy)
   metrics.update(finished_episodes(trajectory),
@@ -340,54 +379,6 @@ def evaluate(config, state, key: Array, num_episodes: int) -> Array:
 
 
 # ----------------------------------------------------- the runner's view
-
-
-def _finite_mean(x) -> float | None:
-  x = np.asarray(x, np.float64)
-  x = x[np.isfinite(x)]
-  return float(x.mean()) if x.size else None
-
-
-def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
-  del states
-  evaluation = np.asarray(evaluation, np.float64)
-  per_seed = [_finite_mean(row) for row in evaluation]
-  means = np.array([np.nan if m is None else m for m in per_seed])
-  finite = means[np.isfinite(means)]
-  return {
-      "env_id": config.env_id,
-      "env_path": "jax" if envs.is_jax_native(config.env_id) else "host",
-      "total_timesteps": config.total_timesteps,
-      "eval_episodes": int(evaluation.shape[1]),
-      "eval_episodes_unfinished": int(np.sum(~np.isfinite(evaluation))),
-      "eval_return_mean": float(finite.mean()) if finite.size else None,
-      "eval_return_std_over_seeds": (float(finite.std()) if finite.size
-                                     else None),
-      "per_seed": [{"seed": i, "eval_return_mean": per_seed[i],
-                    "train_episode_return": last_metrics[i].get(
-                        "episode_return")}
-                   for i in range(len(per_seed))]}
-
-
-def _report(summary: dict[str, Any]) -> str:
-  def num(x, width):
-    return f"{x:{width}.1f}" if x is not None else f"{'n/a':>{width}s}"
-
-  lines = [f"{summary['algo'].upper()} on {summary['env_id']}, "
-           f"{summary['seeds']} seed{'s' * (summary['seeds'] != 1)} x "
-           f"{summary['env_steps']:,} env steps",
-           f"  {'seed':>4s} {'eval return':>12s} {'last train return':>18s}"]
-  for row in summary["per_seed"]:
-    lines.append(f"  {row['seed']:4d} {num(row['eval_return_mean'], 12)} "
-                 f"{num(row['train_episode_return'], 18)}")
-  std = summary["eval_return_std_over_seeds"]
-  lines.append(f"  mean {num(summary['eval_return_mean'], 11)} ± "
-               f"{num(std, 1).strip()} (std over seeds, "
-               f"{summary['eval_episodes']} deterministic episodes each"
-               + (f", {summary['eval_episodes_unfinished']} unfinished"
-                  if summary["eval_episodes_unfinished"] else "")
-               + f"); {summary['wall_seconds_this_session']:.1f} s")
-  return "\n".join(lines)
 
 
 def functions(init: Callable, learn: Callable):
@@ -440,5 +431,5 @@ def make_learner(name: str, config_type: type, init: Callable,
       num_updates=num_updates, units="env_steps",
       units_per_update=lambda config: config.num_envs * config.num_steps,
       progress_metric="episode_return", finite_metrics=finite_metrics,
-      summarize=_summarize, report=_report, programs=programs, notes=notes)
+      summarize=reporting.summarize, report=reporting.report, programs=programs, notes=notes)
 

@@ -20,6 +20,7 @@ from jaxrl_align.envs.registry import PROBE_IDS
 from jaxrl_align.envs.registry import make_gymnax
 from jaxrl_align.envs.rollout import rollout
 from jaxrl_align.envs.rollout import rollout_init
+from jaxrl_align.envs.rollout import rollout_resampled
 from jaxrl_align.envs.rollout import RolloutState
 from jaxrl_align.envs.rollout import Trajectory
 from jaxrl_align.envs.wrappers import Env
@@ -140,6 +141,7 @@ __all__ = (
     "PROBE_IDS",
     "rollout",
     "rollout_init",
+    "rollout_resampled",
     "RolloutState",
     "ScaleReward",
     "spaces",

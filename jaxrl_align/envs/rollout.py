@@ -92,3 +92,43 @@ def rollout(policy_fn: PolicyFn, env, env_params, state: RolloutState,
     return RolloutState(env_state, obs, key), transition
 
   return jax.lax.scan(_env_step, state, None, length=num_steps)
+
+
+def rollout_resampled(make_policy_fn: Callable[[Array], PolicyFn], env,
+                      env_params, state: RolloutState, num_steps: int,
+                      every: int) -> tuple[RolloutState, Trajectory]:
+  """:func:`rollout` with the policy rebuilt from a fresh key every
+  ``every`` steps: gSDE's exploration matrices, drawn at steps ``0, every,
+  2·every, ...`` of each rollout and held in between (SB3's
+  ``sde_sample_freq``; ``every = num_steps`` draws once per rollout).
+
+  The keys come from ``state.key``, so the run stays a pure function of
+  the rollout state: no matrix needs storing, and a checkpoint taken
+  between rollouts resumes bit for bit.
+
+  Args:
+    make_policy_fn: ``key -> policy_fn`` (see :func:`rollout`).
+    env: a vector env.
+    env_params: its params.
+    state: where to start.
+    num_steps: ``T``, a multiple of ``every``.
+    every: steps between draws, a Python int > 0 that divides ``T``.
+
+  Returns:
+    ``(state, Trajectory)`` with ``[T, N, ...]`` fields.
+  """
+  _checks.check_positive_int("every", every)
+  _checks.check_positive_int("num_steps", num_steps)
+  if num_steps % every:
+    raise ValueError(f"`every` ({every}) must divide `num_steps` "
+                     f"({num_steps}).")
+
+  def _segment(carry: RolloutState, _):
+    key, policy_key = jax.random.split(carry.key)
+    return rollout(make_policy_fn(policy_key), env, env_params,
+                   carry._replace(key=key), every)
+
+  state, trajectory = jax.lax.scan(_segment, state, None,
+                                   length=num_steps // every)
+  return state, jax.tree.map(
+      lambda x: x.reshape((num_steps,) + x.shape[2:]), trajectory)
