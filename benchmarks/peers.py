@@ -177,8 +177,8 @@ def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
   kwargs = e["policy_kwargs"]
   if "log_std_init" in kwargs:
     f["log_std_init"] = float(kwargs["log_std_init"])
-  if kwargs.get("ortho_init") is False:
-    notes.append("ortho_init=False: ours always initialises orthogonally")
+  if "ortho_init" in kwargs:
+    f["ortho_init"] = bool(kwargs["ortho_init"])
   if e["use_sde"]:
     if "use_sde" in field_names:
       f.update(use_sde=True, sde_sample_freq=e["sde_sample_freq"])
