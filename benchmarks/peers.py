@@ -491,6 +491,19 @@ def plots(results, out_dir) -> None:
     plt.close(fig)
 
 
+def _save(args, cores, results) -> None:
+  """Write peers.json atomically (a temporary file renamed over it)."""
+  path = os.path.join(args.out, "peers.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump({"machine": {"processor": platform.processor(),
+                           "cores": cores, "python": platform.python_version()},
+               "date": time.strftime("%Y-%m-%d"),
+               "seeds": args.seeds, "steps_scale": args.steps_scale,
+               "results": {f"{e}/{a}": v for (e, a), v in results.items()}},
+              f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
@@ -542,12 +555,7 @@ def main():
         for note in r.get("notes", []):
           print(f"{'':32s} note: {note}")
       results[(env_id, algo)] = by_lib
-  with open(os.path.join(args.out, "peers.json"), "w") as f:
-    json.dump({"machine": {"processor": platform.processor(),
-                           "cores": cores, "python": platform.python_version()},
-               "seeds": args.seeds, "steps_scale": args.steps_scale,
-               "results": {f"{e}/{a}": v for (e, a), v in results.items()}},
-              f, indent=1)
+      _save(args, cores, results)  # after each task: a cut run keeps its part
   text = table(results)
   with open(os.path.join(args.out, "peers.md"), "w") as f:
     f.write(text + "\n")

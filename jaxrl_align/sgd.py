@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrl_align import parallel
+
 Array = jax.Array
 
 
@@ -75,8 +77,10 @@ def linear_schedule(start: Array, update: Array, total: int) -> Array:
 
 
 def flatten_time(tree, t: int, n: int):
-  """``[T, N, ...]`` leaves to ``[T·N, ...]`` (time-major order kept)."""
-  return jax.tree.map(lambda x: x.reshape((t * n,) + x.shape[2:]), tree)
+  """``[T, N, ...]`` leaves to ``[T·N, ...]`` (time-major order kept),
+  split over the mesh's ``data`` devices when there is one."""
+  return parallel.shard_batch(
+      jax.tree.map(lambda x: x.reshape((t * n,) + x.shape[2:]), tree))
 
 
 def permutation(key: Array, n: int) -> Array:
@@ -135,6 +139,11 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, Any]], carry,
     discarded steps (all true without ``stop``).
   """
   keys = jax.random.split(key, epochs)
+  inner = step
+
+  def step(carry, minibatch):  # each minibatch over the `data` devices
+    return inner(carry, parallel.shard_batch(minibatch))
+
   if stop is None:
     def _epoch(carry, epoch_key):
       return jax.lax.scan(step, carry, minibatches(epoch_key, batch,

@@ -158,7 +158,8 @@ def test_metrics_are_per_update_and_nan_only_where_no_episode_ended():
   ended = np.asarray(metrics["episodes_finished"]) > 0
   for name in ("episode_return", "episode_length", "policy_loss",
                "value_loss", "entropy", "approx_kl", "clip_fraction",
-               "learning_rate", "env_steps", "episodes_finished"):
+               "grad_norm", "learning_rate", "env_steps",
+               "episodes_finished"):
     assert metrics[name].shape == (5,), name
     finite = np.isfinite(np.asarray(metrics[name]))
     if name.startswith("episode_"):  # no value where no episode ended

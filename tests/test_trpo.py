@@ -72,6 +72,7 @@ def test_every_update_respects_the_trust_region():
   assert np.all(metrics["accepted"] == 1.0)
   assert np.all(kl > 0.1 * config.max_kl)  # steps are not vanishingly small
   assert np.all(np.isfinite(metrics["cg_residual"]))
+  assert np.all(np.asarray(metrics["value_grad_norm"]) > 0)
 
 
 def test_fisher_subsample_changes_only_the_direction():

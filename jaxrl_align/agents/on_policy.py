@@ -27,6 +27,7 @@ from jaxrl_align import heads
 from jaxrl_align import learner
 from jaxrl_align import networks
 from jaxrl_align import normalization
+from jaxrl_align import parallel
 from jaxrl_align.agents import presets
 from jaxrl_align.agents import reporting
 
@@ -278,7 +279,7 @@ def start(config, key: Array, policy: Policy | None = None):
   if policy is None:
     env, env_params = make_env(config)
     policy = _env_policy(config, env, env_params)
-    rollout = envs.rollout_init(env, env_params, k_env)
+    rollout = _shard_envs(config, envs.rollout_init(env, env_params, k_env))
   else:
     rollout = envs.RolloutState(None, None, k_env)
   return policy, policy.init(k_params, config.log_std_init), rollout, k_learn
@@ -327,6 +328,7 @@ def update(config, state, learn):
   """One JAX-native rollout of ``num_steps`` and ``learn`` on it."""
   env, env_params = make_env(config)
   policy = _env_policy(config, env, env_params)
+  state = state._replace(rollout=_shard_envs(config, state.rollout))
   if config.use_sde:
     every = (config.num_steps if config.sde_sample_freq == -1
              else config.sde_sample_freq)
@@ -337,12 +339,19 @@ def update(config, state, learn):
     rollout, trajectory = envs.rollout(policy.act(state.params), env,
                                        env_params, state.rollout,
                                        config.num_steps)
-  state, metrics = learn(config, state._replace(rollout=rollout), trajectory,
-                         policy)
+  trajectory = parallel.shard_batch(trajectory, axis=1, size=config.num_envs)
+  state, metrics = learn(config, state._replace(
+      rollout=_shard_envs(config, rollout)), trajectory, policy)
   metrics.update(finished_episodes(trajectory),
                  env_steps=(state.update * config.num_envs
                             * config.num_steps).astype(jnp.float32))
   return state, metrics
+
+
+def _shard_envs(config, rollout):
+  """The per-environment leaves of a rollout state over the ``data``
+  devices (running statistics and keys stay whole)."""
+  return parallel.shard_batch(rollout, size=config.num_envs)
 
 
 def evaluate(config, state, key: Array, num_episodes: int) -> Array:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from jaxrl_align import configs
@@ -180,7 +181,9 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory,
       JAX-native task).
 
   Returns:
-    ``(state, metrics)``, metrics a dict of scalars.
+    ``(state, metrics)``, metrics a dict of scalars (means over the
+    minibatch steps that ran), among them ``grad_norm``, the global norm of
+    the gradient before clipping.
   """
   if policy is None:
     policy = on_policy.task_policy(config)
@@ -205,6 +208,7 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory,
   def _update_minibatch(carry, minibatch):
     params, opt_state = carry
     grads, diag = grad_fn(params, minibatch)
+    diag["grad_norm"] = optax.global_norm(grads)  # before clipping
     return sgd.descend(optimizer, grads, opt_state, params, lr), diag
 
   key, learn_key = jax.random.split(state.key)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from jaxrl_align import _checks
@@ -130,7 +131,9 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
 
   Returns:
     ``(state, metrics)``, metrics a dict of scalars, among them the line
-    search's ``kl``, ``accepted``, ``step_fraction`` and ``cg_residual``.
+    search's ``kl``, ``accepted``, ``step_fraction`` and ``cg_residual``,
+    and ``value_grad_norm``, the critic's gradient norm before clipping
+    (mean over its minibatch steps).
   """
   if policy is None:
     policy = on_policy.task_policy(config)
@@ -180,17 +183,21 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
   def _update_minibatch(carry, minibatch):
     c, opt_state = carry
     loss, grads = jax.value_and_grad(critic_loss)(c, minibatch)
-    return sgd.descend(optimizer, grads, opt_state, c, lr), loss
+    return (sgd.descend(optimizer, grads, opt_state, c, lr),
+            (loss, optax.global_norm(grads)))
 
   key, learn_key = jax.random.split(state.key)
-  (critic, opt_state), value_losses, _ = sgd.minibatch_epochs(
-      _update_minibatch, (critic, state.opt_state),
-      {"obs": batch["obs"], "target": batch["target"]}, learn_key,
-      epochs=config.update_epochs, num_minibatches=config.num_minibatches)
+  (critic, opt_state), (value_losses, value_grad_norms), _ = (
+      sgd.minibatch_epochs(
+          _update_minibatch, (critic, state.opt_state),
+          {"obs": batch["obs"], "target": batch["target"]}, learn_key,
+          epochs=config.update_epochs,
+          num_minibatches=config.num_minibatches))
 
   entropy = head.entropy(policy_out(new_actor, batch["obs"]))
   metrics = {
       "policy_loss": info.loss, "value_loss": value_losses.mean(),
+      "value_grad_norm": value_grad_norms.mean(),
       "entropy": entropy.mean(), "kl": info.kl,
       "accepted": info.accepted.astype(jnp.float32),
       "step_fraction": info.step_fraction, "cg_residual": info.cg_residual,

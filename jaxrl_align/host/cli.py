@@ -32,7 +32,9 @@ RUNNER_OPTIONS = {
     "checkpoint_every": "checkpoint interval in updates (default: about 10 "
                         "per run)",
     "keep": "checkpoints kept (default 3)",
-    "eval_episodes": "final evaluation episodes per seed (default 16)"}
+    "eval_episodes": "final evaluation episodes per seed (default 16)",
+    "devices": "devices to spread the run over (default 1; on CPU, "
+               "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,7 +132,7 @@ def _train_config(args, given, settings):
 
 def _train(args: argparse.Namespace) -> int:
   given = options.given(args, config_fields())
-  settings = {k: getattr(args, k) for k in RUNNER_OPTIONS
+  settings = {k: getattr(args, k) for k in (*RUNNER_OPTIONS, "shard")
               if getattr(args, k, None) is not None}
   learner, config, out = _train_config(args, given, settings)
   if envs.is_jax_native(config.env_id):
@@ -336,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
   for name, text in RUNNER_OPTIONS.items():
     run.add_argument(options.flag(name), type=int, default=None,
                      metavar="INT", help=text)
+  run.add_argument("--shard", choices=runner.SHARDS, default=None,
+                   help="with --devices: spread the seeds (default) or split "
+                        "every seed's batch of environments (data parallel)")
   run.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events (needs tensorboardX)")
   run.add_argument("--no-progress", action="store_true",

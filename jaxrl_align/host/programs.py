@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxrl_align import compiler
 from jaxrl_align import configs
+from jaxrl_align import parallel
 from jaxrl_align.host import errors
 from jaxrl_align.learner import Learner
 
@@ -47,8 +48,9 @@ def compiled(learner: Learner, chunk: int, eval_size: int) -> Compiled:
     return jax.lax.scan(lambda s, _: learner.update(config, s, data), state,
                         None, length=chunk)
 
-  def jit_vmap(fn, in_axes):
-    return jax.jit(jax.vmap(fn, in_axes=in_axes), compiler_options=options)
+  def jit_vmap(fn, in_axes):  # the seeds on the mesh's `seeds` devices
+    return jax.jit(parallel.vmap_seeds(fn, in_axes=in_axes),
+                   compiler_options=options)
 
   assess = evaluate = None
   if learner.assess is not None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxrl_align import agents
 from jaxrl_align import configs
+from jaxrl_align import parallel
 from jaxrl_align import rlhf
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
@@ -63,6 +64,12 @@ class RunnerSettings:
       since the last one (and always at the end).
     keep: checkpoints kept.
     eval_episodes: episodes per seed in the final evaluation.
+    devices: devices the run is spread over (:mod:`jaxrl_align.parallel`);
+      on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+      makes N.
+    shard: what is spread over them: ``"seeds"`` (each device trains
+      ``seeds / devices`` of the seeds) or ``"data"`` (every seed's batch
+      is split over the devices, and the compiler reduces across them).
   """
   seeds: int = 1
   seed: int = 0
@@ -70,6 +77,19 @@ class RunnerSettings:
   checkpoint_every: int = 0
   keep: int = 3
   eval_episodes: int = 16
+  devices: int = 1
+  shard: str = "seeds"
+
+
+SHARDS = ("seeds", "data")
+BATCH_FIELDS = ("num_envs", "batch_size")  # what `shard="data"` splits
+
+
+def device_mesh(settings: RunnerSettings) -> jax.sharding.Mesh:
+  """The mesh of a run's settings (one device: a 1 x 1 mesh)."""
+  if settings.shard == "data":
+    return parallel.mesh(data=settings.devices)
+  return parallel.mesh(seeds=settings.devices)
 
 
 def learner_of(name: str) -> Learner:
@@ -106,12 +126,44 @@ def resolve_settings(learner: Learner, config,
   if every and every % chunk:
     raise RunError(f"`chunk` must divide the assessment interval ({every} "
                    f"updates), got {chunk}.")
+  _check_devices(learner, config, settings)
   every_ckpt = settings.checkpoint_every or chunk * max(1, n // (10 * chunk))
   if not isinstance(every_ckpt, int) or every_ckpt < 1:
     raise RunError(f"`checkpoint_every` must be an integer >= 1, got "
                    f"{every_ckpt!r}.")
   return dataclasses.replace(settings, chunk=chunk,
                              checkpoint_every=every_ckpt)
+
+
+def _check_devices(learner: Learner, config, settings: RunnerSettings):
+  """Refuses a device count the machine, the seeds or the batch cannot
+  take (before anything is compiled)."""
+  d = settings.devices
+  if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+    raise RunError(f"`devices` must be an integer >= 1, got {d!r}.")
+  if settings.shard not in SHARDS:
+    raise RunError(f"`shard` must be one of {', '.join(SHARDS)}, got "
+                   f"{settings.shard!r}.")
+  if d == 1:
+    return
+  have = len(jax.devices())
+  if d > have:
+    raise RunError(
+        f"--devices {d}: there are {have} (on CPU, XLA_FLAGS="
+        f"--xla_force_host_platform_device_count={d} makes {d}).")
+  if learner.programs is not None and learner.programs(config, 1, 1):
+    raise RunError(f"{getattr(config, 'env_id', learner.name)} steps its "
+                   f"environments on the host, one device only: drop "
+                   f"--devices.")
+  if settings.shard == "seeds" and settings.seeds % d:
+    raise RunError(f"--seeds {settings.seeds} do not divide over --devices "
+                   f"{d}: use a multiple of {d} seeds, or --shard data.")
+  if settings.shard == "data":
+    for name in BATCH_FIELDS:
+      size = getattr(config, name, None)
+      if isinstance(size, int) and size % d:
+        raise RunError(f"--{name.replace('_', '-')} {size} does not divide "
+                       f"over --devices {d}.")
 
 
 def load_config(run_dir: str, learner: Learner | None = None):
@@ -239,6 +291,14 @@ def run(learner: Learner | str, config, out: str,
                       record=record)
   for note in learner.notes(config) if learner.notes else []:
     print(f"note: {note}.", file=sys.stderr)
+  with jax.set_mesh(device_mesh(settings)):
+    return _run(learner, config, out, settings, data, diff, resume,
+                tensorboard, progress, stop_after, on_assess)
+
+
+def _run(learner, config, out, settings, data, diff, resume, tensorboard,
+         progress, stop_after, on_assess) -> RunResult:
+  """:func:`run` once the run directory is ready, under its device mesh."""
   progs = programs.for_run(learner, config, settings)
   store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
                                   settings.keep)
@@ -321,6 +381,8 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
   bar = monitor.progress_bar(n * per_update, done * per_update, progress,
                      unit=learner.units.rstrip("s").replace("env_", ""))
   last_saved, start, first_s = done, time.perf_counter(), None
+  layout = (jax.tree.map(lambda x: x.sharding, states)
+            if settings.devices > 1 else None)
   try:
     with monitor.Interrupt() as interrupt, open(os.path.join(out, "metrics.jsonl"),
                                          "a") as metrics_file:
@@ -328,6 +390,10 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
         t0 = time.perf_counter()
         states, metrics = _chunk_metrics(learner, config, progs, data, states,
                                          done, n, assessed)
+        if layout is not None:  # over devices: the layout `init` gave (and
+          # a restored checkpoint has), so every chunk runs one program and
+          # a resumed run stays exact
+          states = jax.device_put(states, layout)
         if first_s is None:
           first_s = time.perf_counter() - t0
         diverged = programs.divergence(learner, config, metrics, states,

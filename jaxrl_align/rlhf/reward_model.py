@@ -28,6 +28,7 @@ from flax import struct
 from jaxrl_align import _checks
 from jaxrl_align import configs
 from jaxrl_align import learner
+from jaxrl_align import parallel
 from jaxrl_align import preferences
 from jaxrl_align import sgd
 from jaxrl_align.rlhf import _training
@@ -270,7 +271,7 @@ def update(config: RMConfig, state: RMState, data: RMData):
   key, dropout_key = jax.random.split(state.key)
   params, opt_state, loss, acc = step(
       config, state.params, state.opt_state,
-      *(x[idx] for x in data.train), dropout_key)
+      *parallel.shard_batch([x[idx] for x in data.train]), dropout_key)
   state = state._replace(params=params, opt_state=opt_state, key=key,
                          step=state.step + 1)
   return state, {"train_loss": loss, "train_accuracy": acc,

@@ -1,7 +1,6 @@
 """KL-regularised reinforcement learning on the language model: what PPO and
-TRPO share (the config, the data, the state, the iteration and the
-learner; the rollout, rewards, advantages and sample metrics are in
-:mod:`jaxrl_align.rlhf.rollout`).
+TRPO share (config, data, state, iteration, learner; the rollout, rewards,
+advantages and sample metrics are in :mod:`jaxrl_align.rlhf.rollout`).
 
 One iteration, for a batch of prompts:
 
@@ -56,6 +55,7 @@ from jaxrl_align import _checks
 from jaxrl_align import configs
 from jaxrl_align import kl_control
 from jaxrl_align import learner
+from jaxrl_align import parallel
 from jaxrl_align import sequences
 from jaxrl_align import sgd
 from jaxrl_align.rlhf import model as model_lib
@@ -314,8 +314,8 @@ def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
   within the iteration), the rollout, the update, the KL controller."""
   key, k_prompts, k_sample, k_update = jax.random.split(state.key, 4)
   idx = sgd.permutation(k_prompts, data.prompts.shape[0])[:config.batch_size]
-  exp = rollout_lib.rollout(config, state, data, data.prompts[idx],
-                            data.prompt_mask[idx], k_sample)
+  exp = rollout_lib.rollout(config, state, data, *parallel.shard_batch(
+      (data.prompts[idx], data.prompt_mask[idx])), k_sample)
   metrics = rollout_lib.rollout_metrics(config, state, data, exp)
   params, critic, opt_state, update_metrics = algorithm.update(
       config, state, exp, k_update)

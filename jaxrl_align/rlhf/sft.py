@@ -23,6 +23,7 @@ from flax import struct
 from jaxrl_align import _checks
 from jaxrl_align import configs
 from jaxrl_align import learner
+from jaxrl_align import parallel
 from jaxrl_align import sgd
 from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
@@ -167,8 +168,8 @@ def update(config: SFTConfig, state: SFTState, data: SFTData):
   """A batch of ``batch_size`` training windows, drawn with replacement,
   and one :func:`step` on it."""
   key, sub = jax.random.split(state.key)
-  tokens = data.train[jax.random.randint(sub, (config.batch_size,), 0,
-                                         data.train.shape[0])]
+  tokens = parallel.shard_batch(data.train[jax.random.randint(
+      sub, (config.batch_size,), 0, data.train.shape[0])])
   state, loss = step(config, state._replace(key=key), tokens,
                      jnp.ones(tokens.shape, bool))
   return state, {

@@ -50,15 +50,18 @@ class RLRunSettings:
     samples: held-out prompts shown with their responses at each
       assessment (0: none).
     seed: seeds the prompts and the learner.
+    devices: devices the batch is split over (data parallel; see
+      :mod:`jaxrl_align.parallel`).
   """
   num_prompts: int = 1024
   eval_prompts: int = 64
   prompt_tokens: int = 16
   samples: int = 3
   seed: int = 0
+  devices: int = 1
 
   def __post_init__(self):
-    for name in ("num_prompts", "eval_prompts", "prompt_tokens"):
+    for name in ("num_prompts", "eval_prompts", "prompt_tokens", "devices"):
       _checks.check_positive_int(name, getattr(self, name))
     _checks.check_positive_int("samples", self.samples, allow_zero=True)
     _checks.check_positive_int("seed", self.seed, allow_zero=True)
@@ -226,7 +229,8 @@ def run_rl(algo: str, out: str, sft_dir: str | None = None,
       raise runner.RunError(f"batch_size ({config.batch_size}) exceeds "
                             f"num_prompts ({settings.num_prompts}).")
     runner.create(learner, config, out, runner.RunnerSettings(
-        seeds=seeds, seed=settings.seed), overwrite=overwrite, record={
+        seeds=seeds, seed=settings.seed, devices=settings.devices,
+        shard="data"), overwrite=overwrite, record={
             "run_settings": dataclasses.asdict(settings),
             "sft_run": os.path.abspath(sft_dir),
             "rm_run": os.path.abspath(rm_dir)})

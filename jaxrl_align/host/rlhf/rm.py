@@ -32,14 +32,18 @@ class RMRunSettings:
       training to choose the parameters (early stopping); the data set's
       held-out pairs are used for reporting only.
     seed: seeds the development split, the batch order and dropout.
+    devices: devices the batch is split over (data parallel; see
+      :mod:`jaxrl_align.parallel`).
   """
   dev_fraction: float = 0.125
   seed: int = 0
+  devices: int = 1
 
   def __post_init__(self):
     _checks.check_scalar_in_range("dev_fraction", self.dev_fraction, 0, 1,
                                   low_inclusive=False, high_inclusive=False)
     _checks.check_positive_int("seed", self.seed, allow_zero=True)
+    _checks.check_positive_int("devices", self.devices)
 
 
 # Rewards whose spread over the reference responses is below this fraction
@@ -124,7 +128,8 @@ def run_rm(out: str, sft_dir: str | None = None, prefs_dir: str | None = None,
         model=model_config, train_pairs=len(train))
   result = runner.run(
       reward_model.LEARNER, config, out,
-      runner.RunnerSettings(seed=settings.seed), data=data, record={
+      runner.RunnerSettings(seed=settings.seed, devices=settings.devices,
+                            shard="data"), data=data, record={
           "run_settings": dataclasses.asdict(settings),
           "sft_run": os.path.abspath(sft_dir),
           "prefs_run": os.path.abspath(prefs_dir), "train_pairs": len(train),

@@ -42,13 +42,17 @@ class SFTRunSettings:
     valid_fraction: share of the documents held out for validation.
     seed: seeds the split, the batches and the initialisation.
     num_samples: validation prompts continued at the end.
+    devices: devices the batch is split over (data parallel; see
+      :mod:`jaxrl_align.parallel`).
   """
   valid_fraction: float = 0.1
   seed: int = 0
   num_samples: int = 4
+  devices: int = 1
 
   def __post_init__(self):
     _checks.check_positive_int("num_samples", self.num_samples)
+    _checks.check_positive_int("devices", self.devices)
     _common.check_split_and_seed(self)
 
 
@@ -109,7 +113,8 @@ def run_sft(out: str, config: sft.SFTConfig | None = None,
   data, valid_docs = _data(tokenizer, docs, settings, config.model.max_len)
   if not resume:
     runner.create(sft.LEARNER, config, out, runner.RunnerSettings(
-        seed=settings.seed), overwrite=overwrite, record={
+        seed=settings.seed, devices=settings.devices, shard="data"),
+        overwrite=overwrite, record={
             "run_settings": dataclasses.asdict(settings),
             "corpus": corpus.SOURCE if documents is None else "given documents",
             "train_windows": int(data.train.shape[0]),
