@@ -88,6 +88,8 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     (["--algo", "trpo", "--clip-eps", "0.1"], "--clip-eps is not a TRPO"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--chunk", "7"], "`chunk` must divide the number of updates"),
+    (["--devices", "64"], "--devices 64: there are "),
+    (["--devices", "0"], "`devices` must be an integer >= 1"),
 ])
 def test_cli_rejects_bad_input_before_compiling(tmp_path, capsys, argv,
                                                 message):
