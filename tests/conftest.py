@@ -11,6 +11,9 @@ import hypothesis
 import jax
 import pytest
 
+# scripts that test_parallel.py runs in subprocesses (8 forced devices)
+collect_ignore = ["parallel_checks.py", "multihost_checks.py"]
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 

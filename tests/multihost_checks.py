@@ -22,6 +22,9 @@ if WHO != "single":  # before anything starts JAX's backend
   jax.distributed.initialize(coordinator_address=f"127.0.0.1:{sys.argv[3]}",
                              num_processes=2, process_id=int(WHO))
 
+jax.config.update("jax_numpy_rank_promotion", "raise")  # as in conftest.py
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
 from jaxrl_align import parallel  # noqa: E402
 from jaxrl_align.agents import ppo  # noqa: E402
 

@@ -18,6 +18,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
+jax.config.update("jax_numpy_rank_promotion", "raise")  # as in conftest.py
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
 from jaxrl_align import envs  # noqa: E402
 from jaxrl_align import fisher_vector_product  # noqa: E402
 from jaxrl_align import losses  # noqa: E402
@@ -187,7 +190,16 @@ def seeds():
                          "spec": spec(leaf),
                          "obs_spec": spec(state.rollout.obs),
                          "pieces": pieces(leaf)}
+  # a sweep: 4 learning rates over the 4 `seeds` devices
+  sweep = jax.vmap(lambda lr: config.replace(learning_rate=lr))(
+      jnp.array([1e-4, 3e-4, 1e-3, 3e-3]))
+  ref = jax.jit(jax.vmap(ppo.train, in_axes=(0, None)))(sweep, keys[0])[0]
   with jax.set_mesh(parallel.mesh(seeds=4)):
+    state, _ = jax.jit(parallel.vmap_seeds(ppo.train, in_axes=(0, None)))(
+        sweep, keys[0])
+    leaf = jax.tree.leaves(state.params)[0]
+    out["sweep"] = {"params": max_diff(state.params, ref.params),
+                    "spec": spec(leaf), "pieces": pieces(leaf)}
     try:
       jax.jit(parallel.vmap_seeds(ppo.train, in_axes=(None, 0)))(
           config, keys[:6])

@@ -120,6 +120,9 @@ def test_seeds_spread_over_devices_and_a_count_that_does_not_divide(
   assert s["8x1"]["spec"] == ["seeds"] and s["8x1"]["pieces"] == 8
   assert s["2x4"]["spec"] == ["seeds"] and s["2x4"]["pieces"] == 2
   assert s["2x4"]["obs_spec"] == ["seeds", "data"]  # both axes at once
+  # a hyperparameter sweep spreads the same way
+  assert s["sweep"]["params"] <= 1e-6 and s["sweep"]["pieces"] == 4, s
+  assert s["sweep"]["spec"] == ["seeds"]
   assert s["6_over_4"] == ("6 seeds do not divide over the mesh's 4 `seeds` "
                            "devices.")
 
