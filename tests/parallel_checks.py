@@ -31,6 +31,8 @@ from jaxrl_align.agents import ppo  # noqa: E402
 from jaxrl_align.agents import trpo  # noqa: E402
 
 DEVICES = (1, 2, 8)
+REFERENCE = {}  # one device's parameters, per algorithm
+SAVE_PARAMS = [None]  # where learner_runs saves PPO's one-device parameters
 
 
 def flat(tree) -> np.ndarray:
@@ -84,6 +86,13 @@ def learner_runs(algo, config):
       rec = {"params": state.params, "metrics": metrics, "stats": stats}
       if ref is None:
         ref = rec
+        REFERENCE[algo.__name__.split(".")[-1]] = state.params
+        if SAVE_PARAMS[0] and algo is ppo:  # what multihost_checks.py is
+          # compared with: one process, one device, the whole batch
+          leaves = {str(i): np.asarray(x) for i, x in
+                    enumerate(jax.tree.leaves(state.params))}
+          np.savez(SAVE_PARAMS[0], episode_return=np.asarray(
+              metrics["episode_return"]), **leaves)
       out[d] = {
           "params": max_diff(rec["params"], ref["params"]),
           "stats": max_diff(rec["stats"], ref["stats"]),
@@ -175,34 +184,36 @@ def reductions():
 
 
 def seeds():
-  """8 seeds of PPO over 8 `seeds` devices and over 2 x 4; 6 over 4."""
-  config = PPO.replace(normalize_obs=False, scale_reward=False)
-  keys = jax.random.split(jax.random.key(3), 8)
-  train = jax.jit(jax.vmap(ppo.train, in_axes=(None, 0)))
-  ref = train(config, keys)[0].params
-  out = {}
+  """8 seeds of PPO over 8 `seeds` devices and over 2 x 4, and a sweep of 4
+  learning rates over 4: seed (or config) 0 is ``learner_runs``' one-device
+  run; 6 seeds over 4 devices."""
+  keys = jax.random.split(jax.random.key(3), 8).at[0].set(jax.random.key(0))
+  ref = REFERENCE["ppo"]
+  out, runs = {}, {}
   for s, d in ((8, 1), (2, 4)):
     with jax.set_mesh(parallel.mesh(seeds=s, data=d)):
       mapped = jax.jit(parallel.vmap_seeds(ppo.train, in_axes=(None, 0)))
-      state, _ = mapped(config, keys)
+      state, _ = mapped(PPO, keys)
       leaf = jax.tree.leaves(state.params)[0]
-      out[f"{s}x{d}"] = {"params": max_diff(state.params, ref),
-                         "spec": spec(leaf),
-                         "obs_spec": spec(state.rollout.obs),
-                         "pieces": pieces(leaf)}
-  # a sweep: 4 learning rates over the 4 `seeds` devices
-  sweep = jax.vmap(lambda lr: config.replace(learning_rate=lr))(
-      jnp.array([1e-4, 3e-4, 1e-3, 3e-3]))
-  ref = jax.jit(jax.vmap(ppo.train, in_axes=(0, None)))(sweep, keys[0])[0]
+      runs[s] = state.params
+      out[f"{s}x{d}"] = {
+          "params": max_diff(jax.tree.map(lambda x: x[0], state.params), ref),
+          "spec": spec(leaf), "obs_spec": spec(state.rollout.obs),
+          "pieces": pieces(leaf)}
+  out["8x1_vs_2x4"] = max_diff(runs[8], runs[2])
+  sweep = jax.vmap(lambda lr: PPO.replace(learning_rate=lr))(
+      PPO.learning_rate * jnp.array([1.0, 0.1, 0.3, 3.0]))
   with jax.set_mesh(parallel.mesh(seeds=4)):
     state, _ = jax.jit(parallel.vmap_seeds(ppo.train, in_axes=(0, None)))(
         sweep, keys[0])
     leaf = jax.tree.leaves(state.params)[0]
-    out["sweep"] = {"params": max_diff(state.params, ref.params),
-                    "spec": spec(leaf), "pieces": pieces(leaf)}
+    out["sweep"] = {
+        "params": max_diff(jax.tree.map(lambda x: x[0], state.params), ref),
+        "distinct": len({float(np.asarray(leaf[i]).sum()) for i in range(4)}),
+        "spec": spec(leaf), "pieces": pieces(leaf)}
     try:
       jax.jit(parallel.vmap_seeds(ppo.train, in_axes=(None, 0)))(
-          config, keys[:6])
+          PPO, keys[:6])
       out["6_over_4"] = "no error"
     except ValueError as e:
       out["6_over_4"] = str(e)
@@ -229,10 +240,13 @@ def runner_checks(tmp):
       r = runner.run("ppo", config, path, resume=True, progress=False)
     return r
 
-  whole = run("one")
-  for name, kw in {"data8": dict(devices=8, shard="data"),
-                   "seeds2": dict(devices=2, shard="seeds")}.items():
+  # seeds over 2 devices: each seed's whole batch on one device, the
+  # reference of the data-parallel run
+  whole = None
+  for name, kw in {"seeds2": dict(devices=2, shard="seeds"),
+                   "data8": dict(devices=8, shard="data")}.items():
     r = run(name, **kw)
+    whole = whole or r
     resumed = run(name + "_resumed", stop_after=2, **kw)
     leaf = jax.tree.leaves(r.states.params)[0]
     out[name] = {
@@ -350,6 +364,7 @@ def main():
   path, part = sys.argv[1], sys.argv[2]
   assert len(jax.devices()) == 8, jax.devices()
   if part == "learners":
+    SAVE_PARAMS[0] = path + ".ppo_params.npz"
     result = {"ppo": learner_runs(ppo, PPO), "trpo": learner_runs(trpo, TRPO),
               "reductions": reductions(), "seeds": seeds()}
   elif part == "runner":

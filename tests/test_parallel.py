@@ -47,8 +47,7 @@ def measured(tmp_path_factory):
                  str(tmp / "runs")],
       "rlhf": [script, str(tmp / "rlhf.json"), "rlhf"],
       "host0": [multi, str(tmp / "hosts"), "0", port],
-      "host1": [multi, str(tmp / "hosts"), "1", port],
-      "single": [multi, str(tmp / "hosts"), "single"]}
+      "host1": [multi, str(tmp / "hosts"), "1", port]}
   procs = {name: subprocess.Popen([sys.executable, *cmd], env=env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
@@ -64,10 +63,13 @@ def measured(tmp_path_factory):
     with open(tmp / f"{name}.json") as f:
       result[name] = json.load(f)
   hosts = {}
-  for who in ("0", "1", "single"):
+  for who in ("0", "1"):
     with open(tmp / "hosts" / f"{who}.json") as f:
       hosts[who] = json.load(f)
     hosts[who]["params"] = dict(np.load(tmp / "hosts" / f"{who}.npz"))
+  # the same config in one process on one device (parallel_checks.py)
+  hosts["single"] = {"params": dict(np.load(tmp / "learners.json"
+                                            ".ppo_params.npz"))}
   result["hosts"] = hosts
   return result
 
@@ -116,12 +118,16 @@ def test_running_statistics_reduction_and_a_wrong_one(measured):
 def test_seeds_spread_over_devices_and_a_count_that_does_not_divide(
     measured):
   s = measured["learners"]["seeds"]
+  # seed 0 against one device; all 8 seeds between the two layouts (the
+  # worst of 8 seeds: measured 6e-7)
   assert s["8x1"]["params"] <= 1e-6 and s["2x4"]["params"] <= 1e-6, s
+  assert s["8x1_vs_2x4"] <= 1e-5, s
   assert s["8x1"]["spec"] == ["seeds"] and s["8x1"]["pieces"] == 8
   assert s["2x4"]["spec"] == ["seeds"] and s["2x4"]["pieces"] == 2
   assert s["2x4"]["obs_spec"] == ["seeds", "data"]  # both axes at once
   # a hyperparameter sweep spreads the same way
   assert s["sweep"]["params"] <= 1e-6 and s["sweep"]["pieces"] == 4, s
+  assert s["sweep"]["distinct"] == 4  # each device trained its own config
   assert s["sweep"]["spec"] == ["seeds"]
   assert s["6_over_4"] == ("6 seeds do not divide over the mesh's 4 `seeds` "
                            "devices.")
@@ -129,6 +135,8 @@ def test_seeds_spread_over_devices_and_a_count_that_does_not_divide(
 
 @pytest.mark.parametrize("name", ["data8", "seeds2"])
 def test_runner_over_devices_agrees_and_resumes_bit_exactly(measured, name):
+  """``vs_one_device``: against the seeds spread over 2 devices, where each
+  seed's whole batch is on one device."""
   r = measured["runner"][name]
   assert r["vs_one_device"] <= 1e-6, r
   assert r["resumed_bitwise"], r
@@ -178,6 +186,7 @@ def test_two_processes_agree_with_one_and_step_their_own_envs(measured):
   # each process stepped only the environments on its own devices
   assert h["0"]["env_rows"] == [[0, 2], [2, 4]]
   assert h["1"]["env_rows"] == [[4, 6], [6, 8]]
+  assert set(h["single"]["params"]) == set(h["0"]["params"])
   for name, value in h["single"]["params"].items():
     np.testing.assert_allclose(h["0"]["params"][name], value, atol=1e-6,
                                err_msg=name)
