@@ -139,14 +139,13 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, Any]], carry,
     discarded steps (all true without ``stop``).
   """
   keys = jax.random.split(key, epochs)
-  inner = step
 
-  def step(carry, minibatch):  # each minibatch over the `data` devices
-    return inner(carry, parallel.shard_batch(minibatch))
+  def _step(carry, minibatch):  # each minibatch over the `data` devices
+    return step(carry, parallel.shard_batch(minibatch))
 
   if stop is None:
     def _epoch(carry, epoch_key):
-      return jax.lax.scan(step, carry, minibatches(epoch_key, batch,
+      return jax.lax.scan(_step, carry, minibatches(epoch_key, batch,
                                                    num_minibatches))
 
     carry, aux = jax.lax.scan(_epoch, carry, keys)
@@ -154,7 +153,7 @@ def minibatch_epochs(step: Callable[[Any, Any], tuple[Any, Any]], carry,
 
   def _stoppable_epoch(state, epoch_key):
     carry, stopped = state
-    new, aux = jax.lax.scan(step, carry, minibatches(epoch_key, batch,
+    new, aux = jax.lax.scan(_step, carry, minibatches(epoch_key, batch,
                                                      num_minibatches))
     carry = jax.tree.map(lambda a, b: jnp.where(stopped, b, a), new, carry)
     active = jnp.broadcast_to(~stopped, (num_minibatches,))
