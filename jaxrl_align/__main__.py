@@ -2,6 +2,6 @@
 
 import sys
 
-from jaxrl_align.host.cli import main
+from jaxrl_align.host.launch import main
 
 sys.exit(main())

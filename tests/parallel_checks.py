@@ -231,8 +231,8 @@ def runner_checks(tmp):
 
   def run(name, **kw):
     stop = kw.pop("stop_after", None)
-    settings = runner.RunnerSettings(seeds=2, chunk=1, checkpoint_every=1,
-                                     **kw)
+    kw.setdefault("seeds", 2)
+    settings = runner.RunnerSettings(chunk=1, checkpoint_every=1, **kw)
     path = os.path.join(tmp, name)
     r = runner.run("ppo", config, path, settings, progress=False,
                    stop_after=stop)
@@ -240,6 +240,12 @@ def runner_checks(tmp):
       r = runner.run("ppo", config, path, resume=True, progress=False)
     return r
 
+  # four seeds on one device: the reference of multihost_checks.py's run
+  # of the command over two processes (their run directories compared)
+  single = run("single4", devices=1, seeds=4)
+  np.savez(os.path.join(tmp, "single4_params.npz"),
+           **{str(i): np.asarray(x) for i, x in
+              enumerate(jax.tree.leaves(single.states.params))})
   # seeds over 2 devices: each seed's whole batch on one device, the
   # reference of the data-parallel run
   whole = None

@@ -90,6 +90,18 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     (["--chunk", "7"], "`chunk` must divide the number of updates"),
     (["--devices", "64"], "--devices 64: there are "),
     (["--devices", "0"], "`devices` must be an integer >= 1"),
+    # one run over several processes: the options go together
+    (["--coordinator", "127.0.0.1:1234", "--num-processes", "2"],
+     "--coordinator HOST:PORT, --num-processes and --process-id go "
+     "together"),
+    (["--coordinator", "127.0.0.1", "--num-processes", "2", "--process-id",
+      "0"], "--coordinator '127.0.0.1': expected HOST:PORT"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0..1, got 2."),
+    (["--coordinator", "h:1", "--num-processes", "0", "--process-id", "0"],
+     "--num-processes must be >= 1, got 0."),
+    (["--coordinator", "auto", "--process-id", "1"],
+     "--coordinator auto finds the processes on its own"),
 ])
 def test_cli_rejects_bad_input_before_compiling(tmp_path, capsys, argv,
                                                 message):
@@ -98,6 +110,25 @@ def test_cli_rejects_bad_input_before_compiling(tmp_path, capsys, argv,
   assert message in capsys.readouterr().err
   # Nothing was written: the config was refused before any work.
   assert not os.path.exists(os.path.join(out, "config.json"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--coordinator", "auto", "--process-id", "1"],
+     "--coordinator auto finds the processes on its own"),
+    (["--coordinator=127.0.0.1:1", "--num-processes=2", "--process-id=0"],
+     "could not join the job (jax.distributed.initialize() must be called "
+     "before any JAX calls"),  # this test process has started JAX
+])
+def test_entry_point_joins_a_job_first_or_says_why_not(tmp_path, capsys,
+                                                       argv, message):
+  from jaxrl_align.host import launch
+
+  out = str(tmp_path / "never")
+  assert launch.job_options(["eval", "--coordinator", "h:1"]) == {}
+  assert launch.main(["train", "--out", out] + argv) == 2
+  err = capsys.readouterr().err
+  assert message in err and err.count("\n") == 1, err
+  assert not os.path.exists(out)
 
 
 def test_cli_help_lists_every_field_with_its_default(capsys):

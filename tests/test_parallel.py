@@ -71,7 +71,27 @@ def measured(tmp_path_factory):
   hosts["single"] = {"params": dict(np.load(tmp / "learners.json"
                                             ".ppo_params.npz"))}
   result["hosts"] = hosts
+  # the command over the two processes, and its one-process reference
+  result["runs"] = {name: _run_dir(path) for name, path in {
+      "cli": tmp / "hosts" / "cli", "resumed": tmp / "hosts" / "resumed",
+      "single": tmp / "runs" / "single4"}.items()}
+  result["runs"]["cli"]["params"] = dict(np.load(tmp / "hosts" /
+                                                 "cli_params.npz"))
+  result["runs"]["single"]["params"] = dict(np.load(tmp / "runs" /
+                                                    "single4_params.npz"))
   return result
+
+
+def _run_dir(path):
+  """What a run directory holds: its files, config, metrics and summary."""
+  with open(path / "config.json") as f:
+    config = json.load(f)
+  with open(path / "metrics.jsonl") as f:
+    metrics = [json.loads(line) for line in f]
+  with open(path / "summary.json") as f:
+    summary = json.load(f)
+  return {"files": sorted(os.listdir(path)), "config": config,
+          "metrics": metrics, "summary": summary}
 
 
 @pytest.mark.parametrize("algo,tol", [("ppo", 1e-6), ("trpo", 1e-5)])
@@ -192,3 +212,55 @@ def test_two_processes_agree_with_one_and_step_their_own_envs(measured):
                                err_msg=name)
     np.testing.assert_array_equal(h["1"]["params"][name],
                                   h["0"]["params"][name])
+
+
+def test_the_command_over_two_processes(measured):
+  """``jaxrl-align train --coordinator ... --num-processes 2 --process-id
+  I``: four seeds over the four devices of two processes write one run
+  directory, as one process on one device would; resumed, bit-exact."""
+  h, runs = measured["hosts"], measured["runs"]
+  for who in ("0", "1"):
+    code, err = h[who]["devices_2"]  # refused before anything is made
+    assert code == 2 and _error_line(err).endswith(
+        "a run over 2 processes spans all their devices: --devices 4."), err
+    assert not h[who]["devices_2_dir"]
+    assert h[who]["run"][0] == 0, h[who]["run"]
+    code, err = h[who]["again"]  # the run directory is taken: process 0
+    assert code == 2 and "exists and is not empty" in _error_line(err), err
+    assert h[who]["resumed_bitwise"] and h[who]["resumed_step"] == 4
+    assert h[who]["params_spec"] == ["seeds"]
+  assert "error: process 0: " in h["1"]["again"][1]
+  assert "JAX-native" in h["0"]["run"][1]  # process 0 speaks for the job
+  assert "JAX-native" not in h["1"]["run"][1]
+  cli, single = runs["cli"], runs["single"]
+  assert cli["files"] == single["files"]
+  assert cli["config"]["processes"] == 2
+  assert cli["config"]["runner"]["devices"] == 4
+  # every update of every seed written once, as one process writes them
+  key = [(m["update"], m["seed"]) for m in cli["metrics"]]
+  assert key == [(m["update"], m["seed"]) for m in single["metrics"]]
+  assert len(set(key)) == len(key) == 4 * 4
+  for mine, ref in zip(cli["metrics"], single["metrics"]):
+    assert mine.keys() == ref.keys()
+    for k, v in ref.items():
+      if v is None:
+        assert mine[k] is None, k
+      else:
+        np.testing.assert_allclose(mine[k], v, rtol=1e-4, atol=1e-6,
+                                   err_msg=k)
+  for name, value in single["params"].items():
+    np.testing.assert_allclose(cli["params"][name], value, atol=1e-6,
+                               err_msg=name)
+  np.testing.assert_allclose(
+      [s["eval_return_mean"] for s in cli["summary"]["per_seed"]],
+      [s["eval_return_mean"] for s in single["summary"]["per_seed"]])
+  # stopped after two updates and resumed: the same metrics, bit for bit
+  assert runs["resumed"]["metrics"] == cli["metrics"]
+
+
+def _error_line(err: str) -> str:
+  """The one error line of a refused command (no traceback)."""
+  lines = err.strip().splitlines()
+  assert "Traceback" not in err and "error:" in lines[-1], err
+  assert sum("error:" in line for line in lines) == 1, err
+  return lines[-1]

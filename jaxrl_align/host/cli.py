@@ -1,13 +1,13 @@
-"""The ``jaxrl-align`` command (also ``python -m jaxrl_align``).
+"""The ``jaxrl-align`` command (also ``python -m jaxrl_align``; entered
+through :mod:`.launch`, which joins a job of several processes first).
 
 Host side: argument parsing and printing, nothing else. The commands and
 their options come from the registries: ``train`` offers every environment
 learner of :data:`jaxrl_align.agents.LEARNERS` and every field of its config
 (``--field-name VALUE``, with its docstring and default in ``--help``);
 ``rlhf`` offers the commands of :data:`jaxrl_align.host.rlhf.COMMANDS`. The
-work is done by :mod:`~jaxrl_align.host.runner`,
-:mod:`~jaxrl_align.host.evaluation`, :mod:`~jaxrl_align.host.plotting` and
-:mod:`~jaxrl_align.host.rlhf`.
+work is done by :mod:`.runner`, :mod:`.evaluation`, :mod:`.plotting` and
+:mod:`.rlhf`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from jaxrl_align import agents
 from jaxrl_align import envs
+from jaxrl_align.host import distributed
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
 
@@ -134,26 +135,31 @@ def _train(args: argparse.Namespace) -> int:
   given = options.given(args, config_fields())
   settings = {k: getattr(args, k) for k in (*RUNNER_OPTIONS, "shard")
               if getattr(args, k, None) is not None}
+  distributed.initialize(args.coordinator, args.num_processes,
+                         args.process_id)  # done by `launch`: checked here
+  if distributed.count() > 1 and not args.resume:
+    settings.setdefault("devices", distributed.devices())  # all of them
   learner, config, out = _train_config(args, given, settings)
-  if envs.is_jax_native(config.env_id):
-    path = "JAX-native: rollouts compiled with the learner"
-  else:
-    path = ("a Gymnasium environment stepped on the host (a resumed run "
-            "restarts its episodes)")
-  print(f"{config.env_id}: {path}.", file=sys.stderr)
+  path = ("JAX-native: rollouts compiled with the learner"
+          if envs.is_jax_native(config.env_id) else
+          "a Gymnasium environment stepped on the host (a resumed run "
+          "restarts its episodes)")
+  primary = distributed.is_primary()  # process 0 speaks for the job
+  if primary:
+    print(f"{config.env_id}: {path}.", file=sys.stderr)
   result = runner.run(learner, config, out,
                       runner.RunnerSettings(**settings),
                       resume=bool(args.resume), overwrite=args.overwrite,
                       tensorboard=args.tensorboard,
                       progress=not args.no_progress)
-  if result.interrupted:
+  if result.interrupted and primary:
     print(f"Stopped; checkpoint saved. Resume with: jaxrl-align train "
           f"--resume {out}", file=sys.stderr)
-    return 130
-  print(learner.report(result.summary))
-  print(f"run directory: {out} (metrics.jsonl, summary.json, "
-        f"learning_curve.png)")
-  return 0
+  elif primary:
+    print(learner.report(result.summary))
+    print(f"run directory: {out} (metrics.jsonl, summary.json, "
+          f"learning_curve.png)")
+  return 130 if result.interrupted else 0
 
 
 # ----------------------------------------------------- eval, plot, demo
@@ -345,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write TensorBoard events (needs tensorboardX)")
   run.add_argument("--no-progress", action="store_true",
                    help="no progress bar")
+  distributed.add_options(train.add_argument_group(
+      "many processes (one run over several hosts; the run directory on a "
+      "filesystem they all see; docs/devices.md)"))
   _add_train_options(train)
   train.set_defaults(func=_train)
 

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 
 
@@ -45,12 +46,13 @@ class Interrupt:
 
 
 def wait(tree) -> Any:
-  """The tree on the host, waiting in short sleeps (so a Ctrl-C is
+  """The tree on the host (its whole value on every process: see
+  :func:`.distributed.to_host`), waiting in short sleeps (so a Ctrl-C is
   acknowledged while the device computes)."""
   leaves = jax.tree.leaves(tree)
   while not all(x.is_ready() for x in leaves if isinstance(x, jax.Array)):
     time.sleep(0.002)
-  return jax.tree.map(np.asarray, jax.device_get(tree))
+  return distributed.to_host(tree)
 
 
 def show(bar, metrics, name, units) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from jaxrl_align import compiler
 from jaxrl_align import configs
 from jaxrl_align import parallel
+from jaxrl_align.host import distributed
 from jaxrl_align.host import errors
 from jaxrl_align.learner import Learner
 
@@ -94,7 +95,7 @@ def divergence(learner: Learner, config, metrics, states, done: int
         update = done - length + j + 1
         return (f"{name} is {metrics[name][bad[0], j]} at update {update} "
                 f"(seed {bad[0]})")
-  if not bool(all_finite(states)):
+  if not bool(distributed.to_host(all_finite(states))):  # every process
     return f"the state has a non-finite value after update {done}"
   return None
 

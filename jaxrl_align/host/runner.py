@@ -22,9 +22,9 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -35,12 +35,13 @@ import numpy as np
 
 from jaxrl_align import agents
 from jaxrl_align import configs
-from jaxrl_align import parallel
 from jaxrl_align import rlhf
 from jaxrl_align.host import checkpoints
+from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 from jaxrl_align.host import monitor
 from jaxrl_align.host import programs
+from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.learner import Learner
 
 CHECKPOINTS = "checkpoints"
@@ -48,48 +49,12 @@ LEARNERS: dict[str, Learner] = {**agents.LEARNERS, **rlhf.LEARNERS}
 RunError = files.RunError
 read_run = files.read_run
 read_metrics = files.read_metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class RunnerSettings:
-  """How a run is executed (not what is learned).
-
-  Attributes:
-    seeds: runs trained in one ``vmap`` (seed ``i`` uses key ``split(key(seed),
-      seeds)[i]``).
-    seed: base seed.
-    chunk: updates per jitted call (divides the number of updates, and the
-      learner's assessment interval, so one program serves every chunk).
-    checkpoint_every: save a checkpoint once this many updates have passed
-      since the last one (and always at the end).
-    keep: checkpoints kept.
-    eval_episodes: episodes per seed in the final evaluation.
-    devices: devices the run is spread over (:mod:`jaxrl_align.parallel`);
-      on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-      makes N.
-    shard: what is spread over them: ``"seeds"`` (each device trains
-      ``seeds / devices`` of the seeds) or ``"data"`` (every seed's batch
-      is split over the devices, and the compiler reduces across them).
-  """
-  seeds: int = 1
-  seed: int = 0
-  chunk: int = 0
-  checkpoint_every: int = 0
-  keep: int = 3
-  eval_episodes: int = 16
-  devices: int = 1
-  shard: str = "seeds"
-
-
-SHARDS = ("seeds", "data")
-BATCH_FIELDS = ("num_envs", "batch_size")  # what `shard="data"` splits
-
-
-def device_mesh(settings: RunnerSettings) -> jax.sharding.Mesh:
-  """The mesh of a run's settings (one device: a 1 x 1 mesh)."""
-  if settings.shard == "data":
-    return parallel.mesh(data=settings.devices)
-  return parallel.mesh(seeds=settings.devices)
+# re-exported: how a run is executed is part of the runner's API
+RunnerSettings = settings_lib.RunnerSettings
+SHARDS = settings_lib.SHARDS
+device_mesh = settings_lib.device_mesh
+default_chunk = settings_lib.default_chunk
+resolve_settings = settings_lib.resolve_settings
 
 
 def learner_of(name: str) -> Learner:
@@ -97,73 +62,6 @@ def learner_of(name: str) -> Learner:
     raise RunError(f"Unknown algorithm {name!r}; choose from "
                    f"{', '.join(LEARNERS)}.")
   return LEARNERS[name]
-
-
-def default_chunk(num_updates: int, target_chunks: int = 20,
-                  every: int | None = None) -> int:
-  """The largest divisor of ``num_updates`` (and of ``every``, when given)
-  that is at most ``num_updates / target_chunks`` (at least 1)."""
-  limit = max(1, num_updates // target_chunks)
-  common = math.gcd(num_updates, every) if every else num_updates
-  return max(d for d in range(1, limit + 1) if common % d == 0)
-
-
-def resolve_settings(learner: Learner, config,
-                     settings: RunnerSettings) -> RunnerSettings:
-  """Fills ``chunk`` and ``checkpoint_every`` and validates every field."""
-  n = learner.num_updates(config)
-  for name in ("seeds", "keep", "eval_episodes"):
-    value = getattr(settings, name)
-    if not isinstance(value, int) or value < 1:
-      raise RunError(f"`{name}` must be an integer >= 1, got {value!r}.")
-  if not isinstance(settings.seed, int) or settings.seed < 0:
-    raise RunError(f"`seed` must be an integer >= 0, got {settings.seed!r}.")
-  every = learner.assess_every(config) if learner.assess else None
-  chunk = settings.chunk or default_chunk(n, every=every)
-  if not isinstance(chunk, int) or chunk < 1 or n % chunk:
-    raise RunError(f"`chunk` must divide the number of updates ({n}), got "
-                   f"{chunk!r}.")
-  if every and every % chunk:
-    raise RunError(f"`chunk` must divide the assessment interval ({every} "
-                   f"updates), got {chunk}.")
-  _check_devices(learner, config, settings)
-  every_ckpt = settings.checkpoint_every or chunk * max(1, n // (10 * chunk))
-  if not isinstance(every_ckpt, int) or every_ckpt < 1:
-    raise RunError(f"`checkpoint_every` must be an integer >= 1, got "
-                   f"{every_ckpt!r}.")
-  return dataclasses.replace(settings, chunk=chunk,
-                             checkpoint_every=every_ckpt)
-
-
-def _check_devices(learner: Learner, config, settings: RunnerSettings):
-  """Refuses a device count the machine, the seeds or the batch cannot
-  take (before anything is compiled)."""
-  d = settings.devices
-  if not isinstance(d, int) or isinstance(d, bool) or d < 1:
-    raise RunError(f"`devices` must be an integer >= 1, got {d!r}.")
-  if settings.shard not in SHARDS:
-    raise RunError(f"`shard` must be one of {', '.join(SHARDS)}, got "
-                   f"{settings.shard!r}.")
-  if d == 1:
-    return
-  have = len(jax.devices())
-  if d > have:
-    raise RunError(
-        f"--devices {d}: there are {have} (on CPU, XLA_FLAGS="
-        f"--xla_force_host_platform_device_count={d} makes {d}).")
-  if learner.programs is not None and learner.programs(config, 1, 1):
-    raise RunError(f"{getattr(config, 'env_id', learner.name)} steps its "
-                   f"environments on the host, one device only: drop "
-                   f"--devices.")
-  if settings.shard == "seeds" and settings.seeds % d:
-    raise RunError(f"--seeds {settings.seeds} do not divide over --devices "
-                   f"{d}: use a multiple of {d} seeds, or --shard data.")
-  if settings.shard == "data":
-    for name in BATCH_FIELDS:
-      size = getattr(config, name, None)
-      if isinstance(size, int) and size % d:
-        raise RunError(f"--{name.replace('_', '-')} {size} does not divide "
-                       f"over --devices {d}.")
 
 
 def load_config(run_dir: str, learner: Learner | None = None):
@@ -214,7 +112,7 @@ def _resume_config(out: str, learner: Learner, config):
         "Cannot resume with different static fields (they change the "
         "program):\n" + "\n".join(f"  {k}: {a!r} (stored) -> {b!r}"
                                   for k, (a, b) in static.items()))
-  for k, (a, b) in diff.items():
+  for k, (a, b) in diff.items() if distributed.is_primary() else ():
     print(f"warning: resuming with {k} = {b!r} (was {a!r}); the result "
           f"will differ from an uninterrupted run.", file=sys.stderr)
   return settings, diff
@@ -232,6 +130,12 @@ def create(learner: Learner, config, out: str,
     The resolved runner settings.
   """
   settings = resolve_settings(learner, config, settings)
+  distributed.on_primary(_write_run_dir, learner, config, out, settings,
+                         overwrite, record)
+  return settings
+
+
+def _write_run_dir(learner, config, out, settings, overwrite, record):
   files.prepare_run_dir(out, learner.name, overwrite=overwrite,
                         hint="pass --resume to continue that run or "
                              "--overwrite to replace it")
@@ -243,8 +147,8 @@ def create(learner: Learner, config, out: str,
       "updates": learner.num_updates(config),
       learner.units: learner.num_updates(config)
                      * learner.units_per_update(config),
-      "jax": jax.__version__, **(record or {})})
-  return settings
+      "jax": jax.__version__, "processes": distributed.count(),
+      **(record or {})})
 
 
 def run(learner: Learner | str, config, out: str,
@@ -286,10 +190,12 @@ def run(learner: Learner | str, config, out: str,
   diff = {}
   if resume:
     settings, diff = _resume_config(out, learner, config)
+    settings_lib.check_devices(learner, config, settings)  # as made
   else:
     settings = create(learner, config, out, settings, overwrite=overwrite,
                       record=record)
-  for note in learner.notes(config) if learner.notes else []:
+  notes = learner.notes(config) if learner.notes else []
+  for note in notes if distributed.is_primary() else ():
     print(f"note: {note}.", file=sys.stderr)
   with jax.set_mesh(device_mesh(settings)):
     return _run(learner, config, out, settings, data, diff, resume,
@@ -306,7 +212,8 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
     states = progs.init(config, programs.seed_keys(settings), data)
     done, states = (_restore(out, config, store, states, diff) if resume
                     else (0, states))
-    writer = monitor.tensorboard_writer(out) if tensorboard else None
+    writer = (monitor.tensorboard_writer(out)
+              if tensorboard and distributed.is_primary() else None)
     try:
       states, interrupted, first_s, wall = _train(
           learner, config, settings, progs, data, out, store, states, done,
@@ -318,9 +225,9 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
       return RunResult(states, None, None, True)
     evaluation = None
     if progs.evaluate is not None:
-      evaluation = jax.tree.map(np.asarray, jax.device_get(progs.evaluate(
+      evaluation = distributed.to_host(progs.evaluate(
           config, states, jax.random.split(jax.random.key(settings.seed + 1),
-                                           settings.seeds), data)))
+                                           settings.seeds), data))
   finally:
     store.close()
     progs.close()
@@ -335,6 +242,11 @@ def _restore(out, config, store, states, diff):
   done = 0
   if store.steps():  # else it stopped before its first checkpoint
     done, states = store.restore(states)
+  distributed.on_primary(_rewind_files, out, config, done, diff)
+  return done, states
+
+
+def _rewind_files(out, config, done, diff):
   kept = [m for m in read_metrics(out) if m["update"] <= done]
   files.atomic_write(os.path.join(out, "metrics.jsonl"),
                      "".join(json.dumps(m) + "\n" for m in kept))
@@ -344,7 +256,6 @@ def _restore(out, config, store, states, diff):
     stored_run.setdefault("changes", []).append(
         {"at_update": done, "changes": {k: list(v) for k, v in diff.items()}})
     files.write_json(os.path.join(out, "config.json"), stored_run)
-  return done, states
 
 
 def _assessed(learner, config, progs, end: int, n: int) -> bool:
@@ -363,7 +274,7 @@ def _chunk_metrics(learner, config, progs, data, states, done, n, assessed):
   shape = next(iter(metrics.values())).shape
   if _assessed(learner, config, progs, done + shape[1], n):
     states, extra = progs.assess(config, states, data)
-    for k, v in jax.device_get(extra).items():
+    for k, v in distributed.to_host(extra).items():
       metrics[k] = np.full(shape, np.nan)
       metrics[k][:, -1] = v
   for k in assessed:
@@ -378,14 +289,15 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
   assessed = (sorted(jax.eval_shape(progs.assess, config, states, data)[1])
               if progs.assess else [])
   per_update = learner.units_per_update(config)
-  bar = monitor.progress_bar(n * per_update, done * per_update, progress,
-                     unit=learner.units.rstrip("s").replace("env_", ""))
+  bar = monitor.progress_bar(n * per_update, done * per_update,
+                             progress and distributed.is_primary(),
+                             unit=learner.units.rstrip("s").replace("env_",
+                                                                    ""))
   last_saved, start, first_s = done, time.perf_counter(), None
   layout = (jax.tree.map(lambda x: x.sharding, states)
             if settings.devices > 1 else None)
   try:
-    with monitor.Interrupt() as interrupt, open(os.path.join(out, "metrics.jsonl"),
-                                         "a") as metrics_file:
+    with monitor.Interrupt() as interrupt, _metrics_file(out) as metrics_file:
       while done < n:
         t0 = time.perf_counter()
         states, metrics = _chunk_metrics(learner, config, progs, data, states,
@@ -403,19 +315,22 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
               f"the run diverged: {diverged}; nothing after update {done} "
               f"was written, the checkpoint at update {last_saved} is kept "
               f"({programs.divergence_hint(config)}, then --resume).")
-        monitor.write_metrics(metrics_file, metrics, done, writer,
-                              learner.units)
+        if metrics_file is not None:
+          monitor.write_metrics(metrics_file, metrics, done, writer,
+                                learner.units)
         done += settings.chunk
         if on_assess is not None and _assessed(learner, config, progs, done,
                                                n):
           on_assess(done, states)
         monitor.show(bar, metrics, learner.progress_metric,
               settings.chunk * per_update)
-        stop = interrupt.requested or (stop_after is not None
-                                       and stop_after <= done < n)
+        # a Ctrl-C on any process stops them all after this chunk
+        stop = distributed.any_process(interrupt.requested) or (
+            stop_after is not None and stop_after <= done < n)
         if done - last_saved >= settings.checkpoint_every or done == n or stop:
-          metrics_file.flush()
-          os.fsync(metrics_file.fileno())
+          if metrics_file is not None:
+            metrics_file.flush()
+            os.fsync(metrics_file.fileno())
           store.save(done, states)
           last_saved = done
         if stop:
@@ -426,24 +341,38 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
   return states, False, first_s, time.perf_counter() - start
 
 
+def _metrics_file(out: str):
+  """``metrics.jsonl`` open for appending on process 0; elsewhere a
+  context that gives None (only process 0 writes)."""
+  if distributed.is_primary():
+    return open(os.path.join(out, "metrics.jsonl"), "a")
+  return contextlib.nullcontext(None)
+
+
 def _summary(learner, config, settings, out, states, evaluation, first_s,
              wall) -> dict[str, Any]:
-  """Writes ``summary.json`` and the learning curve; returns the summary.
-  Each seed's last metrics are its last values (nulls skipped)."""
+  """Writes ``summary.json`` and the learning curve (process 0); returns
+  the summary (on every process). Each seed's last metrics are its last
+  values (nulls skipped)."""
+  host_states = distributed.to_host(states)  # every process: a collective
+  distributed.barrier("metrics written")
   last: list[dict[str, Any]] = [{} for _ in range(settings.seeds)]
   for row in read_metrics(out):
     last[row["seed"]].update({k: v for k, v in row.items() if v is not None})
   n = learner.num_updates(config)
   summary = {"algo": learner.name, "seeds": settings.seeds, "updates": n,
              learner.units: n * learner.units_per_update(config),
-             **learner.summarize(config, jax.device_get(states), evaluation,
-                                 last),
+             **learner.summarize(config, host_states, evaluation, last),
              "wall_seconds_this_session": wall,
              "first_chunk_seconds": first_s}  # with compilation, if any
+  distributed.on_primary(_write_summary, out, summary)
+  return summary
+
+
+def _write_summary(out, summary):
   files.write_json(os.path.join(out, "summary.json"), summary)
   from jaxrl_align.host import plotting  # matplotlib only when needed
 
   plotting.plot_runs([out], os.path.join(out, "learning_curve.png"))
-  return summary
 
 

@@ -1,0 +1,128 @@
+"""How a run is executed, not what is learned: the runner's settings, the
+checks that refuse what the learner, the machine or the job cannot take
+(before anything is compiled), and the device mesh the settings describe."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+
+from jaxrl_align import parallel
+from jaxrl_align.host import distributed
+from jaxrl_align.host.errors import RunError
+from jaxrl_align.learner import Learner
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerSettings:
+  """How a run is executed (not what is learned).
+
+  Attributes:
+    seeds: runs trained in one ``vmap`` (seed ``i`` uses key ``split(key(seed),
+      seeds)[i]``).
+    seed: base seed.
+    chunk: updates per jitted call (divides the number of updates, and the
+      learner's assessment interval, so one program serves every chunk).
+    checkpoint_every: save a checkpoint once this many updates have passed
+      since the last one (and always at the end).
+    keep: checkpoints kept.
+    eval_episodes: episodes per seed in the final evaluation.
+    devices: devices the run is spread over (:mod:`jaxrl_align.parallel`);
+      on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+      makes N. In a job of several processes (:mod:`.distributed`), every
+      process's devices.
+    shard: what is spread over them: ``"seeds"`` (each device trains
+      ``seeds / devices`` of the seeds) or ``"data"`` (every seed's batch
+      is split over the devices, and the compiler reduces across them).
+  """
+  seeds: int = 1
+  seed: int = 0
+  chunk: int = 0
+  checkpoint_every: int = 0
+  keep: int = 3
+  eval_episodes: int = 16
+  devices: int = 1
+  shard: str = "seeds"
+
+
+SHARDS = ("seeds", "data")
+BATCH_FIELDS = ("num_envs", "batch_size")  # what `shard="data"` splits
+
+
+def device_mesh(settings: RunnerSettings) -> jax.sharding.Mesh:
+  """The mesh of a run's settings (one device: a 1 x 1 mesh)."""
+  if settings.shard == "data":
+    return parallel.mesh(data=settings.devices)
+  return parallel.mesh(seeds=settings.devices)
+
+
+def default_chunk(num_updates: int, target_chunks: int = 20,
+                  every: int | None = None) -> int:
+  """The largest divisor of ``num_updates`` (and of ``every``, when given)
+  that is at most ``num_updates / target_chunks`` (at least 1)."""
+  limit = max(1, num_updates // target_chunks)
+  common = math.gcd(num_updates, every) if every else num_updates
+  return max(d for d in range(1, limit + 1) if common % d == 0)
+
+
+def resolve_settings(learner: Learner, config,
+                     settings: RunnerSettings) -> RunnerSettings:
+  """Fills ``chunk`` and ``checkpoint_every`` and validates every field."""
+  n = learner.num_updates(config)
+  for name in ("seeds", "keep", "eval_episodes"):
+    value = getattr(settings, name)
+    if not isinstance(value, int) or value < 1:
+      raise RunError(f"`{name}` must be an integer >= 1, got {value!r}.")
+  if not isinstance(settings.seed, int) or settings.seed < 0:
+    raise RunError(f"`seed` must be an integer >= 0, got {settings.seed!r}.")
+  every = learner.assess_every(config) if learner.assess else None
+  chunk = settings.chunk or default_chunk(n, every=every)
+  if not isinstance(chunk, int) or chunk < 1 or n % chunk:
+    raise RunError(f"`chunk` must divide the number of updates ({n}), got "
+                   f"{chunk!r}.")
+  if every and every % chunk:
+    raise RunError(f"`chunk` must divide the assessment interval ({every} "
+                   f"updates), got {chunk}.")
+  check_devices(learner, config, settings)
+  every_ckpt = settings.checkpoint_every or chunk * max(1, n // (10 * chunk))
+  if not isinstance(every_ckpt, int) or every_ckpt < 1:
+    raise RunError(f"`checkpoint_every` must be an integer >= 1, got "
+                   f"{every_ckpt!r}.")
+  return dataclasses.replace(settings, chunk=chunk,
+                             checkpoint_every=every_ckpt)
+
+
+def check_devices(learner: Learner, config, settings: RunnerSettings):
+  """Refuses a device count the machine, the seeds or the batch cannot
+  take (before anything is compiled)."""
+  d = settings.devices
+  if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+    raise RunError(f"`devices` must be an integer >= 1, got {d!r}.")
+  if settings.shard not in SHARDS:
+    raise RunError(f"`shard` must be one of {', '.join(SHARDS)}, got "
+                   f"{settings.shard!r}.")
+  if d == 1:
+    return
+  have = len(jax.devices())
+  if distributed.count() > 1 and d != have:
+    raise RunError(f"--devices {d}: a run over {distributed.count()} "
+                   f"processes spans all their devices: --devices {have}.")
+  if d > have:
+    raise RunError(
+        f"--devices {d}: there are {have} (on CPU, XLA_FLAGS="
+        f"--xla_force_host_platform_device_count={d} makes {d}).")
+  if learner.programs is not None and learner.programs(config, 1, 1):
+    raise RunError(f"{getattr(config, 'env_id', learner.name)} steps its "
+                   f"environments on the host, one device only: drop "
+                   f"--devices.")
+  if settings.shard == "seeds" and settings.seeds % d:
+    raise RunError(f"--seeds {settings.seeds} do not divide over --devices "
+                   f"{d}: use a multiple of {d} seeds, or --shard data.")
+  if settings.shard == "data":
+    for name in BATCH_FIELDS:
+      size = getattr(config, name, None)
+      if isinstance(size, int) and size % d:
+        raise RunError(f"--{name.replace('_', '-')} {size} does not divide "
+                       f"over --devices {d}.")
