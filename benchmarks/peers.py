@@ -7,7 +7,13 @@ Per task and algorithm every library trains at the Zoo's entry (rl-zoo3
 with the libraries' own defaults for what an entry leaves out), for
 ``--seeds`` seeds: ours and rejax's as one ``vmap`` over the seeds in one
 process, SB3's, sb3-contrib's and SBX's one process per seed, as many at
-once as there are cores (each with one thread). Per run: the whole
+once as there are cores (each with one thread). XLA runs a CPU device's
+program on one core, so ours also runs as ``ours-cores``: the same
+program with the seeds spread over one CPU device per core
+(``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` and
+``jaxrl_align.parallel``, as ``jaxrl-align train --devices`` does), when
+the cores divide the seeds; the peers' ratios are given against both (they
+use every core too). Per run: the whole
 process's wall time (measured outside it: start-up, imports, compilation,
 training, evaluation), compilation time (the JAX libraries), warm training
 time, env steps/s (all seeds' steps over the warm training time; per seed
@@ -107,7 +113,8 @@ DEFAULTS = {
 }
 
 # Which library runs which algorithm.
-LIBRARIES = {"ours": ("ppo", "trpo"), "sb3": ("ppo",),
+LIBRARIES = {"ours": ("ppo", "trpo"), "ours-cores": ("ppo", "trpo"),
+             "sb3": ("ppo",),
              "sb3-contrib": ("trpo",), "sbx": ("ppo",), "rejax": ("ppo",)}
 
 
@@ -190,13 +197,17 @@ def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
   return f, notes
 
 
-def run_ours(algo: str, env_id: str, seeds: int) -> dict:
+def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
+  """Our run: the seeds in one ``vmap``, spread over ``devices`` CPU
+  devices (forced by the caller's ``XLA_FLAGS``)."""
+  import contextlib
   import dataclasses
 
   import jax
   import numpy as np
 
   from jaxrl_align import agents
+  from jaxrl_align import parallel
   from jaxrl_align.agents import ppo
   from jaxrl_align.agents import trpo
 
@@ -206,24 +217,28 @@ def run_ours(algo: str, env_id: str, seeds: int) -> dict:
   fields, notes = our_fields(algo, env_id, names)
   config = config_type(**fields)
   keys = jax.random.split(jax.random.key(0), seeds)
-  train = jax.jit(jax.vmap(module.train, in_axes=(None, 0)),
-                  compiler_options=agents.compiler_options())
-  start = time.perf_counter()
-  compiled = train.lower(config, keys).compile()
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  states, metrics = compiled(config, keys)
-  jax.block_until_ready(states)
-  warm_s = time.perf_counter() - start
-  returns = jax.jit(jax.vmap(
-      lambda s, k: module.evaluate(config, s, k, EVAL_EPISODES)))(
-          states, jax.random.split(jax.random.key(1), seeds))
+  assert len(jax.devices()) >= devices, jax.devices()
+  mesh = (jax.set_mesh(parallel.mesh(seeds=devices)) if devices > 1
+          else contextlib.nullcontext())
+  with mesh:
+    train = jax.jit(parallel.vmap_seeds(module.train, in_axes=(None, 0)),
+                    compiler_options=agents.compiler_options())
+    start = time.perf_counter()
+    compiled = train.lower(config, keys).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    states, metrics = compiled(config, keys)
+    jax.block_until_ready(states)
+    warm_s = time.perf_counter() - start
+    returns = jax.jit(parallel.vmap_seeds(
+        lambda s, k: module.evaluate(config, s, k, EVAL_EPISODES)))(
+            states, jax.random.split(jax.random.key(1), seeds))
   curve = np.asarray(metrics["episode_return"])  # [seeds, updates]
   steps = np.asarray(metrics["env_steps"])[0]  # after each update
   n = len(steps)
   mean = [None if np.all(np.isnan(c)) else float(np.nanmean(c))
           for c in curve.T]
-  return {"compile_s": compile_s, "warm_s": warm_s,
+  return {"compile_s": compile_s, "warm_s": warm_s, "devices": devices,
           "env_steps": int(steps[-1]) * seeds,
           "returns": np.mean(np.asarray(returns), axis=1).tolist(),
           "curve": {"steps": steps.tolist(), "return": mean,
@@ -354,6 +369,8 @@ def run_rejax(algo: str, env_id: str, seeds: int) -> dict:
 def worker(args) -> None:
   if args.library == "ours":
     out = run_ours(args.algo, args.env, args.seeds)
+  elif args.library == "ours-cores":
+    out = run_ours(args.algo, args.env, args.seeds, os.cpu_count() or 1)
   elif args.library == "rejax":
     out = run_rejax(args.algo, args.env, args.seeds)
   else:
@@ -370,8 +387,12 @@ def _launch(python, library, algo, env_id, seeds, seed):
   cmd = [python, os.path.abspath(__file__), "--worker", "--library", library,
          "--algo", algo, "--env", env_id, "--seeds", str(seeds), "--seed",
          str(seed), "--steps-scale", str(SCALE[0])]
+  env = dict(os.environ)
+  if library == "ours-cores":  # one CPU device per core
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_"
+                        f"platform_device_count={os.cpu_count() or 1}")
   return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True), time.perf_counter()
+                          text=True, env=env), time.perf_counter()
 
 
 def _collect(proc, start) -> dict:
@@ -389,7 +410,7 @@ def _collect(proc, start) -> dict:
 def run_library(library, algo, env_id, seeds, python, cores) -> dict:
   """A library's runs on one task: one process (JAX libraries) or one per
   seed, ``cores`` at a time; the per-seed results merged."""
-  if library in ("ours", "rejax"):
+  if library in ("ours", "ours-cores", "rejax"):
     return _collect(*_launch(python, library, algo, env_id, seeds, 0))
   results, running = [], []
   began = time.perf_counter()
@@ -438,21 +459,26 @@ def _rate(r) -> float | None:
 def table(results) -> str:
   rows = ["| task | algorithm | library | all seeds, wall (s) | compile (s) "
           "| warm (s) | env steps/s | eval return: mean (per seed) | "
-          "peak RSS (MB) | ours: ×env steps/s, ×wall |",
+          "peak RSS (MB) | ours: ×env steps/s, ×wall | ours-cores: "
+          "×env steps/s, ×wall |",
           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| --- |"]
+          "| --- | --- |"]
   for (env_id, algo), by_lib in results.items():
-    ours = by_lib.get("ours", {})
     for library, r in by_lib.items():
       if "error" in r:
         rows.append(f"| {env_id} | {algo} | {library} | failed: "
-                    f"{r['error'][:80]} | | | | | | |")
+                    f"{r['error'][:80]} | | | | | | | |")
         continue
       mean = sum(r["returns"]) / len(r["returns"])
-      ratio = ""
-      if library != "ours" and "error" not in ours and ours:
-        ratio = (f"{_rate(ours) / _rate(r):.1f}x, "
-                 f"{r['process_s'] / ours['process_s']:.1f}x")
+      ratios = []
+      for name in ("ours", "ours-cores"):
+        ours = by_lib.get(name, {})
+        ratios.append(
+            f"{_rate(ours) / _rate(r):.1f}x, "
+            f"{r['process_s'] / ours['process_s']:.1f}x"
+            if not library.startswith("ours") and ours and "error" not in ours
+            else "")
+      ratio = " | ".join(ratios)
       compile_s = r.get("compile_s")
       rows.append(
           f"| {env_id} | {algo} | {library} | {r['process_s']:.1f} | "
@@ -530,7 +556,7 @@ def main():
   if args.seeds < 1 or not args.steps_scale > 0:
     parser.exit(2, "peers.py: --seeds must be at least 1 and --steps-scale "
                    "positive\n")
-  peers = [l for l in args.libraries if l != "ours"]
+  peers = [l for l in args.libraries if not l.startswith("ours")]
   if peers and not os.path.exists(args.peer_python):
     parser.exit(2, f"peers.py: no peer interpreter at {args.peer_python} "
                    "(make bench-peers builds it)\n")
@@ -543,9 +569,11 @@ def main():
     for algo in args.algos:
       by_lib = {}
       for library in args.libraries:
-        if algo not in LIBRARIES[library]:
+        if algo not in LIBRARIES[library] or (
+            library == "ours-cores" and (cores == 1 or args.seeds % cores)):
           continue
-        python = sys.executable if library == "ours" else args.peer_python
+        python = (sys.executable if library.startswith("ours")
+                  else args.peer_python)
         r = run_library(library, algo, env_id, args.seeds, python, cores)
         by_lib[library] = r
         what = (r["error"] if "error" in r else
