@@ -12,7 +12,8 @@ Usage: ``multihost_checks.py OUT_DIR PROCESS_ID PORT`` (``PROCESS_ID`` 0 or
    write into that run directory again (process 0's error, on both);
 2. trains the same run through ``runner.run`` into ``OUT_DIR/resumed``,
    stopped after two updates and resumed, and compares its final states
-   with the command's last checkpoint, bit for bit;
+   with the command's last checkpoint, bit for bit; then again into
+   ``OUT_DIR/ctrl_c`` with a Ctrl-C that only process 1 receives;
 3. trains PPO data-parallel over the four devices with the recipe of
    docs/devices.md (``jax.set_mesh`` and ``jit(ppo.train)``).
 
@@ -108,6 +109,29 @@ def main():
                                            jax.tree.leaves(b)))
   record["params_spec"] = list(
       jax.tree.leaves(resumed.states.params)[0].sharding.spec)
+  # a Ctrl-C that only process 1 receives (during the first chunk): both
+  # stop after that chunk, with one checkpoint
+  from jaxrl_align.host import monitor
+
+  class CtrlC(monitor.Interrupt):
+    def __enter__(self):
+      super().__enter__()
+      self.requested = WHO == "1"
+      return self
+
+  real, monitor.Interrupt = monitor.Interrupt, CtrlC
+  try:
+    stopped = runner.run(learner, config, os.path.join(OUT, "ctrl_c"),
+                         settings, progress=False)
+  finally:
+    monitor.Interrupt = real
+  store = checkpoints.Checkpoints(os.path.join(OUT, "ctrl_c", "checkpoints"),
+                                  settings.keep)
+  record["ctrl_c"] = {"interrupted": stopped.interrupted,
+                      "checkpoints": store.steps(),
+                      "metrics_rows": len(runner.read_metrics(
+                          os.path.join(OUT, "ctrl_c")))}
+  store.close()
   if distributed.is_primary():
     np.savez(os.path.join(OUT, "cli_params.npz"),
              **{str(i): x for i, x in enumerate(jax.tree.leaves(a.params))})

@@ -228,6 +228,9 @@ def test_the_command_over_two_processes(measured):
     code, err = h[who]["again"]  # the run directory is taken: process 0
     assert code == 2 and "exists and is not empty" in _error_line(err), err
     assert h[who]["resumed_bitwise"] and h[who]["resumed_step"] == 4
+    # process 1's Ctrl-C stopped both after the first chunk
+    assert h[who]["ctrl_c"] == {"interrupted": True, "checkpoints": [1],
+                                "metrics_rows": 4}, h[who]["ctrl_c"]
     assert h[who]["params_spec"] == ["seeds"]
   assert "error: process 0: " in h["1"]["again"][1]
   assert "JAX-native" in h["0"]["run"][1]  # process 0 speaks for the job
