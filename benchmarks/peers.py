@@ -456,18 +456,30 @@ def _rate(r) -> float | None:
   return r["env_steps"] / r["warm_s"]
 
 
+def _difference(ours, theirs) -> str:
+  """Our mean return minus theirs, ± the standard error of that
+  difference (each side's sample variance over its seeds)."""
+  def mean_var(x):
+    m = sum(x) / len(x)
+    v = sum((a - m) ** 2 for a in x) / (len(x) - 1) if len(x) > 1 else 0.0
+    return m, v / len(x)
+
+  (a, va), (b, vb) = mean_var(ours), mean_var(theirs)
+  return f"{a - b:+.1f} ± {(va + vb) ** 0.5:.1f}"
+
+
 def table(results) -> str:
   rows = ["| task | algorithm | library | all seeds, wall (s) | compile (s) "
           "| warm (s) | env steps/s | eval return: mean (per seed) | "
           "peak RSS (MB) | ours: ×env steps/s, ×wall | ours-cores: "
-          "×env steps/s, ×wall |",
+          "×env steps/s, ×wall | ours − this: return ± SE |",
           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| --- | --- |"]
+          "| --- | --- | ---: |"]
   for (env_id, algo), by_lib in results.items():
     for library, r in by_lib.items():
       if "error" in r:
         rows.append(f"| {env_id} | {algo} | {library} | failed: "
-                    f"{r['error'][:80]} | | | | | | | |")
+                    f"{r['error'][:80]} | | | | | | | | |")
         continue
       mean = sum(r["returns"]) / len(r["returns"])
       ratios = []
@@ -478,6 +490,10 @@ def table(results) -> str:
             f"{r['process_s'] / ours['process_s']:.1f}x"
             if not library.startswith("ours") and ours and "error" not in ours
             else "")
+      ours = by_lib.get("ours", {})
+      ratios.append(_difference(ours["returns"], r["returns"])
+                    if not library.startswith("ours") and ours
+                    and "error" not in ours else "")
       ratio = " | ".join(ratios)
       compile_s = r.get("compile_s")
       rows.append(
