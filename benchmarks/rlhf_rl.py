@@ -34,7 +34,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxrl_align import trust_region
+from jaxrl_align import fisher
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
@@ -88,8 +88,8 @@ def update_flops(name, config, state, exp, key) -> float | None:
       state.params, exp)
 
   def fvp(p, e):
-    _, kl, fisher = trpo.objectives(config, p, e)
-    return trust_region.fisher_vector_product(fisher or kl, p, p)
+    _, kl, fisher_kl = trpo.objectives(config, p, e)
+    return fisher.fisher_vector_product(fisher_kl or kl, p, p)
 
   def trial(p, e):
     surrogate, kl, _ = trpo.objectives(config, state.params, e)

@@ -52,7 +52,8 @@ from jaxrl_align.sequences import time_major
 from jaxrl_align.trust_region import CGInfo
 from jaxrl_align.trust_region import conjugate_gradient
 from jaxrl_align.trust_region import conjugate_gradient_with_info
-from jaxrl_align.trust_region import fisher_vector_product
+from jaxrl_align.fisher import fisher_vector_product
+from jaxrl_align.fisher import gauss_newton_vector_product
 from jaxrl_align.trust_region import npg_step
 from jaxrl_align.trust_region import trpo_step
 from jaxrl_align.trust_region import TRPOInfo
@@ -78,6 +79,7 @@ __all__ = (
     "dpo_loss",
     "entropy_loss",
     "fisher_vector_product",
+    "gauss_newton_vector_product",
     "fixed_kl_controller",
     "gae",
     "gaussian_entropy",

@@ -6,11 +6,9 @@ zero), and never returns NaN parameters: a step that cannot be computed
 safely (zero gradient, ``sᵀFs ≤ 0``, a non-finite loss) is rejected and the
 parameters come back bit-identical.
 
-The Fisher matrix is never formed. For a mean-KL function
-``kl_fn(θ) = mean_s KL(π_old(·|s) || π_θ(·|s))`` whose minimum (zero) is at
-the current parameters, the Hessian of ``kl_fn`` there is the Fisher
-information matrix, and ``F v`` is a Hessian-vector product computed by
-forward-over-reverse autodiff: the JVP of ``grad(kl_fn)``.
+The Fisher matrix is never formed: its products are :mod:`jaxrl_align.fisher`'s
+(the Hessian of the mean KL at the current parameters, or its Gauss–Newton
+form).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import jax.numpy as jnp
 import optax.tree_utils as otu
 
 from jaxrl_align import _checks
+from jaxrl_align import fisher
 
 Array = jax.Array
 PyTree = Any
@@ -150,47 +149,6 @@ def conjugate_gradient(
   return conjugate_gradient_with_info(matvec, b, iters=iters, tol=tol)[0]
 
 
-# ------------------------------------------------------ Fisher-vector product
-
-
-def fisher_vector_product(
-    kl_fn: Callable[[PyTree], Array],
-    params: PyTree,
-    vector: PyTree,
-    *,
-    damping: float | Array = 0.0,
-) -> PyTree:
-  r"""``(∇²kl_fn(params) + damping·I) v`` by forward-over-reverse autodiff.
-
-  When ``kl_fn(θ) = mean KL(π_old || π_θ)`` and ``params = θ_old``, the Hessian
-  is the Fisher information matrix ``F`` of the policy, so this is ``F v +
-  damping·v``. No matrix is formed.
-
-  Args:
-    kl_fn: ``params -> scalar``, twice differentiable.
-    params: the point at which the Hessian is taken.
-    vector: a pytree shaped like ``params``.
-    damping: ≥ 0, added times ``vector`` (Tikhonov damping).
-
-  Returns:
-    A pytree shaped like ``params``.
-
-  References:
-    Pearlmutter, 1994, "Fast Exact Multiplication by the Hessian";
-    Schulman et al., 2015, "Trust Region Policy Optimization",
-    https://arxiv.org/abs/1502.05477, appendix C.
-  """
-  _checks.check_scalar_in_range("damping", damping, 0.0, float("inf"))
-  _, hvp = jax.jvp(jax.grad(kl_fn), (params,), (vector,))
-  return _add_scaled(hvp, damping, vector)
-
-
-def _fisher_matvec(kl_fn, params, damping):
-  """Linearises ``grad(kl_fn)`` once so each CG product reuses it."""
-  _, hvp = jax.linearize(jax.grad(kl_fn), params)
-  return lambda v: _add_scaled(hvp(v), damping, v)
-
-
 # ------------------------------------------------------------------ TRPO, NPG
 
 
@@ -230,11 +188,14 @@ def _check_step_args(max_kl, cg_iters, cg_damping, cg_tol):
 
 
 def _natural_step(loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters,
-                  cg_damping, cg_tol):
+                  cg_damping, cg_tol, fisher_output=None):
   """Full step ``sqrt(2 δ / sᵀFs) s`` with ``F s = -g``, and its diagnostics."""
+  if fisher_output is not None and fisher_kl_fn is not None:
+    raise ValueError("give fisher_kl_fn or fisher_output, not both.")
   loss, grad = jax.value_and_grad(loss_fn)(params)
   dtype = jnp.result_type(loss)
-  matvec = _fisher_matvec(fisher_kl_fn or kl_fn, params, cg_damping)
+  matvec = fisher.fisher_matvec(fisher_kl_fn or kl_fn, params, cg_damping,
+                                fisher_output)
   direction, cg = conjugate_gradient_with_info(
       matvec, _scale(-1.0, grad), iters=cg_iters, tol=cg_tol)
   sfs = otu.tree_vdot(direction, matvec(direction))
@@ -261,6 +222,8 @@ def trpo_step(
     backtrack_iters: int = 10,
     cg_tol: float = 1e-10,
     fisher_kl_fn: Callable[[PyTree], Array] | None = None,
+    fisher_output: tuple[Callable[[PyTree], PyTree],
+                         Callable[[PyTree], Array]] | None = None,
 ) -> tuple[PyTree, TRPOInfo]:
   r"""One TRPO update: natural-gradient direction and a KL-checked line search.
 
@@ -289,6 +252,11 @@ def trpo_step(
     cg_tol: CG stops early once the squared residual norm is ≤ this.
     fisher_kl_fn: optional KL used only for Fisher-vector products (e.g. on
       a sub-sample of the batch, which is cheaper); defaults to ``kl_fn``.
+    fisher_output: optional ``(output_fn, output_kl_fn)``: Fisher-vector
+      products in the cheaper Gauss–Newton form
+      (:func:`gauss_newton_vector_product`), where ``output_kl_fn ∘
+      output_fn`` is the KL they stand for (``kl_fn`` or a sub-sample of
+      it); not with ``fisher_kl_fn``.
 
   Returns:
     ``(new_params, TRPOInfo)``.
@@ -303,7 +271,7 @@ def trpo_step(
   _checks.check_positive_int("backtrack_iters", backtrack_iters)
   loss, full_step, expected, valid, cg = _natural_step(
       loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping,
-      cg_tol)
+      cg_tol, fisher_output)
   dtype = jnp.result_type(loss)
   max_kl = jnp.asarray(max_kl, dtype)
   coeff = jnp.asarray(backtrack_coeff, dtype)
@@ -351,6 +319,8 @@ def npg_step(
     cg_damping: float | Array = 0.1,
     cg_tol: float = 1e-10,
     fisher_kl_fn: Callable[[PyTree], Array] | None = None,
+    fisher_output: tuple[Callable[[PyTree], PyTree],
+                         Callable[[PyTree], Array]] | None = None,
 ) -> tuple[PyTree, TRPOInfo]:
   r"""Natural policy gradient: TRPO's full step, without a line search.
 
@@ -369,6 +339,8 @@ def npg_step(
     cg_damping: ≥ 0.
     cg_tol: CG stops early once the squared residual norm is ≤ this.
     fisher_kl_fn: optional KL used only for Fisher-vector products.
+    fisher_output: optional ``(output_fn, output_kl_fn)`` for Gauss–Newton
+      Fisher-vector products (as in :func:`trpo_step`).
 
   Returns:
     ``(new_params, TRPOInfo)`` with ``step_fraction`` 1 when accepted and
@@ -382,7 +354,7 @@ def npg_step(
   _check_step_args(max_kl, cg_iters, cg_damping, cg_tol)
   loss, full_step, expected, valid, cg = _natural_step(
       loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping,
-      cg_tol)
+      cg_tol, fisher_output)
   dtype = jnp.result_type(loss)
   candidate = _add_scaled(params, 1.0, full_step)
   finite = jax.tree.reduce(

@@ -55,6 +55,12 @@ def _fvp(w, obs, v):
   return jra.fisher_vector_product(kl, w, v, damping=0.1)
 
 
+def _gauss_newton(w, obs, v):
+  return jra.gauss_newton_vector_product(
+      lambda p: obs @ p, lambda out: jnp.mean(jra.categorical_kl(obs @ w, out)),
+      w, v, damping=0.1)
+
+
 def _controller(make):
   def run(kl, n):
     ctrl = make()
@@ -113,6 +119,8 @@ CASES = {
     "conjugate_gradient_with_info": (_cg, lambda: (f32(4, 4), f32(4))),
     "conjugate_gradient": (lambda a, b: _cg(a, b)[0], lambda: (f32(4, 4), f32(4))),
     "fisher_vector_product": (_fvp, lambda: (f32(3, 2), f32(6, 3), f32(3, 2))),
+    "gauss_newton_vector_product": (
+        _gauss_newton, lambda: (f32(3, 2), f32(6, 3), f32(3, 2))),
     "trpo_step": (_trpo(jra.trpo_step),
                   lambda: (f32(3, 2), f32(16, 3), f32(16), jnp.float32(0.02))),
     "npg_step": (_trpo(jra.npg_step),

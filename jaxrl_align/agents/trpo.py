@@ -160,18 +160,18 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
   def kl_fn(p):
     return jnp.mean(head.kl(old_out, policy_out(p, batch["obs"])))
 
+  # Fisher-vector products in Gauss–Newton form through the head's outputs
+  # on every `fisher_subsample`-th sample (exact at the old policy)
   every = config.fisher_subsample
   sub_obs = batch["obs"][::every]
   sub_old = head.every(old_out, every)
-
-  def sub_kl_fn(p):
-    return jnp.mean(head.kl(sub_old, policy_out(p, sub_obs)))
+  fisher_output = (lambda p: policy_out(p, sub_obs),
+                   lambda out: jnp.mean(head.kl(sub_old, out)))
 
   new_actor, info = trust_region.trpo_step(
       loss_fn, kl_fn, actor, max_kl=config.max_kl, cg_iters=config.cg_iters,
       cg_damping=config.cg_damping, backtrack_coeff=config.backtrack_coeff,
-      backtrack_iters=config.backtrack_iters,
-      fisher_kl_fn=sub_kl_fn if every > 1 else None)
+      backtrack_iters=config.backtrack_iters, fisher_output=fisher_output)
 
   optimizer = sgd.clipped_adam(config.max_grad_norm)
   lr = jnp.asarray(config.learning_rate, jnp.float32)
