@@ -30,7 +30,9 @@ What we translate from a Zoo entry, and what we lack, is printed and
 recorded with each result (``notes``). Our ``value_loss`` is ½·MSE where
 SB3's is MSE, so a Zoo ``vf_coef`` of c becomes 2c here; SB3's
 ``VecNormalize`` (``normalize: true``) becomes ``normalize_obs`` and
-``scale_reward``; ``lin_`` learning rates become ``anneal_lr``.
+``scale_reward``; ``lin_`` learning rates become ``anneal_lr``. What an
+entry leaves to the library (SB3 then takes its defaults) takes our
+preset's value for the task, and is noted.
 
 The peers run in their own virtual environment (``make bench-peers`` builds
 ``.venv-peers``: stable-baselines3, sb3-contrib and sbx-rl with
@@ -194,6 +196,13 @@ def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
   f = {k: v for k, v in f.items() if k in field_names or k == "env_id"}
   if algo == "trpo" and "anneal_lr" not in field_names and linear:
     notes.append("learning-rate annealing (lin_): ours stays constant")
+  from jaxrl_align.agents import presets  # what the entry leaves to us
+  left = {k: v for k, v in presets.preset(algo, env_id).items()
+          if k not in f and k in field_names
+          and v != presets.DEFAULTS[algo].get(k)}
+  if left:
+    notes.append("not in the Zoo's entry, so our preset's: " + ", ".join(
+        f"{k}={v}" for k, v in sorted(left.items())))
   return f, notes
 
 
