@@ -91,13 +91,48 @@ def permutation(key: Array, n: int) -> Array:
   an epoch's gradient steps on small networks. One sort of 32-bit keys leaves
   two indices in their original order only when their keys tie
   (probability ≈ n² / 2³³ per call, 5e-4 at n = 2,048), which does not
-  matter for minibatch shuffling.
+  matter for minibatch shuffling. The minibatch shuffles themselves use the
+  faster :func:`minibatch_order`.
 
   Returns:
     ``[n]`` int32.
   """
   bits = jax.random.bits(key, (n,), jnp.uint32)
   return jax.lax.sort_key_val(bits, jnp.arange(n, dtype=jnp.int32))[1]
+
+
+_PACKED_MAX_BITS = 12  # indices packed under >= 20 random bits
+
+
+def minibatch_order(key: Array, n: int) -> Array:
+  """A random order of ``range(n)`` for minibatch shuffling: uniform up to
+  ties, and for ``n ≤ 4,096`` about 5x faster than :func:`permutation`.
+
+  Each index ``i`` is packed under random bits into one ``uint32``,
+  ``(r_i << b) | i`` with ``b = ⌈log₂ n⌉`` and ``32 - b ≥ 20`` random bits
+  ``r_i``, and the words are sorted; their low bits are the order. XLA's
+  CPU sort of one array of a primitive type is about 5x faster than a sort
+  of keys with a payload (measured: 0.12 against 0.58 ms for four orders of
+  1,024; ``jax.random.permutation`` 0.62 ms), and on small networks the
+  shuffle costs as much as the gradient steps: TRPO on CartPole at the
+  Zoo's entry (critic minibatches of 512) runs 1.17x faster as a whole.
+  Larger ``n`` falls back to :func:`permutation`.
+
+  Ties: indices whose random bits are equal stay in index order. Two
+  neighbours in the shuffled order tie with probability about
+  ``n / 2^(32-b)`` (2.4e-4 at ``n = 1,024``, 0.4 % at 4,096), and a tie
+  changes which minibatch a sample lands in only where it straddles a
+  minibatch boundary.
+
+  Returns:
+    ``[n]`` int32.
+  """
+  b = max(1, (n - 1).bit_length())
+  if b > _PACKED_MAX_BITS:
+    return permutation(key, n)
+  bits = jax.random.bits(key, (n,), jnp.uint32)
+  words = jnp.sort((bits << b) | jnp.arange(n, dtype=jnp.uint32))
+  return (words & jnp.uint32((1 << b) - 1)).astype(jnp.int32)
 
 
 def minibatches(key: Array, batch, num_minibatches: int):
@@ -110,7 +145,7 @@ def minibatches(key: Array, batch, num_minibatches: int):
   size = jax.tree.leaves(batch)[0].shape[0]
   if num_minibatches == 1:
     return jax.tree.map(lambda x: x[None], batch)
-  perm = permutation(key, size)
+  perm = minibatch_order(key, size)
   return jax.tree.map(
       lambda x: x[perm].reshape((num_minibatches, size // num_minibatches)
                                 + x.shape[1:]), batch)

@@ -207,6 +207,17 @@ def test_minibatch_shuffling():
   _, counts = np.unique(codes, return_counts=True)
   assert counts.size == 24
   assert scipy.stats.chisquare(counts).pvalue > 1e-3
+  # The minibatch order, both ways (indices packed under random bits up to
+  # 4,096; `permutation` above): permutations, and the last index lands
+  # uniformly over 8 stretches of positions (the indices above the random
+  # bits instead of below would fail: identity).
+  for n in (1024, 5000):
+    draws = np.asarray(jax.vmap(sgd.minibatch_order, in_axes=(0, None))(
+        jax.random.split(key, 2000), n))
+    np.testing.assert_array_equal(np.sort(draws, axis=1),
+                                  np.broadcast_to(np.arange(n), draws.shape))
+    where = np.argmax(draws == n - 1, axis=1) * 8 // n
+    assert scipy.stats.chisquare(np.bincount(where, minlength=8)).pvalue > 1e-3
   batch = {"x": jnp.arange(12.0), "y": jnp.arange(24).reshape(12, 2)}
   split = sgd.minibatches(key, batch, 3)
   assert split["x"].shape == (3, 4) and split["y"].shape == (3, 4, 2)
