@@ -36,7 +36,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -44,6 +43,8 @@ import numpy as np
 from jaxrl_align import agents
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
+
+import timing
 
 STEPS = {"CartPole-v1": 100_000, "Pendulum-v1": 200_000}
 
@@ -54,26 +55,19 @@ REJAX_SETTINGS = {"CartPole-v1": dict(
     clip_eps=0.2, ent_coef=0.01, vf_coef=0.5)}
 
 _REJAX_SNIPPET = r"""
-import json, sys, time
+import json, sys
 import jax, jax.numpy as jnp
 from rejax import PPO
 spec = json.loads(sys.argv[1])
+sys.path.insert(0, spec.pop("benchmarks"))
+from timing import compile_and_run
 seeds = spec.pop("seeds")
 options = spec.pop("compiler_options")
 algo = PPO.create(**spec)
 train = jax.jit(jax.vmap(algo.train))
 keys = jax.random.split(jax.random.key(0), seeds)
-lowered = train.lower(keys)
-start = time.perf_counter()
-lowered.compile(compiler_options=options)
-compile_ours_s = time.perf_counter() - start
-start = time.perf_counter()
-compiled = train.lower(keys).compile()
-compile_s = time.perf_counter() - start
-start = time.perf_counter()
-state, evaluation = compiled(keys)
-jax.block_until_ready(evaluation)
-warm_s = time.perf_counter() - start
+_, compile_ours_s, _ = compile_and_run(train, keys, compiler_options=options)
+(state, evaluation), compile_s, warm_s = compile_and_run(train, keys)
 returns = evaluation[1]  # [seeds, evaluations, episodes]
 print(json.dumps({"compile": compile_s, "compile_ours": compile_ours_s,
                   "warm": warm_s,
@@ -99,13 +93,8 @@ def ours(module, config, seeds, compiler_options):
   keys = jax.random.split(jax.random.key(0), seeds)
   train = jax.jit(jax.vmap(module.train, in_axes=(None, 0)),
                   compiler_options=compiler_options)
-  start = time.perf_counter()
-  compiled = train.lower(config, keys).compile()
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  states, _ = compiled(config, keys)
-  jax.block_until_ready(states)
-  warm_s = time.perf_counter() - start
+  (states, _), compile_s, warm_s = timing.compile_and_run(train, config,
+                                                          keys)
   returns = jax.jit(jax.vmap(lambda s, k: module.evaluate(config, s, k, 16)))(
       states, jax.random.split(jax.random.key(1), seeds))
   return {"compile": compile_s, "warm": warm_s,
@@ -124,7 +113,8 @@ def rejax_ppo(python, config, seeds):
       eval_freq=config.total_timesteps, skip_initial_evaluation=True,
       agent_kwargs={"activation": "tanh",
                     "hidden_layer_sizes": list(config.hidden)},
-      seeds=seeds, compiler_options=agents.compiler_options())
+      seeds=seeds, compiler_options=agents.compiler_options(),
+      benchmarks=os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([python, "-c", _REJAX_SNIPPET, json.dumps(spec)],
                        capture_output=True, text=True, check=False)
   if out.returncode:

@@ -220,6 +220,8 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
   from jaxrl_align.agents import ppo
   from jaxrl_align.agents import trpo
 
+  import timing
+
   module = ppo if algo == "ppo" else trpo
   config_type = ppo.PPOConfig if algo == "ppo" else trpo.TRPOConfig
   names = {f.name for f in dataclasses.fields(config_type)}
@@ -232,13 +234,8 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
   with mesh:
     train = jax.jit(parallel.vmap_seeds(module.train, in_axes=(None, 0)),
                     compiler_options=agents.compiler_options())
-    start = time.perf_counter()
-    compiled = train.lower(config, keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    states, metrics = compiled(config, keys)
-    jax.block_until_ready(states)
-    warm_s = time.perf_counter() - start
+    (states, metrics), compile_s, warm_s = timing.compile_and_run(
+        train, config, keys)
     returns = jax.jit(parallel.vmap_seeds(
         lambda s, k: module.evaluate(config, s, k, EVAL_EPISODES)))(
             states, jax.random.split(jax.random.key(1), seeds))
@@ -329,6 +326,8 @@ def run_rejax(algo: str, env_id: str, seeds: int) -> dict:
   import numpy as np
   from rejax import PPO
 
+  import timing
+
   e = entry(algo, env_id)
   _, steps = batches(e)
   lr, _ = _value(e["learning_rate"])
@@ -355,13 +354,7 @@ def run_rejax(algo: str, env_id: str, seeds: int) -> dict:
            if lacking]
   keys = jax.random.split(jax.random.key(0), seeds)
   train = jax.jit(jax.vmap(algo_.train))
-  start = time.perf_counter()
-  compiled = train.lower(keys).compile()
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  _, evaluation = compiled(keys)
-  jax.block_until_ready(evaluation)
-  warm_s = time.perf_counter() - start
+  (_, evaluation), compile_s, warm_s = timing.compile_and_run(train, keys)
   returns = np.asarray(evaluation[1])  # [seeds, evaluations, episodes]
   n = returns.shape[1]
   points = [(steps * (i + 1) // n) for i in range(n)]
