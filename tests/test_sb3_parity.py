@@ -105,11 +105,15 @@ def _fill(buf, model, rng, noise):
   """
   t, n = buf.buffer_size, buf.n_envs
   obs = rng.normal(size=(t, n) + buf.obs_shape).astype(np.float32)
-  action = rng.integers(0, model.action_space.n, size=(t, n, 1))
+  if isinstance(model.action_space, gym.spaces.Discrete):
+    action = rng.integers(0, model.action_space.n, size=(t, n, 1))
+    scored = action.reshape(-1)
+  else:
+    action = rng.normal(size=(t, n, buf.action_dim)).astype(np.float32)
+    scored = action.reshape(t * n, -1)
   with th.no_grad():
     value, log_prob, _ = model.policy.evaluate_actions(
-        th.as_tensor(obs.reshape(t * n, -1)),
-        th.as_tensor(action.reshape(-1)))
+        th.as_tensor(obs.reshape(t * n, -1)), th.as_tensor(scored))
   buf.observations[:] = obs
   buf.actions[:] = action
   buf.log_probs[:] = (log_prob.numpy().reshape(t, n)
@@ -307,3 +311,110 @@ def test_trpo_step_equals_sb3_contrib_trpo_train(monkeypatch, variant,
                         rtol=1e-5, atol=1e-7)
   assert kl_close == (variant == "ours"), (
       float(info.kl), logged["train/kl_divergence_loss"])
+
+
+@pytest.mark.parametrize("variant", ["ours", "learned_features"])
+def test_trpo_step_with_gsde_equals_sb3_contrib_trpo_train(monkeypatch,
+                                                           variant):
+  """The same comparison for the Gaussian policy with gSDE (``use_sde``),
+  through our learners' own pieces: the :class:`~jaxrl_align.heads.
+  GSDEGaussian` head (``Σ_j(s) = Σ_i f_i(s)² σ_ij² + 1e-6`` with the
+  features' gradient stopped, SB3's ``learn_features=False``), its
+  ``log_std`` matrix stepped with the actor, and the Fisher-vector products
+  in the Gauss–Newton form the TRPO learner uses (``fisher_output``).
+
+  sb3-contrib's ``TRPO.train`` steps every parameter the KL depends on
+  (``named_parameters`` without the critic's: ``log_std`` first). The
+  ``learned_features`` variant lets the gradient flow into the features
+  through ``Σ(s)`` and must not match.
+  """
+  sb3_contrib = pytest.importorskip("sb3_contrib")
+  trpo_module = pytest.importorskip("sb3_contrib.trpo.trpo")
+  from jaxrl_align import heads
+
+  t, hidden, max_kl = 64, 8, 0.01
+  model = sb3_contrib.TRPO(
+      "MlpPolicy", "Pendulum-v1", n_steps=t, batch_size=t, cg_max_steps=10,
+      cg_damping=0.1, line_search_shrinking_factor=0.8,
+      line_search_max_iter=10, n_critic_updates=1, target_kl=max_kl,
+      use_sde=True, policy_kwargs=dict(net_arch=[hidden], log_std_init=-0.5),
+      seed=0, device="cpu")
+  model.set_logger(sb3_logger.Logger(None, []))
+  names = [k for k, _ in model.policy.named_parameters() if "value" not in k]
+  assert names == ["log_std", *_ACTOR], names  # sb3-contrib's step order
+  with th.no_grad():  # a log-std matrix with distinct entries
+    model.policy.log_std.add_(
+        th.as_tensor(np.random.default_rng(4).normal(
+            0.0, 0.3, size=(hidden, 1)).astype(np.float32)))
+  buf = model.rollout_buffer
+  _fill(buf, model, np.random.default_rng(3), noise=0.0)
+
+  def actor(policy):
+    named = dict(policy.named_parameters())
+    return [jnp.asarray(named[k].detach().numpy()) for k in names]
+
+  params = actor(model.policy)
+  captured = {}
+  solver = trpo_module.conjugate_gradient_solver
+
+  def zero_start_solver(matvec, b, **kwargs):
+    with monkeypatch.context() as patch:
+      patch.setattr(th, "randn_like", th.zeros_like)
+      x = solver(matvec, b, **kwargs)
+    captured["direction"] = x.detach().numpy().copy()
+    return x
+
+  monkeypatch.setattr(trpo_module, "conjugate_gradient_solver",
+                      zero_start_solver)
+  model.train()
+  logged = model.logger.name_to_value
+
+  head = heads.GSDEGaussian(action_dim=1, latent_dim=hidden)
+  obs = jnp.asarray(buf.observations.reshape(t, -1))
+  action = jnp.asarray(buf.actions.reshape(t, -1))
+  old_log_prob = _flat(buf.log_probs)
+  advantage = normalization.whiten(_flat(buf.advantages), ddof=1)
+
+  def out(p):
+    log_std, w1, b1, w2, b2 = p
+    features = jnp.tanh(obs @ w1.T + b1[None])
+    mean = features @ w2.T + b2[None]
+    if variant == "learned_features":  # the features' gradient kept
+      return mean, log_std, features
+    return head.output(mean, log_std, features)
+
+  old_out = jax.lax.stop_gradient(out(params))
+
+  def loss_fn(p):
+    ratio = jnp.exp(head.log_prob(out(p), action) - old_log_prob)
+    return -jnp.mean(ratio * advantage)
+
+  def kl_fn(p):  # sb3-contrib's KL(new || old)
+    return jnp.mean(head.kl(out(p), old_out))
+
+  fisher_output = (out, lambda o: jnp.mean(head.kl(old_out, o)))
+
+  def ours(p):
+    new_p, info = jr.trpo_step(loss_fn, kl_fn, p, max_kl=max_kl, cg_iters=10,
+                               cg_damping=0.1, backtrack_coeff=0.8,
+                               backtrack_iters=10, fisher_output=fisher_output)
+    direction = jr.conjugate_gradient(
+        lambda v: jr.fisher_vector_product(kl_fn, p, v, damping=0.1),
+        jax.tree.map(jnp.negative, jax.grad(loss_fn)(p)), iters=10)
+    return new_p, info, direction
+
+  new_params, info, direction = jax.jit(ours)(params)
+  assert logged["train/is_line_search_success"] == 1.0 and bool(info.accepted)
+  matches = [
+      np.allclose(_flat_params(direction), captured["direction"],
+                  rtol=1e-5, atol=1e-5),
+      np.allclose(_flat_params(new_params), _flat_params(actor(model.policy)),
+                  rtol=1e-5, atol=1e-5),
+      np.isclose(float(info.kl), logged["train/kl_divergence_loss"],
+                 rtol=1e-5, atol=1e-7)]
+  if variant == "ours":
+    assert float(info.step_fraction) == 1.0
+    assert all(matches), (matches, float(info.kl),
+                          logged["train/kl_divergence_loss"])
+  else:
+    assert not all(matches)
