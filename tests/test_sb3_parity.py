@@ -207,6 +207,25 @@ def _flat_params(params):
   return np.concatenate([np.asarray(p).reshape(-1) for p in params])
 
 
+def _zero_start_cg(monkeypatch, trpo_module):
+  """Makes sb3-contrib's ``conjugate_gradient_solver`` start from zero (its
+  ``th.randn_like`` start replaced by zeros, as ours starts) and returns
+  the dict it records its search direction in."""
+  captured = {}
+  solver = trpo_module.conjugate_gradient_solver
+
+  def zero_start_solver(matvec, b, **kwargs):
+    with monkeypatch.context() as patch:
+      patch.setattr(th, "randn_like", th.zeros_like)
+      x = solver(matvec, b, **kwargs)
+    captured["direction"] = x.detach().numpy().copy()
+    return x
+
+  monkeypatch.setattr(trpo_module, "conjugate_gradient_solver",
+                      zero_start_solver)
+  return captured
+
+
 @pytest.mark.parametrize("variant,max_kl", [
     ("ours", 0.01), ("ours", 0.3), ("kl_old_new", 0.01)])
 def test_trpo_step_equals_sb3_contrib_trpo_train(monkeypatch, variant,
@@ -250,18 +269,7 @@ def test_trpo_step_equals_sb3_contrib_trpo_train(monkeypatch, variant,
   _fill(buf, model, np.random.default_rng(2), noise=0.0)
   params = _actor_params(model.policy)
 
-  captured = {}
-  solver = trpo_module.conjugate_gradient_solver
-
-  def zero_start_solver(matvec, b, **kwargs):
-    with monkeypatch.context() as patch:
-      patch.setattr(th, "randn_like", th.zeros_like)
-      x = solver(matvec, b, **kwargs)
-    captured["direction"] = x.detach().numpy().copy()
-    return x
-
-  monkeypatch.setattr(trpo_module, "conjugate_gradient_solver",
-                      zero_start_solver)
+  captured = _zero_start_cg(monkeypatch, trpo_module)
   model.train()
   logged = model.logger.name_to_value
   sb3_step = _flat_params(_actor_params(model.policy)) - _flat_params(params)
@@ -354,18 +362,7 @@ def test_trpo_step_with_gsde_equals_sb3_contrib_trpo_train(monkeypatch,
     return [jnp.asarray(named[k].detach().numpy()) for k in names]
 
   params = actor(model.policy)
-  captured = {}
-  solver = trpo_module.conjugate_gradient_solver
-
-  def zero_start_solver(matvec, b, **kwargs):
-    with monkeypatch.context() as patch:
-      patch.setattr(th, "randn_like", th.zeros_like)
-      x = solver(matvec, b, **kwargs)
-    captured["direction"] = x.detach().numpy().copy()
-    return x
-
-  monkeypatch.setattr(trpo_module, "conjugate_gradient_solver",
-                      zero_start_solver)
+  captured = _zero_start_cg(monkeypatch, trpo_module)
   model.train()
   logged = model.logger.name_to_value
 
