@@ -60,13 +60,13 @@ import jax, jax.numpy as jnp
 from rejax import PPO
 spec = json.loads(sys.argv[1])
 sys.path.insert(0, spec.pop("benchmarks"))
-from timing import compile_and_run
+from timing import compile_and_run, compile_timed
 seeds = spec.pop("seeds")
 options = spec.pop("compiler_options")
 algo = PPO.create(**spec)
 train = jax.jit(jax.vmap(algo.train))
 keys = jax.random.split(jax.random.key(0), seeds)
-_, compile_ours_s, _ = compile_and_run(train, keys, compiler_options=options)
+_, compile_ours_s = compile_timed(train, keys, compiler_options=options)
 (state, evaluation), compile_s, warm_s = compile_and_run(train, keys)
 returns = evaluation[1]  # [seeds, evaluations, episodes]
 print(json.dumps({"compile": compile_s, "compile_ours": compile_ours_s,

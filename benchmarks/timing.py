@@ -12,12 +12,9 @@ import time
 import jax
 
 
-def compile_and_run(jitted, *args, compiler_options=None):
-  """``(outputs, compile_s, warm_s)`` of a ``jax.jit`` function on ``args``.
-
-  ``compile_s`` is tracing, lowering and compiling; ``warm_s`` one call of
-  the compiled program until every output is ready (nothing is compiled
-  or cached in it).
+def compile_timed(jitted, *args, compiler_options=None):
+  """``(compiled, compile_s)``: a ``jax.jit`` function traced, lowered and
+  compiled for ``args``, and the seconds that took.
 
   Args:
     jitted: a ``jax.jit``-wrapped function.
@@ -29,7 +26,15 @@ def compile_and_run(jitted, *args, compiler_options=None):
   lowered = jitted.lower(*args)
   compiled = (lowered.compile() if compiler_options is None
               else lowered.compile(compiler_options=compiler_options))
-  compile_s = time.perf_counter() - start
+  return compiled, time.perf_counter() - start
+
+
+def compile_and_run(jitted, *args, compiler_options=None):
+  """``(outputs, compile_s, warm_s)``: :func:`compile_timed`, then one call
+  of the compiled program, timed until every output is ready (nothing is
+  compiled or cached in it)."""
+  compiled, compile_s = compile_timed(jitted, *args,
+                                      compiler_options=compiler_options)
   start = time.perf_counter()
   outputs = jax.block_until_ready(compiled(*args))
   return outputs, compile_s, time.perf_counter() - start
