@@ -7,7 +7,10 @@ should not change results did not (compare the output before and after).
 PPO and TRPO on CartPole-v1 and Pendulum-v1 (8 updates at each preset, 2
 seeds) through the runner and through ``jit(vmap(train))``; ``rlhf sft`` and
 ``rlhf rm`` at tiny sizes (the parameters they save). Prints one line per
-run: name, parameter hash, metrics hash (first 16 hex digits each).
+run: name, parameter hash, metrics hash (first 16 hex digits each). The
+``rlhf`` runs also include ``rlhf ppo`` and ``rlhf trpo`` (4 iterations of 8
+responses, 2 seeds, on the tiny reward model; their first hash is of the
+final evaluation, which stands for the parameters).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def rl_fingerprints(tmp: str):
 def rlhf_fingerprints(tmp: str):
   from jaxrl_align.host import checkpoints
   from jaxrl_align.host import rlhf as rlhf_runs
+  from jaxrl_align.host import runner
   from jaxrl_align.host.rlhf import corpus
   from jaxrl_align.rlhf import model
   from jaxrl_align.rlhf import reward_model
@@ -101,6 +105,20 @@ def rlhf_fingerprints(tmp: str):
   store.close()
   yield ("rlhf rm ", _digest(rm_params),
          f"held-out {summary['valid_accuracy_vs_annotators']:.6f}")
+  from jaxrl_align.rlhf import ppo
+  from jaxrl_align.rlhf import trpo
+
+  for algo, config_type in (("ppo", ppo.PPOConfig), ("trpo", trpo.TRPOConfig)):
+    out = os.path.join(tmp, f"rlhf-{algo}")
+    summary = rlhf_runs.run_rl(algo, out, sft_dir, rm_dir, config_type(
+        iterations=4, batch_size=8, response_length=8, eval_every=2),
+                     rlhf_runs.RLRunSettings(num_prompts=16, eval_prompts=4,
+                                             samples=0),
+                     seeds=2, documents=docs, progress=False)
+    # No model is saved: the final evaluation (held-out scores and exact KL
+    # of the final policy) stands for its parameters.
+    yield (f"rlhf {algo}", _rows_digest(summary["per_seed"]),
+           _rows_digest(runner.read_metrics(out)))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_align import fisher
+from jaxrl_align.rlhf import credit
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
@@ -137,7 +138,7 @@ def phases(name, config, data, repeats):
   exp = jax.jit(lambda s, t, m, k: rollout.rollout(config, s, data, t, m,
                                                    k))(state, prompt, pmask,
                                                        key)
-  arithmetic = jax.jit(lambda e, beta: rollout.rewards_and_advantages(
+  arithmetic = jax.jit(lambda e, beta: credit.gae_advantages(
       config, e.scores, e.log_probs, e.ref_log_probs, e.values,
       e.response_mask, beta))
   update_fn = lambda s, e, k: algorithm.update(config, s, e, k)  # noqa: E731

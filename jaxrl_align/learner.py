@@ -44,8 +44,10 @@ class Learner:
       curves use it as their x axis.
     units_per_update: ``config -> int``.
     progress_metric: the metric the progress bar shows.
-    finite_metrics: metrics that must stay finite; a NaN or infinity in one
-      of them (or in the state's parameters) stops a run.
+    finite_metrics: metrics that must stay finite where the update reports
+      them (an update may leave one out for a config, as RL on the language
+      model leaves out the value loss without a value model); a NaN or
+      infinity in one of them (or in the state's parameters) stops a run.
     summarize: ``(config, states, evaluation, last_metrics) -> dict``, the
       learner's part of ``summary.json``: ``states`` and ``evaluation``
       have a leading seed axis (host arrays), ``last_metrics`` is each

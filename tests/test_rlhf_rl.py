@@ -15,6 +15,7 @@ import pytest
 
 from jaxrl_align.host import runner
 from jaxrl_align.rlhf import best_of_n
+from jaxrl_align.rlhf import credit
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
@@ -304,7 +305,7 @@ def ours(response, mask, logprobs, ref_logprobs, values, scores, config):
   done = rollout.stopped(config, jnp.asarray(response), jnp.asarray(mask))
   score = jnp.asarray(scores, jnp.float32) - jnp.where(
       done, 0.0, config.missing_eos_penalty)
-  kl, reward, adv, ret = rollout.rewards_and_advantages(
+  kl, reward, adv, ret = credit.gae_advantages(
       config, score, garbage(logprobs), garbage(ref_logprobs),
       garbage(values), jnp.asarray(mask), config.kl_coef)
   exp = rollout.Experience(None, None, jnp.asarray(response), jnp.asarray(mask),

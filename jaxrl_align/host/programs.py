@@ -90,6 +90,8 @@ def divergence(learner: Learner, config, metrics, states, done: int
   length = next(iter(metrics.values())).shape[1]
   for j in range(length):
     for name in learner.finite_metrics:
+      if name not in metrics:  # not reported by this config's update
+        continue
       bad = np.flatnonzero(~np.isfinite(metrics[name][:, j]))
       if bad.size:
         update = done - length + j + 1

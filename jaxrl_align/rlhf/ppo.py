@@ -6,7 +6,7 @@ shuffled minibatches, each one Adam step on the clipped surrogate
 (:func:`jaxrl_align.ppo_clip_loss`) plus ``vf_coef`` times the clipped value
 loss (:func:`jaxrl_align.clipped_value_loss`), over the policy and the
 critic together (TRL's ``PolicyAndValueWrapper`` does the same), masked to
-response tokens. With ``target_kl > 0`` the epochs stop once the last
+response tokens; with ``value_model="none"`` the surrogate alone. With ``target_kl > 0`` the epochs stop once the last
 minibatch's approximate KL to the rollout policy exceeds it.
 
 Metrics, named as TRL names them: ``policy/approxkl_avg`` (the mean of
@@ -53,13 +53,9 @@ class PPOConfig(rl.RLConfig):
     configs.check_finite_nonnegative(self, "target_kl")
 
 
-def optimizer(config: rl.RLConfig):
-  return sgd.clipped_adam(config.max_grad_norm)
-
-
 def init_opt(config, params, critic):
   with sgd.optax_numerics():
-    return optimizer(config).init((params, critic))
+    return rl.optimizer(config).init((params, critic))
 
 
 def minibatch_loss(config: PPOConfig, trainable, mb: rollout.Experience):
@@ -68,34 +64,32 @@ def minibatch_loss(config: PPOConfig, trainable, mb: rollout.Experience):
   logits, own_scalar = rollout.response_outputs(config, params, mb.tokens, mb.mask)
   live = mb.response_mask
   log_probs = rollout.token_log_probs(logits, mb.response, live)
-  vpred = (own_scalar if config.value_model == "policy" else
-           rollout.response_outputs(config, critic, mb.tokens, mb.mask)[1])
   pg = losses.ppo_clip_loss(log_probs, mb.log_probs, mb.advantages,
                             clip_eps=config.clip_eps, mask=live)
-  vf = losses.clipped_value_loss(vpred, mb.values, mb.returns,
-                                 clip_eps=config.value_clip, mask=live)
   log_ratio = log_probs - mb.log_probs
   ratio = jnp.exp(log_ratio)
   eps = jnp.asarray(config.clip_eps, ratio.dtype)
   pg_clipped = (-mb.advantages * jnp.clip(ratio, 1 - eps, 1 + eps)
                 > -mb.advantages * ratio)
-  v_eps = jnp.asarray(config.value_clip, vpred.dtype)
-  v_clipped = mb.values + jnp.clip(vpred - mb.values, -v_eps, v_eps)
-  vf_clipped = (v_clipped - mb.returns) ** 2 > (vpred - mb.returns) ** 2
   f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
   aux = {"policy/approxkl_avg": masked_mean(0.5 * log_ratio ** 2, live),
          "policy/clipfrac_avg": masked_mean(f32(pg_clipped), live),
-         "loss/policy_avg": pg, "loss/value_avg": vf,
-         "val/clipfrac_avg": masked_mean(f32(vf_clipped), live),
+         "loss/policy_avg": pg,
          "policy/entropy_avg": masked_mean(rollout.token_entropy(logits), live),
          "policy/ratio_max": jnp.max(jnp.where(live, ratio, 1.0))}
+  if config.value_model == "none":
+    return pg, aux
+  vpred = (own_scalar if config.value_model == "policy" else
+           rollout.response_outputs(config, critic, mb.tokens, mb.mask)[1])
+  vf, aux["val/clipfrac_avg"] = rl.value_loss(config, vpred, mb)
+  aux["loss/value_avg"] = vf
   return pg + config.vf_coef * vf, aux
 
 
 def update(config: PPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
   """Epochs of minibatch Adam steps on the policy and the critic."""
-  tx = optimizer(config)
+  tx = rl.optimizer(config)
   lr = rl.learning_rate(config, state)
 
   def step(carry, mb):

@@ -1,10 +1,15 @@
-"""KL-regularised reinforcement learning on the language model: what PPO and
-TRPO share (config, data, state, iteration, learner; the rollout, rewards,
-advantages and sample metrics are in :mod:`jaxrl_align.rlhf.rollout`).
+"""KL-regularised reinforcement learning on the language model: the
+iteration every algorithm shares, and its learner. The config, data and
+state are in :mod:`.rl_config` (re-exported here), the rollout and sample
+metrics in :mod:`.rollout`, the credit stages in :mod:`.credit`, the
+report in :mod:`.rl_report`. An algorithm is an :class:`Algorithm`: its
+credit stage, its optimiser's state and its update; ``make_learner`` makes
+it a learner of the runner (:mod:`.ppo` and :mod:`.trpo` are two).
 
-One iteration, for a batch of prompts:
+One iteration, for a batch of ``batch_size / group_size`` prompts:
 
-1. **Rollout.** Sample a response for each prompt from the policy with the
+1. **Rollout.** Sample ``group_size`` responses to each prompt (consecutive
+   rows of the batch) from the policy with the
    cached sampler (:func:`~jaxrl_align.rlhf.generation.generate`): it stops
    a row at the stop token, which belongs to the response, and pads after it
    with a distinct padding token. Every log-probability (policy, reference,
@@ -16,19 +21,24 @@ One iteration, for a batch of prompts:
    reward model of part 1, normalised on the reference's samples — and
    ``missing_eos_penalty`` is subtracted from the score of a response that
    never emitted the stop token.
-3. **Rewards.** ``reward_t = -β·kl_t``, plus the score at the last response
-   token (:func:`jaxrl_align.kl_penalized_rewards`; ``k1`` by default, the
-   only estimator that gives an unbiased gradient of the regularised
-   objective); optionally whitened (scale only) over the response tokens.
-4. **Advantages.** :func:`jaxrl_align.gae` with γ = 1, λ = 0.95 over the
-   response, each response an episode that terminates at its last token
-   (padding steps carry nothing); advantages whitened over response tokens.
+3. **Rewards** (the algorithm's credit stage, :mod:`.credit`).
+   ``reward_t = -β·kl_t``, plus the score at the last response token
+   (:func:`jaxrl_align.kl_penalized_rewards`; ``k1`` by default, the only
+   estimator that gives an unbiased gradient of the regularised objective);
+   optionally whitened (scale only) over the response tokens.
+4. **Advantages** (the credit stage). PPO and TRPO (:func:`.credit.gae`):
+   :func:`jaxrl_align.gae` with γ = 1, λ = 0.95 over the response, each
+   response an episode that terminates at its last token (padding steps
+   carry nothing); advantages whitened over response tokens. A critic-free
+   algorithm (:func:`.credit.group_baseline`): each response's summed reward
+   minus a baseline from the other responses to its prompt.
 5. **Update**: the algorithm's (:mod:`.ppo`, :mod:`.trpo`), then the KL
    coefficient's controller sees the mean sequence KL to the reference
    (fixed, or adaptive as in Ziegler et al. 2019).
 
 Values come from a separate critic (by default started from the reward
-model) or from the policy's own scalar head; dropout is off in every model.
+model), from the policy's own scalar head, or nowhere
+(``value_model="none"``); dropout is off in every model.
 
 Where this differs from TRL's ``PPOTrainer`` (``trl/experimental/ppo/
 ppo_trainer.py`` in trl 1.12.0, read for the definitions, lines 758–798):
@@ -43,225 +53,33 @@ TRL's arithmetic that reproduces both variants.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import struct
 
-from jaxrl_align import _checks
-from jaxrl_align import configs
-from jaxrl_align import kl_control
 from jaxrl_align import learner
+from jaxrl_align import losses
 from jaxrl_align import parallel
-from jaxrl_align import sequences
 from jaxrl_align import sgd
-from jaxrl_align.rlhf import model as model_lib
-from jaxrl_align.rlhf import reward_model
+from jaxrl_align.rlhf import credit as credit_lib
+from jaxrl_align.rlhf import rl_report
 from jaxrl_align.rlhf import rollout as rollout_lib
+from jaxrl_align.rlhf.rl_config import KL_CONTROLS
+from jaxrl_align.rlhf.rl_config import RewardModelScore
+from jaxrl_align.rlhf.rl_config import RLConfig
+from jaxrl_align.rlhf.rl_config import RLData
+from jaxrl_align.rlhf.rl_config import RLState
+from jaxrl_align.rlhf.rl_config import VALUE_MODELS
+from jaxrl_align.rlhf.rl_config import check_config
+from jaxrl_align.rlhf.rl_config import kl_controller
 
 Array = jax.Array
-static = configs.static
 
-VALUE_MODELS = ("critic", "policy")
-KL_CONTROLS = ("adaptive", "fixed")
-
-
-@struct.dataclass
-class RLConfig:
-  """What PPO and TRPO on the language model share.
-
-  Attributes:
-    model: *static* the policy's (and reference's) transformer shape.
-    stop_token: *static* the token that ends a response (``None``: none;
-      responses then always run to ``response_length``).
-    pad_token: *static* written after the stop token (must differ from it).
-    iterations: *static* rollouts (each followed by one update).
-    batch_size: *static* prompts (one response each) per iteration.
-    response_length: *static* new tokens at most.
-    top_k: *static* sample among the k most likely tokens (0: all); every
-      log-probability is then that of the truncated distribution.
-    top_p: *static* sample within the nucleus of this probability, after
-      the temperature and top-k (1: all; Hugging Face's order); every
-      log-probability is then that of the truncated distribution.
-    kl_estimator: *static* the per-token KL in the reward: ``k1`` (the
-      unbiased one), ``k2`` or ``k3``.
-    kl_control: *static* ``adaptive`` (Ziegler et al.: the coefficient
-      follows ``kl_target``) or ``fixed`` (``kl_coef`` throughout).
-    whiten_rewards: *static* rescale the per-token rewards to unit variance
-      over response tokens (mean kept).
-    value_model: *static* ``critic`` (a separate model, started from
-      ``data.critic_params``) or ``policy`` (the policy's scalar head).
-    epochs: *static* passes over the batch per update (PPO: the policy and
-      the value; TRPO: the value).
-    num_minibatches: *static* minibatches per pass (divides
-      ``batch_size``).
-    eval_every: *static* iterations between assessments on the held-out
-      prompts.
-    anneal_lr: *static* decay the learning rate linearly to 0 over the
-      iterations (as TRL's default scheduler does).
-    temperature: divides the logits when sampling and in every
-      log-probability (> 0).
-    kl_coef: β, the KL penalty's (initial) coefficient (≥ 0; the default
-      and the horizon's were measured, docs/rlhf.md).
-    kl_target: the adaptive controller's target KL per response (nats).
-    kl_horizon: the adaptive controller's horizon (responses).
-    missing_eos_penalty: subtracted from the score of a response that never
-      emitted the stop token (0: no penalty).
-    gamma: discount over tokens (1: the return is the regularised
-      objective).
-    lam: GAE λ.
-    value_clip: the clipped value loss's ε, in reward units.
-    vf_coef: the value loss's weight in the loss.
-    learning_rate: Adam's learning rate (PPO: of the joint policy-and-value
-      loss; TRPO: of the value).
-    max_grad_norm: global-norm gradient clip.
-  """
-  model: model_lib.TransformerConfig = static(derived=True)
-  stop_token: Any = static(derived=True)
-  pad_token: int = static(derived=True)
-  iterations: int = static(100)
-  batch_size: int = static(64)
-  response_length: int = static(48)
-  top_k: int = static(0)
-  top_p: float = static(1.0)
-  kl_estimator: str = static("k1", choices=sequences.KL_ESTIMATORS)
-  kl_control: str = static("adaptive", choices=KL_CONTROLS)
-  whiten_rewards: bool = static(False)
-  value_model: str = static("critic", choices=VALUE_MODELS)
-  epochs: int = static(4)
-  num_minibatches: int = static(1)
-  eval_every: int = static(10)
-  anneal_lr: bool = static(True)
-  temperature: Any = 1.0
-  kl_coef: Any = 0.2
-  kl_target: Any = 6.0
-  kl_horizon: Any = 1_000.0
-  missing_eos_penalty: Any = 1.0
-  gamma: Any = 1.0
-  lam: Any = 0.95
-  value_clip: Any = 0.2
-  vf_coef: Any = 0.1
-  learning_rate: Any = 1e-4
-  max_grad_norm: Any = 1.0
-
-  def __post_init__(self):
-    check_config(self, type(self).__name__)
-
-
-def check_config(config: RLConfig, owner: str) -> None:
-  """The shared fields' checks (``ValueError`` naming ``owner.field``)."""
-  if config.model is not None and not isinstance(
-      config.model, model_lib.TransformerConfig):
-    raise ValueError(f"`{owner}.model` must be a TransformerConfig, got "
-                     f"{type(config.model).__name__}.")
-  configs.check_choices(config)
-  for name in ("iterations", "batch_size", "response_length", "epochs",
-               "num_minibatches", "eval_every"):
-    _checks.check_positive_int(f"{owner}.{name}", getattr(config, name))
-  _checks.check_positive_int(f"{owner}.top_k", config.top_k, allow_zero=True)
-  _checks.check_scalar_in_range(f"{owner}.top_p", config.top_p, 0, 1,
-                                low_inclusive=False)
-  if config.batch_size % config.num_minibatches:
-    raise ValueError(f"`{owner}.num_minibatches` ({config.num_minibatches}) "
-                     f"must divide batch_size ({config.batch_size}).")
-  if config.model is not None:
-    for name in ("pad_token", "stop_token"):
-      token = getattr(config, name)
-      if token is not None:
-        _checks.check_scalar_in_range(f"{owner}.{name}", token, 0,
-                                      config.model.vocab_size - 1)
-    if config.top_k > config.model.vocab_size:
-      raise ValueError(f"`{owner}.top_k` ({config.top_k}) exceeds the "
-                       f"vocabulary ({config.model.vocab_size}).")
-  if config.stop_token is not None and config.stop_token == config.pad_token:
-    raise ValueError(f"`{owner}.pad_token` must differ from stop_token "
-                     f"({config.stop_token}): padding would read as a stop.")
-  configs.check_finite_positive(config, "temperature", "kl_target",
-                                "kl_horizon", "value_clip", "max_grad_norm")
-  configs.check_finite_nonnegative(config, "kl_coef", "missing_eos_penalty",
-                                   "vf_coef", "learning_rate")
-  configs.check_range(config, "gamma", 0.0, 1.0)
-  configs.check_range(config, "lam", 0.0, 1.0)
-
-
-# ------------------------------------------------------------------- data
-
-
-@dataclasses.dataclass(frozen=True)
-class RewardModelScore:
-  """``score_fn`` of a transformer reward model: its scalar head at each
-  sequence's last real token (:func:`jaxrl_align.rlhf.reward_model.rewards`).
-  Equal configs give equal (and equally hashed) scorers, so compiled
-  programs are reused."""
-  model: model_lib.TransformerConfig
-
-  def __call__(self, params, tokens: Array, mask: Array) -> Array:
-    return reward_model.rewards(model_lib.Transformer(self.model).apply,
-                                params, tokens, mask)
-
-
-@struct.dataclass
-class RLData:
-  """What RL on the language model reads and never changes.
-
-  Attributes:
-    prompts: ``[N, P]`` int, left-padded training prompts (each iteration
-      draws ``batch_size`` of them).
-    prompt_mask: ``[N, P]`` bool, real prompt tokens.
-    eval_prompts: ``[M, P]`` held-out prompts (assessments).
-    eval_prompt_mask: ``[M, P]``.
-    ref_params: the frozen reference; the policy starts from it.
-    reward_params: what ``score_fn`` scores with.
-    critic_params: the separate critic's starting parameters (a
-      transformer of ``model``'s shape; unused with ``value_model="policy"``).
-    score_fn: *static* ``(reward_params, tokens [B, T], mask [B, T]) ->
-      [B]``, the score of each prompt-and-response.
-    gold_fn: *static* ``(tokens, mask) -> [B]`` float32 or None: a score
-      reported, never optimised (part 1's gold annotator, through a host
-      callback).
-  """
-  prompts: Array
-  prompt_mask: Array
-  eval_prompts: Array
-  eval_prompt_mask: Array
-  ref_params: Any
-  reward_params: Any
-  critic_params: Any
-  score_fn: Callable[..., Array] = struct.field(pytree_node=False)
-  gold_fn: Callable[..., Array] | None = struct.field(pytree_node=False,
-                                                      default=None)
-
-
-class RLState(NamedTuple):
-  """Everything that changes during RL (arrays only).
-
-  Attributes:
-    params: the policy.
-    critic: the separate critic's parameters (``{}`` with
-      ``value_model="policy"``).
-    opt_state: the optimiser's state (PPO: policy and critic; TRPO: the
-      value's).
-    kl: the KL controller's state (its coefficient).
-    key: sampling and shuffling key.
-    iteration: int32 iterations done.
-  """
-  params: Any
-  critic: Any
-  opt_state: Any
-  kl: kl_control.KLControllerState
-  key: Array
-  iteration: Array
-
-
-def kl_controller(config: RLConfig) -> kl_control.KLController:
-  if config.kl_control == "fixed":
-    return kl_control.fixed_kl_controller(config.kl_coef)
-  return kl_control.adaptive_kl_controller(
-      config.kl_coef, target=config.kl_target, horizon=config.kl_horizon)
-
+__all__ = ("Algorithm", "assess", "check_config", "evaluate", "init",
+           "iterate", "KL_CONTROLS", "kl_controller", "learning_rate",
+           "make_learner", "optimizer", "RewardModelScore", "RLConfig", "RLData",
+           "RLState", "VALUE_MODELS", "value_loss")
 
 # ----------------------------------------------------------- the learner
 
@@ -274,27 +92,55 @@ def learning_rate(config: RLConfig, state: RLState) -> Array:
   return lr
 
 
+def optimizer(config: RLConfig):
+  """Adam after a global-norm clip at ``max_grad_norm`` (the learning rate
+  is given at each step: :func:`learning_rate`)."""
+  return sgd.clipped_adam(config.max_grad_norm)
+
+
+def value_loss(config: RLConfig, vpred: Array, exp) -> tuple[Array, Array]:
+  """``(loss, clip fraction)`` of the value on (a minibatch of) experience:
+  :func:`jaxrl_align.clipped_value_loss` around the rollout's values at
+  ``value_clip``, masked to response tokens, and the fraction of response
+  tokens where the clipped term is the larger (TRL's ``val/clipfrac_avg``).
+  """
+  live = exp.response_mask
+  loss = losses.clipped_value_loss(vpred, exp.values, exp.returns,
+                                   clip_eps=config.value_clip, mask=live)
+  eps = jnp.asarray(config.value_clip, vpred.dtype)
+  clipped = exp.values + jnp.clip(vpred - exp.values, -eps, eps)
+  larger = (clipped - exp.returns) ** 2 > (vpred - exp.returns) ** 2
+  return loss, losses.masked_mean(larger.astype(jnp.float32), live)
+
+
 class Algorithm(NamedTuple):
-  """What PPO and TRPO each add to the shared iteration.
+  """What an algorithm adds to the shared iteration.
 
   Attributes:
     init_opt: ``(config, params, critic) -> opt_state``.
     update: ``(config, state, exp, key) -> (params, critic, opt_state,
-      metrics)``: the update on one iteration's experience.
+      metrics)``: the update on one iteration's experience (after the
+      credit stage).
+    credit: ``(config, exp, kl_coef) -> exp``: how the samples become
+      rewards and advantages (:mod:`jaxrl_align.rlhf.credit`; GAE with the
+      value model by default).
   """
   init_opt: Callable[..., Any]
   update: Callable[..., Any]
+  credit: Callable[..., Any] = credit_lib.gae
 
 
 def init(algorithm: Algorithm, config: RLConfig, key: Array,
          data: RLData) -> RLState:
   """The policy starts at the reference; the critic at
-  ``data.critic_params`` (``{}`` with ``value_model="policy"``)."""
+  ``data.critic_params`` (``{}`` with ``value_model`` ``"policy"`` or
+  ``"none"``)."""
   if config.model is None:
     raise ValueError(f"{type(config).__name__}.model is not set: it comes "
                      f"from the reference model.")
-  if data.prompts.shape[0] < config.batch_size:
-    raise ValueError(f"batch_size ({config.batch_size}) exceeds the "
+  if data.prompts.shape[0] < prompts_per_iteration(config):
+    raise ValueError(f"batch_size / group_size "
+                     f"({prompts_per_iteration(config)}) exceeds the "
                      f"{data.prompts.shape[0]} training prompts.")
   p = data.prompts.shape[1]
   if p + config.response_length > config.model.max_len:
@@ -302,20 +148,32 @@ def init(algorithm: Algorithm, config: RLConfig, key: Array,
                      f"{config.response_length} exceed the model's max_len "
                      f"{config.model.max_len}.")
   params = data.ref_params
-  critic = {} if config.value_model == "policy" else data.critic_params
+  critic = data.critic_params if config.value_model == "critic" else {}
   return RLState(params, critic, algorithm.init_opt(config, params, critic),
                  kl_controller(config).init(), key,
                  jnp.zeros((), jnp.int32))
 
 
+def prompts_per_iteration(config: RLConfig) -> int:
+  """Prompts drawn per iteration: ``batch_size / group_size``."""
+  return config.batch_size // config.group_size
+
+
 def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
             data: RLData):
-  """One iteration: a batch of training prompts (drawn without replacement
-  within the iteration), the rollout, the update, the KL controller."""
+  """One iteration: ``batch_size / group_size`` training prompts (drawn
+  without replacement within the iteration), each repeated ``group_size``
+  times in consecutive rows, the rollout, the algorithm's credit stage and
+  update, the KL controller."""
   key, k_prompts, k_sample, k_update = jax.random.split(state.key, 4)
-  idx = sgd.permutation(k_prompts, data.prompts.shape[0])[:config.batch_size]
+  idx = sgd.permutation(k_prompts, data.prompts.shape[0]
+                        )[:prompts_per_iteration(config)]
+  prompts, mask = data.prompts[idx], data.prompt_mask[idx]
+  if config.group_size > 1:
+    prompts, mask = (jnp.repeat(x, config.group_size, axis=0)
+                     for x in (prompts, mask))
   exp = rollout_lib.rollout(config, state, data, *parallel.shard_batch(
-      (data.prompts[idx], data.prompt_mask[idx])), k_sample)
+      (prompts, mask)), k_sample, credit=algorithm.credit)
   metrics = rollout_lib.rollout_metrics(config, state, data, exp)
   params, critic, opt_state, update_metrics = algorithm.update(
       config, state, exp, k_update)
@@ -371,70 +229,11 @@ def evaluate(config: RLConfig, state: RLState, key: Array, data: RLData,
   return out
 
 
-def _finite(x) -> np.ndarray:
-  x = np.asarray(x, np.float64)
-  return x[np.isfinite(x)]
-
-
-def _mean(x) -> float | None:
-  x = _finite(x)
-  return float(x.mean()) if x.size else None
-
-
-def _gain(policy, reference) -> float | None:
-  """The policy's mean minus the reference's, in reference standard
-  deviations (None without values or spread)."""
-  p, r = _finite(policy), _finite(reference)
-  if not p.size or r.size < 2 or not r.std() > 0:
-    return None
-  return float((p.mean() - r.mean()) / r.std())
-
-
-def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
-  del config
-  per_seed = []
-  for i, last in enumerate(last_metrics):
-    ev = {k: v[i] for k, v in evaluation.items()}
-    row = {key: _mean(ev[key]) for key in (
-        "policy_scores", "reference_scores", "policy_proxy",
-        "reference_proxy", "policy_gold", "reference_gold",
-        "policy_kl_exact")}
-    row.update(
-        score_gain_in_reference_std=_gain(ev["policy_scores"],
-                                          ev["reference_scores"]),
-        proxy_gain_in_reference_std=_gain(ev["policy_proxy"],
-                                          ev["reference_proxy"]),
-        gold_gain_in_reference_std=_gain(ev["policy_gold"],
-                                         ev["reference_gold"]),
-        policy_stop_fraction=_mean(ev["policy_stopped"]),
-        reference_stop_fraction=_mean(ev["reference_stopped"]),
-        final_kl_coef=float(np.asarray(states.kl.coef)[i]),
-        last_train_kl=last.get("objective/kl"))
-    per_seed.append(row)
-  return {"per_seed": per_seed}
-
-
-def _report(summary: dict[str, Any]) -> str:
-  def num(x):
-    return "n/a" if x is None else f"{x:.3f}"
-
-  def std(x):
-    return "" if x is None else f" ({x:+.2f} sd)"
-  return "\n".join(
-      f"seed {i}: held-out reward-model score {num(s['reference_proxy'])} "
-      f"(reference) -> {num(s['policy_proxy'])}"
-      f"{std(s['proxy_gain_in_reference_std'])}, with the missing-stop "
-      f"penalty {num(s['reference_scores'])} -> {num(s['policy_scores'])}"
-      f"{std(s['score_gain_in_reference_std'])}; "
-      f"gold {num(s['reference_gold'])} -> {num(s['policy_gold'])}"
-      f"{std(s['gold_gain_in_reference_std'])}; KL(policy || reference) "
-      f"{num(s['policy_kl_exact'])} nats per response"
-      for i, s in enumerate(summary["per_seed"]))
-
-
 def make_learner(name: str, config_type: type, algorithm: Algorithm,
                  finite_metrics: tuple[str, ...]) -> learner.Learner:
-  """The runner's learner for an algorithm on the language model."""
+  """The runner's learner for an algorithm on the language model
+  (``finite_metrics``: its own metrics that must stay finite where its
+  update reports them)."""
   return learner.Learner(
       name=name, config_type=config_type,
       init=lambda config, key, data: init(algorithm, config, key, data),
@@ -446,5 +245,5 @@ def make_learner(name: str, config_type: type, algorithm: Algorithm,
       units_per_update=lambda config: config.batch_size,
       progress_metric="objective/rlhf_reward",
       finite_metrics=("objective/kl", "objective/scores") + finite_metrics,
-      summarize=_summarize, report=_report)
+      summarize=rl_report.summarize, report=rl_report.report)
 

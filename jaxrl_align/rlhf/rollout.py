@@ -1,6 +1,7 @@
 """One iteration's experience on the language model: the forward passes,
-the rollout, the per-token rewards and advantages, and the metrics of the
-samples (steps 1–4 of :mod:`jaxrl_align.rlhf.rl`'s iteration).
+the rollout and the metrics of the samples (steps 1 and 2 of
+:mod:`jaxrl_align.rlhf.rl`'s iteration; an algorithm's credit stage,
+:mod:`jaxrl_align.rlhf.credit`, does steps 3 and 4).
 
 Every function is pure; ``config``, ``data`` and ``state`` are
 :class:`~jaxrl_align.rlhf.rl.RLConfig`, :class:`~jaxrl_align.rlhf.rl.RLData`
@@ -14,10 +15,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl_align import advantages as advantages_lib
 from jaxrl_align import distributions
-from jaxrl_align import normalization
-from jaxrl_align import sequences
+from jaxrl_align.rlhf import credit as credit_lib
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 
@@ -76,7 +75,11 @@ def token_entropy(logits: Array) -> Array:
 def values(config, params, critic, tokens: Array,
            mask: Array) -> Array:
   """``[B, N]`` value of the state before each response token: the critic's
-  scalar head, or the policy's with ``value_model="policy"``."""
+  scalar head, the policy's with ``value_model="policy"``, 0 with
+  ``"none"`` (no forward pass)."""
+  if config.value_model == "none":
+    n = config.response_length
+    return jnp.zeros((tokens.shape[0], n), jnp.float32)
   source = params if config.value_model == "policy" else critic
   return response_outputs(config, source, tokens, mask)[1]
 
@@ -96,14 +99,17 @@ class Experience(NamedTuple):
       included).
     log_probs: ``[B, N]`` under the sampling policy (0 at padding).
     ref_log_probs: ``[B, N]`` under the reference (0 at padding).
-    values: ``[B, N]`` value estimates (0 at padding).
+    values: ``[B, N]`` value estimates (0 at padding, and everywhere with
+      ``value_model="none"``).
     scores: ``[B]`` scores, after the missing-stop penalty.
     stopped: ``[B]`` bool, the response emitted the stop token.
     kl: ``[B, N]`` per-token KL estimate (the reward's).
     rewards: ``[B, N]`` per-token rewards.
-    advantages: ``[B, N]`` whitened advantages (0 at padding).
-    returns: ``[B, N]`` value targets (advantage before whitening plus
-      value).
+    advantages: ``[B, N]`` advantages (0 at padding).
+    returns: ``[B, N]`` value targets (0 without a value model).
+
+  The last four are the credit stage's (:mod:`jaxrl_align.rlhf.credit`):
+  ``None`` in what :func:`experience` returns.
   """
   tokens: Array
   mask: Array
@@ -151,44 +157,11 @@ def scores(config, data, tokens: Array, mask: Array,
   return raw - jnp.where(done, 0.0, penalty), raw, done
 
 
-def rewards_and_advantages(config, score: Array, log_probs: Array,
-                           ref_log_probs: Array, value: Array, mask: Array,
-                           kl_coef: Array):
-  """Steps 3 and 4 of the iteration (batch-major in, batch-major out).
-
-  Args:
-    config: whitening, estimator, γ and λ.
-    score: ``[B]``.
-    log_probs, ref_log_probs, value: ``[B, N]``.
-    mask: ``[B, N]`` bool, response tokens.
-    kl_coef: β.
-
-  Returns:
-    ``(kl, rewards, advantages, returns)``, each ``[B, N]``, zero at
-    padding; advantages whitened over response tokens (``ddof=1``, as TRL's
-    ``masked_whiten``).
-  """
-  tm = sequences.time_major
-  live = tm(mask)
-  reward, kl = sequences.kl_penalized_rewards(
-      score, tm(log_probs), tm(ref_log_probs), live, kl_coef=kl_coef,
-      estimator=config.kl_estimator)
-  if config.whiten_rewards:
-    reward = jnp.where(live, normalization.whiten(
-        reward, live, ddof=1, shift_mean=False), 0.0)
-  value = jnp.where(live, tm(value), 0.0)
-  next_value = jnp.concatenate([value[1:], jnp.zeros_like(value[:1])])
-  advantage, returns = advantages_lib.gae(
-      reward, value, next_value, sequences.last_step(live),
-      jnp.zeros_like(live), gamma=config.gamma, lam=config.lam)
-  white = jnp.where(live, normalization.whiten(advantage, live, ddof=1), 0.0)
-  bm = sequences.batch_major
-  return bm(kl), bm(reward), bm(white), bm(jnp.where(live, returns, 0.0))
-
-
-def rollout(config, state, data, prompt: Array,
-            prompt_mask: Array, key: Array) -> Experience:
-  """Steps 1–4: sample, score, per-token rewards, advantages."""
+def experience(config, state, data, prompt: Array, prompt_mask: Array,
+               key: Array) -> Experience:
+  """Steps 1 and 2: sample, the forward passes (policy, reference, value
+  unless ``value_model="none"``), score; the credit stage's fields are
+  None."""
   gen = sample(config, state.params, prompt, prompt_mask, key)
   live = gen.response_mask
   logits, own_scalar = response_outputs(config, state.params, gen.tokens,
@@ -202,11 +175,16 @@ def rollout(config, state, data, prompt: Array,
   value = jnp.where(live, value, 0.0)
   score, _, done = scores(config, data, gen.tokens, gen.mask, gen.response,
                           live)
-  kl, reward, advantage, returns = rewards_and_advantages(
-      config, score, log_probs, ref_log_probs, value, live, state.kl.coef)
   return Experience(gen.tokens, gen.mask, gen.response, live, log_probs,
-                    ref_log_probs, value, score, done, kl, reward, advantage,
-                    returns)
+                    ref_log_probs, value, score, done, None, None, None, None)
+
+
+def rollout(config, state, data, prompt: Array, prompt_mask: Array,
+            key: Array, credit=credit_lib.gae) -> Experience:
+  """Steps 1–4: :func:`experience`, then the ``credit`` stage (GAE with the
+  value model by default) at the KL controller's coefficient."""
+  exp = experience(config, state, data, prompt, prompt_mask, key)
+  return credit(config, exp, state.kl.coef)
 
 
 # ---------------------------------------------------------------- metrics

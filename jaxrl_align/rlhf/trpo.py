@@ -8,7 +8,7 @@ distributions, temperature and top-k applied), averaged over response
 tokens; Fisher-vector products on the KL of the first ``fisher_fraction``
 of the responses (cheaper, an estimate of the same matrix). The value —
 the critic, or the policy's scalar head alone — then takes epochs of Adam
-steps on the clipped value loss.
+steps on the clipped value loss (none with ``value_model="none"``).
 
 Two KLs are reported: ``objective/kl`` (to the reference: the penalty in
 the reward) and ``policy/trust_region_kl`` (to the rollout policy: the
@@ -75,10 +75,6 @@ class TRPOConfig(rl.RLConfig):
                         low_inclusive=False, high_inclusive=False)
 
 
-def optimizer(config: rl.RLConfig):
-  return sgd.clipped_adam(config.max_grad_norm)
-
-
 def _value_params(config, params, critic):
   """What the value's optimiser moves: the critic, or the policy's scalar
   head alone (the trust region moves the rest)."""
@@ -91,8 +87,10 @@ def _with_head(params, head):
 
 
 def init_opt(config, params, critic):
+  if config.value_model == "none":  # nothing for the optimiser to move
+    return ()
   with sgd.optax_numerics():
-    return optimizer(config).init(_value_params(config, params, critic))
+    return rl.optimizer(config).init(_value_params(config, params, critic))
 
 
 def fisher_rows(config: TRPOConfig) -> int:
@@ -143,7 +141,7 @@ def value_step(config: TRPOConfig, params, critic, opt_state,
                exp: rollout.Experience, key: Array, lr: Array):
   """Epochs of Adam on the clipped value loss: ``(params, critic,
   opt_state, loss, clip fraction)``."""
-  tx = optimizer(config)
+  tx = rl.optimizer(config)
 
   def value_of(v, mb):
     if config.value_model == "policy":
@@ -154,18 +152,8 @@ def value_step(config: TRPOConfig, params, critic, opt_state,
   def step(carry, mb):
     v, opt = carry
 
-    def loss_fn(v):
-      vpred = value_of(v, mb)
-      loss = losses.clipped_value_loss(vpred, mb.values, mb.returns,
-                                       clip_eps=config.value_clip,
-                                       mask=mb.response_mask)
-      eps = jnp.asarray(config.value_clip, vpred.dtype)
-      clipped = mb.values + jnp.clip(vpred - mb.values, -eps, eps)
-      frac = masked_mean(((clipped - mb.returns) ** 2 > (vpred - mb.returns)
-                          ** 2).astype(jnp.float32), mb.response_mask)
-      return loss, frac
-
-    (loss, frac), grads = jax.value_and_grad(loss_fn, has_aux=True)(v)
+    (loss, frac), grads = jax.value_and_grad(
+        lambda v: rl.value_loss(config, value_of(v, mb), mb), has_aux=True)(v)
     v, opt = sgd.descend(tx, grads, opt, v, lr)
     return (v, opt), (loss, frac)
 
@@ -181,21 +169,25 @@ def value_step(config: TRPOConfig, params, critic, opt_state,
 
 def update(config: TRPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
-  """The trust-region step on the policy, then the value's epochs."""
+  """The trust-region step on the policy, then the value's epochs (none
+  with ``value_model="none"``)."""
   params, info = policy_step(config, state.params, exp)
-  params, critic, opt_state, value_loss, value_clipfrac = value_step(
-      config, params, state.critic, state.opt_state, exp, key,
-      rl.learning_rate(config, state))
-  metrics = {
-      "loss/policy_avg": info.loss, "loss/value_avg": value_loss,
-      "val/clipfrac_avg": value_clipfrac,
+  critic, opt_state, metrics = state.critic, state.opt_state, {}
+  if config.value_model != "none":
+    params, critic, opt_state, value_loss, value_clipfrac = value_step(
+        config, params, state.critic, state.opt_state, exp, key,
+        rl.learning_rate(config, state))
+    metrics = {"loss/value_avg": value_loss,
+               "val/clipfrac_avg": value_clipfrac}
+  metrics.update({
+      "loss/policy_avg": info.loss,
       "policy/trust_region_kl": info.kl,
       "policy/accepted": info.accepted.astype(jnp.float32),
       "policy/step_fraction": info.step_fraction,
       "policy/loss_improvement": info.loss_improvement,
       "policy/expected_improvement": info.expected_improvement,
       "policy/cg_residual": info.cg_residual,
-      "policy/backtracks": info.backtracks.astype(jnp.float32)}
+      "policy/backtracks": info.backtracks.astype(jnp.float32)})
   return params, critic, opt_state, metrics
 
 

@@ -1,7 +1,9 @@
-"""``jaxrl-align rlhf ppo`` and ``jaxrl-align rlhf trpo``: the pretrained
-model optimised against the reward model with a KL penalty to itself (the
-frozen reference), through the runner (:data:`jaxrl_align.rlhf.ppo.LEARNER`,
-:data:`jaxrl_align.rlhf.trpo.LEARNER`).
+"""``jaxrl-align rlhf ppo``, ``jaxrl-align rlhf trpo`` and every other RL
+learner of :data:`jaxrl_align.rlhf.LEARNERS`: the pretrained model
+optimised against the reward model with a KL penalty to itself (the frozen
+reference), through the runner. A learner named ``rlhf-NAME`` whose config
+is an :class:`~jaxrl_align.rlhf.rl.RLConfig` is the command ``rlhf NAME``:
+nothing here names an algorithm.
 
 Prompts are corpus prefixes: training prompts from the ``sft`` run's
 training documents, held-out prompts from its validation documents. The
@@ -27,13 +29,25 @@ import numpy as np
 from jaxrl_align import _checks
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
+from jaxrl_align import rlhf as pure_rlhf
 from jaxrl_align.host.rlhf import _common
-from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rl_report
 from jaxrl_align.rlhf import rollout
-from jaxrl_align.rlhf import trpo
 
-LEARNERS = {"ppo": ppo.LEARNER, "trpo": trpo.LEARNER}
+PREFIX = "rlhf-"
+
+
+def rl_learners(registry) -> dict[str, Any]:
+  """The RL learners of a learner registry by command name (``"ppo"`` for
+  the learner ``"rlhf-ppo"``)."""
+  return {learner.name.removeprefix(PREFIX): learner
+          for learner in registry.values()
+          if issubclass(learner.config_type, rl.RLConfig)
+          and learner.name.startswith(PREFIX)}
+
+
+LEARNERS = rl_learners(pure_rlhf.LEARNERS)
 SAMPLES = "samples.jsonl"
 
 
@@ -197,8 +211,9 @@ def run_rl(algo: str, out: str, sft_dir: str | None = None,
            overwrite: bool = False, resume: bool = False,
            tensorboard: bool = False, progress: bool = True,
            stop_after: int | None = None) -> dict[str, Any]:
-  """Optimises the pretrained model against the reward model (``algo``:
-  ``"ppo"`` or ``"trpo"``); returns the summary (empty when stopped early).
+  """Optimises the pretrained model against the reward model (``algo``: a
+  key of :data:`LEARNERS`, ``"ppo"`` or ``"trpo"``); returns the summary
+  (empty when stopped early).
 
   With ``resume``, the inputs, ``config`` and ``settings`` are read from the
   run in ``out``. ``seeds``: runs in one ``vmap``. ``documents``: the texts
@@ -225,9 +240,10 @@ def run_rl(algo: str, out: str, sft_dir: str | None = None,
           f"prompt_tokens ({settings.prompt_tokens}) + response_length "
           f"({config.response_length}) exceed the model's max_len "
           f"({model_config.max_len}).")
-    if config.batch_size > settings.num_prompts:
-      raise runner.RunError(f"batch_size ({config.batch_size}) exceeds "
-                            f"num_prompts ({settings.num_prompts}).")
+    if rl.prompts_per_iteration(config) > settings.num_prompts:
+      raise runner.RunError(
+          f"batch_size / group_size ({rl.prompts_per_iteration(config)}) "
+          f"exceeds num_prompts ({settings.num_prompts}).")
     runner.create(learner, config, out, runner.RunnerSettings(
         seeds=seeds, seed=settings.seed, devices=settings.devices,
         shard="data"), overwrite=overwrite, record={
@@ -252,17 +268,17 @@ def run_rl(algo: str, out: str, sft_dir: str | None = None,
 
 def _report(s: dict[str, Any]) -> str:
   per_seed = s.get("per_seed") or [s]
-  text = rl._report({"per_seed": per_seed})
+  text = rl_report.report({"per_seed": per_seed})
   if "episodes_per_second" in s:
     text += f"; {s['episodes_per_second']:.1f} episodes/s"
   return text
 
 
-def _main(algo):
+def _main(algo, learner):
   def main(out, inputs, options, **flags) -> int:
     config = None
     if not flags.get("resume"):
-      config = LEARNERS[algo].config_type(**options[algo])
+      config = learner.config_type(**options[algo])
     summary = run_rl(algo, out, inputs.get("sft"), inputs.get("rm"), config,
                      RLRunSettings(**options["run"]), **flags)
     text, code = _common.ending(algo, out, summary, _report)
@@ -271,21 +287,30 @@ def _main(algo):
   return main
 
 
-def _command(algo, what):
+def _command(algo, learner):
+  what = algo.upper()
+  critic = learner.config_type().value_model == "critic"
   return _common.Command(
       help=f"{what} against the reward model, KL-penalised to the pretrained "
            f"model",
       description=f"KL-regularised {what} of the pretrained model against "
-                  f"the reward model (the critic starts from it), on corpus "
-                  f"prompts; reports held-out reward-model and gold scores "
-                  f"and the KL to the reference.",
-      groups=((algo, LEARNERS[algo].config_type, None),
+                  f"the reward model"
+                  f"{' (the critic starts from it)' if critic else ''}, on "
+                  f"corpus prompts; reports held-out reward-model and gold "
+                  f"scores and the KL to the reference.",
+      groups=((algo, learner.config_type, None),
               ("run", RLRunSettings, None)),
-      main=_main(algo), learner=LEARNERS[algo].name,
+      main=_main(algo, learner), learner=learner.name,
       inputs=(("sft", "a `jaxrl-align rlhf sft` run directory (the "
                       "reference and the tokenizer)"),
               ("rm", "a `jaxrl-align rlhf rm` run directory")),
       needs=("tokenizers", "gensim", "vaderSentiment"))
 
 
-COMMANDS = {"ppo": _command("ppo", "PPO"), "trpo": _command("trpo", "TRPO")}
+def commands(registry) -> dict[str, _common.Command]:
+  """The ``rlhf`` commands of a registry's RL learners."""
+  return {algo: _command(algo, learner)
+          for algo, learner in rl_learners(registry).items()}
+
+
+COMMANDS = commands(pure_rlhf.LEARNERS)
