@@ -3,14 +3,16 @@
 Any Gymnasium id whose observations are a ``Box`` and whose actions are a
 ``Box`` or ``Discrete`` trains through :class:`HostPrograms`: the rollout
 runs on the host through :class:`~jaxrl_align.envs.GymnasiumVecEnv` (one per
-seed), the policy is built from that environment's own spaces, and the
-jitted ``learn`` is the one of the JAX-native path, vmapped over seeds, so
-the learning is the same code. The runner uses these programs for every
-environment that is not JAX-native. The environments' state lives in
+seed), the policy is built from the run's
+:class:`~jaxrl_align.agents.tasks.Task` (that environment's own spaces),
+and the jitted ``learn`` is the one of the JAX-native path, vmapped over
+seeds, so the learning is the same code. The runner uses these programs for
+every environment that is not JAX-native. The environments' state lives in
 Gymnasium, outside the learner state: a resumed run continues from the
 checkpoint's parameters with freshly reset environments, so it is not
-bit-identical to an uninterrupted one. Observation normalisation and reward
-scaling are JAX-env wrappers, not available here (configs refuse them).
+bit-identical to an uninterrupted one. Observation normalisation, reward
+scaling and gSDE are JAX-env only, not available here (configs and the
+task's check refuse them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from jaxrl_align import envs
 from jaxrl_align.agents import on_policy
+from jaxrl_align.agents import tasks
 
 
 def _env_seed(key: jax.Array) -> int:
@@ -36,8 +39,12 @@ class HostPrograms:
   environments stepped on the host: the runner's programs for an
   environment that is not JAX-native.
 
+  The task is the ``data`` of :meth:`init` (a
+  :class:`~jaxrl_align.agents.tasks.Task`; None: made from
+  ``config.env_id``, stepped on the host), kept for the run.
+
   Args:
-    init: the learner's ``init(config, key, policy)``.
+    init: the learner's ``init(config, key, task)``.
     learn: its ``learn(config, state, trajectory, policy)``.
     chunk: updates per :meth:`chunk` call.
     eval_episodes: episodes per seed in :meth:`evaluate`.
@@ -57,11 +64,12 @@ class HostPrograms:
     self._env_kwargs = env_kwargs
     self._envs: list[envs.GymnasiumVecEnv] = []
     self._compiled: dict[Any, Any] = {}
+    self._task: tasks.Task | None = None
 
   def _policy(self, config):
     key = ("policy", config)
     if key not in self._compiled:
-      self._compiled[key] = on_policy.task_policy(config)
+      self._compiled[key] = self._task.policy(config)
     return self._compiled[key]
 
   def _programs(self, config):
@@ -83,16 +91,19 @@ class HostPrograms:
     return self._compiled[key]
 
   def init(self, config, keys: jax.Array, data=None):
-    """Fresh learner states, and one Gymnasium vector env per seed."""
-    del data
+    """Fresh learner states, and one Gymnasium vector env per seed
+    (``data``: the run's task, or None)."""
+    self._task = (tasks.make(config.env_id, host=True)
+                  if data is None or data.jax_native else data)
+    self._task.check(config)
     self.close()
     seeds = ([_env_seed(k) for k in keys] if self._env_seed is None else
              [self._env_seed + i * config.num_envs for i in range(len(keys))])
     self._envs = [envs.GymnasiumVecEnv(config.env_id, config.num_envs,
                                        seed=seed, **self._env_kwargs)
                   for seed in seeds]
-    policy = self._policy(config)
-    return jax.jit(jax.vmap(lambda k: self._init(config, k, policy)))(keys)
+    return jax.jit(jax.vmap(lambda k: self._init(config, k, self._task)))(
+        keys)
 
   def chunk(self, config, states, data=None):
     """``chunk`` updates: a host rollout of ``num_steps`` per seed, then the
@@ -196,7 +207,7 @@ def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
     config = config.replace(env_id=env_id)
   run = HostPrograms(algo.init, algo.learn, 1, 1, env_seed=seed,
                      **env_kwargs)
-  states = run.init(config, key[None])
+  states = run.init(config, key[None], tasks.make(config.env_id, host=True))
   history = []
   try:
     for _ in range(on_policy.num_updates(config)):

@@ -4,16 +4,17 @@ A learner is its config, its state, ``init`` and ``learn``; this module
 turns those into ``update`` (one JAX-native rollout and ``learn`` on it),
 ``train`` (``init`` and ``lax.scan`` of ``update``), ``evaluate`` and the
 :class:`~jaxrl_align.learner.Learner` the runner drives. The environment
-and the :class:`Policy` are built once per program from the config's
-static fields and handed to ``learn``; ``learn`` itself never builds an
-environment, so host-stepped Gymnasium environments
-(:mod:`jaxrl_align.agents.host`) pass the policy built from their own
-spaces.
+and the policy come from one :class:`~jaxrl_align.agents.tasks.Task`,
+built once per run (by the caller, else from ``config.env_id``) and handed
+to each of them; ``learn`` takes the :class:`~jaxrl_align.agents.policy.
+Policy` and never builds an environment, so host-stepped Gymnasium
+environments (:mod:`jaxrl_align.agents.host`) pass the policy of their own
+task.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,16 +26,13 @@ from jaxrl_align import configs
 from jaxrl_align import envs
 from jaxrl_align import heads
 from jaxrl_align import learner
-from jaxrl_align import networks
-from jaxrl_align import normalization
 from jaxrl_align import parallel
+from jaxrl_align.agents import policy as policy_lib
 from jaxrl_align.agents import presets
 from jaxrl_align.agents import reporting
+from jaxrl_align.agents import tasks
 
 Array = jax.Array
-
-OBS_CLIP = 10.0
-REWARD_CLIP = 10.0
 
 
 # ------------------------------------------------------------------ configs
@@ -103,13 +101,15 @@ def finish_config(config, algo: str) -> None:
 
   ``inf`` is accepted only where it means "off" (``max_grad_norm``, and
   the algorithms' clip ranges and ``target_kl``); a learning rate or a
-  coefficient must be finite.
+  coefficient must be finite. The id is looked up in the registries, but
+  no Gymnasium environment is made: what needs one (its spaces) is
+  checked where the task is built (:func:`jaxrl_align.agents.tasks.make`,
+  :meth:`~jaxrl_align.agents.tasks.Task.check`).
   """
   envs.check_env_id(config.env_id)
   configs.fill_defaults(config, presets.preset(algo, config.env_id),
                         presets.DEFAULTS[algo])
   if not envs.is_jax_native(config.env_id):
-    envs.spaces(config.env_id)  # refuses spaces the learners do not take
     if config.normalize_obs or config.scale_reward or config.use_sde:
       raise ValueError(f"`normalize_obs`, `scale_reward` and `use_sde` are "
                        f"JAX-native only; {config.env_id} is stepped on "
@@ -130,7 +130,7 @@ def finish_config(config, algo: str) -> None:
       isinstance(h, int) and h > 0 for h in config.hidden)):
     raise ValueError(f"`hidden` must be a non-empty tuple of positive ints, "
                      f"got {config.hidden!r}.")
-  if config.use_sde:  # Box actions only: refuses a Discrete space now
+  if config.use_sde:  # JAX-native here (gymnax's spaces): Box actions only
     heads.for_space(envs.spaces(config.env_id)[1], 1)
   freq = config.sde_sample_freq
   if not (isinstance(freq, int) and (freq == -1 or (
@@ -169,117 +169,67 @@ def notes(config) -> list[str]:
 
 
 # ------------------------------------------------------ environment, policy
+# The policy and the task live in `policy.py` and `tasks.py`; these names
+# stay here for the callers that know them.
+
+Policy = policy_lib.Policy
+make_policy = policy_lib.make_policy
+OBS_CLIP = tasks.OBS_CLIP
+REWARD_CLIP = tasks.REWARD_CLIP
 
 
-class Policy(NamedTuple):
-  """The actor-critic network and its head, built once (static, hashable).
-
-  Attributes:
-    network: :class:`~jaxrl_align.networks.ActorCritic`.
-    head: its policy head (:mod:`jaxrl_align.heads`).
-    obs_shape: one observation's shape.
-  """
-  network: Any
-  head: Any
-  obs_shape: tuple[int, ...]
-
-  def init(self, key: Array, log_std_init) -> Any:
-    params = self.network.init(key, jnp.zeros((1,) + self.obs_shape,
-                                              jnp.float32))
-    return self.head.with_log_std(params, log_std_init)
-
-  def apply(self, params, obs: Array):
-    """``(policy_out, value [B])`` for ``obs [B, *obs_shape]``."""
-    return self.network.apply(params, obs)
-
-  def act(self, params) -> Callable:
-    """The rollout's policy: ``(key, obs) -> (action, {log_prob, value})``."""
-    def policy_fn(key, obs):
-      out, value = self.apply(params, obs)
-      action = self.head.sample(key, out)
-      return action, {"log_prob": self.head.log_prob(out, action),
-                      "value": value}
-    return policy_fn
-
-  def explore(self, params, key: Array, num_envs: int) -> Callable:
-    """gSDE's rollout policy: ``act`` with the action ``mean + θᵀf(s)``
-    for exploration matrices ``θ`` (one per env) drawn from ``key``."""
-    matrix = self.head.exploration_matrix(key, params, num_envs)
-
-    def policy_fn(key, obs):
-      del key
-      out, value = self.apply(params, obs)
-      action = self.head.explore(out, matrix)
-      return action, {"log_prob": self.head.log_prob(out, action),
-                      "value": value}
-    return policy_fn
-
-  def mode(self, params, obs: Array) -> Array:
-    return self.head.mode(self.apply(params, obs)[0])
+def _task(config, task):
+  return tasks.make(config.env_id) if task is None else task
 
 
-def make_policy(config, observation_space, action_space) -> Policy:
-  """The policy for a task's spaces (gymnax or Gymnasium ``Box`` /
-  ``Discrete``), with ``config.hidden`` layers."""
-  head = heads.for_space(action_space,
-                         config.hidden[-1] if config.use_sde else None)
-  return Policy(networks.ActorCritic(head, config.hidden, config.ortho_init),
-                head,
-                tuple(int(d) for d in observation_space.shape))
+def make_env(config, task: tasks.Task | None = None):
+  """``(vec_env, params)``: the config's JAX-native training vector env,
+  with its wrappers (:meth:`~jaxrl_align.agents.tasks.Task.training_env`)."""
+  task = _task(config, task)
+  return task.training_env(config), task.env_params
 
 
-def make_env(config):
-  """The config's JAX-native training vector env, with its wrappers."""
-  if not envs.is_jax_native(config.env_id):
-    raise ValueError(
-        f"{config.env_id} is not a JAX-native task, so it cannot be stepped "
-        f"inside `train` or `update`: train it on the host "
-        f"(jaxrl_align.agents.host, or `jaxrl-align train --env "
-        f"{config.env_id}`).")
-  vec, params = envs.make_vec(config.env_id, config.num_envs)
-  if config.normalize_obs:
-    vec = envs.NormalizeObservation(vec, clip=OBS_CLIP)
-  if config.scale_reward:
-    vec = envs.ScaleReward(vec, gamma=config.gamma, clip=REWARD_CLIP)
-  return vec, params
-
-
-def _env_policy(config, env, env_params) -> Policy:
-  return make_policy(config, env.observation_space(env_params),
-                     env.action_space(env_params))
-
-
-def task_policy(config) -> Policy:
+def task_policy(config, task: tasks.Task | None = None) -> Policy:
   """The policy of the config's task, from its spaces (JAX-native or
   Gymnasium)."""
-  return make_policy(config, *envs.spaces(config.env_id))
+  return _task(config, task).policy(config)
 
 
-def obs_stats(config, env_state):
+def obs_stats(config, env_state, task: tasks.Task | None = None):
   """The observation statistics inside a training env state (or None)."""
   if not config.normalize_obs:
     return None
-  if config.scale_reward:
-    env_state = env_state.inner
-  return env_state.obs_stats
+  return _task(config, task).training_env(config).obs_stats(env_state)
+
+
+def deterministic_policy(config, state, task: tasks.Task | None = None
+                         ) -> Callable[[Array], Array]:
+  """A state's deterministic policy, ``obs [B, *obs_shape] -> action``,
+  with observations normalised as in training (the run's statistics,
+  frozen): what an evaluation needs, without reading the state's layout."""
+  task = _task(config, task)
+  policy = task.policy(config)
+  normalize = task.observation_normalizer(
+      config, state.rollout.env_state if task.jax_native else None)
+  return lambda obs: policy.mode(state.params, normalize(obs))
 
 
 # ------------------------------------------------------------------ state
 
 
-def start(config, key: Array, policy: Policy | None = None):
+def start(config, key: Array, task: tasks.Task | None = None):
   """``(policy, params, rollout, learn_key)`` of a fresh run.
 
-  Without ``policy``: the config's JAX-native task, its policy and a reset
-  rollout state. With one (host-stepped environments): the rollout state
-  holds only the key the policy samples with (the environments live on the
-  host).
+  A JAX-native task (by default the config's) gets a reset rollout state;
+  for one stepped on the host the rollout state holds only the key the
+  policy samples with (the environments live on the host).
   """
+  task = _task(config, task)
   k_params, k_env, k_learn = jax.random.split(key, 3)
-  if policy is None:
-    env, env_params = make_env(config)
-    policy = _env_policy(config, env, env_params)
-    rollout = _shard_envs(config, envs.rollout_init(env, env_params, k_env))
+  policy = task.policy(config)
+  if task.jax_native:
+    rollout = _shard_envs(config, envs.rollout_init(
+        task.training_env(config), task.env_params, k_env))
   else:
     rollout = envs.RolloutState(None, None, k_env)
   return policy, policy.init(k_params, config.log_std_init), rollout, k_learn
@@ -324,10 +274,11 @@ def advantages_and_targets(policy: Policy, params, trajectory, gamma, lam):
                         trajectory.truncated, gamma=gamma, lam=lam)
 
 
-def update(config, state, learn):
+def update(config, state, learn, task: tasks.Task | None = None):
   """One JAX-native rollout of ``num_steps`` and ``learn`` on it."""
-  env, env_params = make_env(config)
-  policy = _env_policy(config, env, env_params)
+  task = _task(config, task)
+  env, env_params = task.training_env(config), task.env_params
+  policy = task.policy(config)
   state = state._replace(rollout=_shard_envs(config, state.rollout))
   if config.use_sde:
     every = (config.num_steps if config.sde_sample_freq == -1
@@ -354,7 +305,8 @@ def _shard_envs(config, rollout):
   return parallel.shard_batch(rollout, size=config.num_envs)
 
 
-def evaluate(config, state, key: Array, num_episodes: int) -> Array:
+def evaluate(config, state, key: Array, num_episodes: int,
+             task: tasks.Task | None = None) -> Array:
   """Deterministic-policy returns of ``num_episodes`` episodes, one per env.
 
   Each env runs until its first episode ends (the task's time limit bounds
@@ -362,18 +314,16 @@ def evaluate(config, state, key: Array, num_episodes: int) -> Array:
   frozen.
   """
   _checks.check_positive_int("num_episodes", num_episodes)
-  env, env_params = envs.make_vec(config.env_id, num_episodes)
-  policy = _env_policy(config, env, env_params)
-  stats = obs_stats(config, state.rollout.env_state)
-  horizon = int(env_params.max_steps_in_episode)
+  task = _task(config, task)
+  env, env_params = task.vec_env(num_episodes), task.env_params
+  act = deterministic_policy(config, state, task)
+  horizon = task.max_episode_steps
   key, reset_key = jax.random.split(key)
   obs, env_state = env.reset(reset_key, env_params)
 
   def _env_step(carry, step_key):
     obs, env_state, finished, returns = carry
-    if stats is not None:
-      obs = normalization.normalize(stats, obs, clip=OBS_CLIP)
-    action = policy.mode(state.params, obs)
+    action = act(obs)
     obs, env_state, _, terminated, truncated, info = env.step(
         step_key, env_state, action, env_params)
     done = terminated | truncated
@@ -392,9 +342,11 @@ def evaluate(config, state, key: Array, num_episodes: int) -> Array:
 
 def functions(init: Callable, learn: Callable):
   """``(update, train, evaluate)`` of a learner given its ``init`` and
-  ``learn``: the wrappers every on-policy learner shares."""
+  ``learn``: the wrappers every on-policy learner shares. Each takes the
+  run's :class:`~jaxrl_align.agents.tasks.Task` as an optional last
+  argument (default: built from ``config.env_id``)."""
 
-  def update_fn(config, state):
+  def update_fn(config, state, task: tasks.Task | None = None):
     """One JAX-native rollout of ``num_steps`` and ``learn`` on it.
 
     Returns:
@@ -402,23 +354,25 @@ def functions(init: Callable, learn: Callable):
       length of the episodes that ended in this update (NaN when none did),
       their count, and the env steps so far.
     """
-    return update(config, state, learn)
+    return update(config, state, learn, task)
 
-  def train(config, key: Array):
-    """A whole run: ``init`` then ``lax.scan`` of ``update``.
+  def train(config, key: Array, task: tasks.Task | None = None):
+    """A whole run: ``init`` then ``lax.scan`` of ``update``, on one task.
 
     Returns:
       ``(state, metrics)``: the final state and a dict of ``[num_updates]``
       metric arrays.
     """
-    state = init(config, key)
-    return jax.lax.scan(lambda s, _: update(config, s, learn), state, None,
-                        length=num_updates(config))
+    task = _task(config, task)
+    state = init(config, key, task)
+    return jax.lax.scan(lambda s, _: update(config, s, learn, task), state,
+                        None, length=num_updates(config))
 
-  def evaluate_fn(config, state, key: Array, num_episodes: int) -> Array:
+  def evaluate_fn(config, state, key: Array, num_episodes: int,
+                  task: tasks.Task | None = None) -> Array:
     """``[num_episodes]`` returns of the deterministic policy, one episode
     per env, observations normalised with the run's statistics (frozen)."""
-    return evaluate(config, state, key, num_episodes)
+    return evaluate(config, state, key, num_episodes, task)
 
   return update_fn, train, evaluate_fn
 
@@ -428,15 +382,16 @@ def make_learner(name: str, config_type: type, init: Callable,
                  finite_metrics: tuple[str, ...],
                  programs: Callable | None = None) -> learner.Learner:
   """The runner's :class:`~jaxrl_align.learner.Learner` of an on-policy
-  algorithm (``data`` unused: the environment is part of the program;
+  algorithm (``data``: the run's :class:`~jaxrl_align.agents.tasks.Task`,
+  or None to build it from ``config.env_id`` in each program;
   ``programs``: the host-stepped programs for tasks that are not JAX-native,
   :func:`jaxrl_align.agents.host.programs`)."""
   return learner.Learner(
       name=name, config_type=config_type, defaults=presets.DEFAULTS[name],
-      init=lambda config, key, data: init(config, key),
-      update=lambda config, state, data: update_fn(config, state),
+      init=lambda config, key, data: init(config, key, data),
+      update=lambda config, state, data: update_fn(config, state, data),
       evaluate=lambda config, state, key, data, size: evaluate_fn(
-          config, state, key, size),
+          config, state, key, size, data),
       num_updates=num_updates, units="env_steps",
       units_per_update=lambda config: config.num_envs * config.num_steps,
       progress_metric="episode_return", finite_metrics=finite_metrics,

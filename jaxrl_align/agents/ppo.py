@@ -34,6 +34,7 @@ from jaxrl_align import normalization
 from jaxrl_align import sgd
 from jaxrl_align.agents import host
 from jaxrl_align.agents import on_policy
+from jaxrl_align.agents import tasks
 
 Array = jax.Array
 static = configs.static
@@ -109,17 +110,17 @@ class PPOState(NamedTuple):
 
 
 def init(config: PPOConfig, key: Array,
-         policy: on_policy.Policy | None = None) -> PPOState:
+         task: tasks.Task | None = None) -> PPOState:
   """Initial parameters, optimiser and environments for one run.
 
   Args:
     config: the settings.
     key: PRNG key.
-    policy: the policy of a host-stepped environment
-      (:func:`~jaxrl_align.agents.on_policy.make_policy`); the state then
-      has no JAX-native rollout. Default: the config's task.
+    task: the run's :class:`~jaxrl_align.agents.tasks.Task` (default:
+      ``tasks.make(config.env_id)``); for one stepped on the host the
+      state has no JAX-native rollout.
   """
-  _, params, rollout, k_learn = on_policy.start(config, key, policy)
+  _, params, rollout, k_learn = on_policy.start(config, key, task)
   with sgd.optax_numerics():
     opt_state = sgd.clipped_adam(config.max_grad_norm).init(params)
   return PPOState(

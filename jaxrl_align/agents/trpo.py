@@ -29,6 +29,7 @@ from jaxrl_align import sgd
 from jaxrl_align import trust_region
 from jaxrl_align.agents import host
 from jaxrl_align.agents import on_policy
+from jaxrl_align.agents import tasks
 
 Array = jax.Array
 static = configs.static
@@ -103,10 +104,10 @@ def _merge(policy, critic):
 
 
 def init(config: TRPOConfig, key: Array,
-         policy: on_policy.Policy | None = None) -> TRPOState:
+         task: tasks.Task | None = None) -> TRPOState:
   """Initial parameters, critic optimiser and environments for one run
-  (``policy``: as for :func:`jaxrl_align.agents.ppo.init`)."""
-  _, params, rollout, k_learn = on_policy.start(config, key, policy)
+  (``task``: as for :func:`jaxrl_align.agents.ppo.init`)."""
+  _, params, rollout, k_learn = on_policy.start(config, key, task)
   with sgd.optax_numerics():
     opt_state = sgd.clipped_adam(config.max_grad_norm).init(_split(params)[1])
   return TRPOState(params=params, opt_state=opt_state, rollout=rollout,

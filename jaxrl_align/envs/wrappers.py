@@ -208,6 +208,12 @@ class VecEnv:
     keys = jax.random.split(key, self.num_envs)
     return jax.vmap(self.env.reset, in_axes=(0, None))(keys, params)
 
+  def obs_stats(self, state):
+    """The observation statistics in a state of this wrapper stack: none
+    here (see :class:`NormalizeObservation`)."""
+    del state
+    return None
+
   def step(self, key: Array, state, action: Array, params):
     expected = (self.num_envs,) + tuple(self.env.action_space(params).shape)
     if jnp.shape(action) != expected:
@@ -265,6 +271,10 @@ class NormalizeObservation:
   def _normalize(self, stats, x):
     return normalization.normalize(stats, x, clip=self.clip)
 
+  def obs_stats(self, state: NormalizeObservationState):
+    """The running observation statistics held in ``state``."""
+    return state.obs_stats
+
   def reset(self, key: Array, params):
     obs, inner = self.env.reset(key, params)
     stats = normalization.running_mean_std_init(obs.shape[1:], obs.dtype)
@@ -312,6 +322,10 @@ class ScaleReward:
     if name == "env":  # not yet set (copying, unpickling)
       raise AttributeError(name)
     return getattr(self.env, name)
+
+  def obs_stats(self, state: ScaleRewardState):
+    """The wrapped stack's observation statistics (or None)."""
+    return self.env.obs_stats(state.inner)
 
   def reset(self, key: Array, params):
     obs, inner = self.env.reset(key, params)

@@ -20,6 +20,7 @@ from typing import Any
 
 from jaxrl_align import agents
 from jaxrl_align import envs
+from jaxrl_align.agents import tasks
 from jaxrl_align.host import distributed
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
@@ -140,15 +141,14 @@ def _train(args: argparse.Namespace) -> int:
   if distributed.count() > 1 and not args.resume:
     settings.setdefault("devices", distributed.devices())  # all of them
   learner, config, out = _train_config(args, given, settings)
-  path = ("JAX-native: rollouts compiled with the learner"
-          if envs.is_jax_native(config.env_id) else
-          "a Gymnasium environment stepped on the host (a resumed run "
+  task = tasks.for_config(config)  # built once for the run, and checked
+  path = ("JAX-native: rollouts compiled with the learner" if task.jax_native
+          else "a Gymnasium environment stepped on the host (a resumed run "
           "restarts its episodes)")
-  primary = distributed.is_primary()  # process 0 speaks for the job
-  if primary:
+  if primary := distributed.is_primary():  # process 0 speaks for the job
     print(f"{config.env_id}: {path}.", file=sys.stderr)
   result = runner.run(learner, config, out,
-                      runner.RunnerSettings(**settings),
+                      runner.RunnerSettings(**settings), data=task,
                       resume=bool(args.resume), overwrite=args.overwrite,
                       tensorboard=args.tensorboard,
                       progress=not args.no_progress)

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 
 from jaxrl_align import agents
+from jaxrl_align.agents import on_policy
+from jaxrl_align.agents import tasks
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
 from jaxrl_align.host import programs
@@ -49,12 +51,13 @@ def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
     raise files.RunError(f"{run_dir!r} is a {learner.name} run: its "
                          f"evaluation is in its summary.json (eval evaluates "
                          f"environment learners).")
+  task = tasks.for_config(config)  # once: the programs' data
   progs = programs.for_run(learner, config, dataclasses.replace(
       settings, eval_episodes=episodes))
   try:
-    step, states = _restore(progs, run_dir, config, settings, None, None)
+    step, states = _restore(progs, run_dir, config, settings, None, task)
     keys = jax.random.split(jax.random.key(seed), settings.seeds)
-    return np.asarray(progs.evaluate(config, states, keys, None)), step
+    return np.asarray(progs.evaluate(config, states, keys, task)), step
   finally:
     progs.close()
 
@@ -77,22 +80,17 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
   import gymnasium
   from PIL import Image
 
-  from jaxrl_align import normalization
-  from jaxrl_align.agents import on_policy
-
-  _, config, settings, _, states = restore_run(run_dir)
+  task = tasks.for_config(runner.load_config(run_dir)[1])
+  _, config, settings, _, states = restore_run(run_dir, data=task)
   if not 0 <= seed_index < settings.seeds:
     raise files.RunError(f"`seed_index` must be in [0, {settings.seeds}), got "
                          f"{seed_index}.")
-  state = jax.tree.map(lambda x: x[seed_index], states)
-  policy = on_policy.task_policy(config)
-  stats = on_policy.obs_stats(config, state.rollout.env_state)
+  policy = on_policy.deterministic_policy(
+      config, jax.tree.map(lambda x: x[seed_index], states), task)
 
   @jax.jit
   def act(obs):
-    if stats is not None:
-      obs = normalization.normalize(stats, obs, clip=on_policy.OBS_CLIP)
-    return policy.mode(state.params, obs[None])[0]
+    return policy(obs[None])[0]
 
   try:
     env = gymnasium.make(config.env_id, render_mode="rgb_array")
