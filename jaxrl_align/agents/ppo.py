@@ -178,8 +178,8 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory,
     state: the learner state.
     trajectory: ``[T, N]`` transitions with ``extras["log_prob"]`` and
       ``extras["value"]`` recorded by the rollout's policy.
-    policy: the network and head that produced it (default: the config's
-      JAX-native task).
+    policy: the network and head that produced it (default: the policy
+      of ``tasks.make(config.env_id)``).
 
   Returns:
     ``(state, metrics)``, metrics a dict of scalars (means over the

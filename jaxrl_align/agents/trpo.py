@@ -127,8 +127,8 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
     state: the learner state.
     trajectory: ``[T, N]`` transitions with ``extras["log_prob"]`` and
       ``extras["value"]``.
-    policy: the network and head that produced it (default: the config's
-      JAX-native task).
+    policy: the network and head that produced it (default: the policy
+      of ``tasks.make(config.env_id)``).
 
   Returns:
     ``(state, metrics)``, metrics a dict of scalars, among them the line
