@@ -76,6 +76,9 @@ def test_a_task_is_static_and_equal_by_id():
   assert a == b and hash(a) == hash(b) and a.jax_native
   assert a != tasks.make("CartPole-v1", host=True)
   assert a != tasks.make("Pendulum-v1")
+  shorter = dataclasses.replace(a, env_params=a.env_params.replace(
+      max_steps_in_episode=10))
+  assert shorter != a and shorter.max_episode_steps == 10
   assert jax.tree.leaves(a) == []
   config = ppo.PPOConfig(env_id="CartPole-v1")
   with pytest.raises(ValueError, match="Pendulum-v1"):

@@ -15,8 +15,8 @@ optional last argument (built from ``config.env_id`` when omitted).
 
 A task is a pytree without leaves (all of it is static), so it can be an
 argument of a jitted or vmapped function; two tasks are equal when they
-have the same id, stepping and environment type, so programs compiled for
-one serve the other.
+have the same id, stepping, environment type, params and spaces, so
+programs compiled for one serve the other.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from jaxrl_align import envs
 from jaxrl_align import normalization
@@ -62,7 +63,10 @@ class Task:
   def _identity(self):
     kind = None if self.env is None else (type(self.env.gymnax_env),
                                           self.env.clip_action)
-    return self.env_id, kind
+    params = tuple((x.dtype.str, x.shape, x.tobytes()) for x in map(
+        np.asarray, jax.tree.leaves(self.env_params)))
+    return (self.env_id, kind, params, repr(self.observation_space),
+            repr(self.action_space))
 
   def __eq__(self, other) -> bool:
     return isinstance(other, Task) and self._identity() == other._identity()
