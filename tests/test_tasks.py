@@ -24,6 +24,7 @@ from jaxrl_align.agents import ppo
 from jaxrl_align.agents import tasks
 from jaxrl_align.agents import trpo
 from jaxrl_align.host import cli
+from jaxrl_align.host import runner
 
 TINY = ["--num-envs", "2", "--num-steps", "8", "--hidden", "8",
         "--eval-episodes", "1", "--no-progress", "--total-timesteps", "32"]
@@ -135,3 +136,17 @@ def test_a_command_line_run_builds_one_task(env_id, tmp_path, capsys,
   summary = json.load(open(out / "summary.json"))
   assert summary["env_path"] == ("jax" if env_id == "CartPole-v1"
                                  else "host")
+
+
+def test_the_runner_gives_the_same_run_with_the_task_as_its_data(tmp_path):
+  config = ppo.PPOConfig(env_id="CartPole-v1", num_envs=2, num_steps=8,
+                         total_timesteps=32, num_minibatches=2, hidden=(8,),
+                         normalize_obs=True)
+  settings = runner.RunnerSettings(seeds=2, chunk=2, eval_episodes=1)
+  built = runner.run("ppo", config, str(tmp_path / "built"), settings,
+                     progress=False)
+  given = runner.run("ppo", config, str(tmp_path / "given"), settings,
+                     data=tasks.make("CartPole-v1"), progress=False)
+  for x, y in zip(_leaves((built.states, built.evaluation)),
+                  _leaves((given.states, given.evaluation))):
+    np.testing.assert_array_equal(x, y)
