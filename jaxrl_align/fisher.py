@@ -24,8 +24,9 @@ Array = jax.Array
 PyTree = Any
 
 
-def _add_scaled(x: PyTree, a: Array, y: PyTree) -> PyTree:
-  """``x + a * y`` leaf by leaf."""
+def add_scaled(x: PyTree, a: Array, y: PyTree) -> PyTree:
+  """``x + a * y`` leaf by leaf, with ``a`` cast to each leaf's dtype (the
+  axpy of CG, the damping and TRPO's line search)."""
   return jax.tree.map(lambda xi, yi: xi + jnp.asarray(a, yi.dtype) * yi, x, y)
 
 
@@ -58,7 +59,7 @@ def fisher_vector_product(
   """
   _checks.check_scalar_in_range("damping", damping, 0.0, float("inf"))
   _, hvp = jax.jvp(jax.grad(kl_fn), (params,), (vector,))
-  return _add_scaled(hvp, damping, vector)
+  return add_scaled(hvp, damping, vector)
 
 
 def gauss_newton_vector_product(
@@ -111,7 +112,7 @@ def _gauss_newton_matvec(output_fn, output_kl_fn, params, damping):
   out, jvp = jax.linearize(output_fn, params)
   vjp = jax.linear_transpose(jvp, params)
   _, h = jax.linearize(jax.grad(output_kl_fn), out)
-  return lambda v: _add_scaled(vjp(h(jvp(v)))[0], damping, v)
+  return lambda v: add_scaled(vjp(h(jvp(v)))[0], damping, v)
 
 
 def fisher_matvec(kl_fn: Callable[[PyTree], Array], params: PyTree,
@@ -126,4 +127,4 @@ def fisher_matvec(kl_fn: Callable[[PyTree], Array], params: PyTree,
   if output is not None:
     return _gauss_newton_matvec(*output, params, damping)
   _, hvp = jax.linearize(jax.grad(kl_fn), params)
-  return lambda v: _add_scaled(hvp(v), damping, v)
+  return lambda v: add_scaled(hvp(v), damping, v)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Learner:
@@ -90,3 +92,11 @@ class Learner:
   defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
   programs: Callable[..., Any] | None = None
   notes: Callable[[Any], list[str]] | None = None
+
+
+def finite_mean(x) -> float | None:
+  """The mean of the finite values of ``x`` as a float, or None when there
+  are none (JSON has no NaN): how summaries report a mean."""
+  x = np.asarray(x, np.float64)
+  x = x[np.isfinite(x)]
+  return float(x.mean()) if x.size else None

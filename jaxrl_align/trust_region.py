@@ -26,11 +26,6 @@ Array = jax.Array
 PyTree = Any
 
 
-def _add_scaled(x: PyTree, a: Array, y: PyTree) -> PyTree:
-  """``x + a * y`` leaf by leaf, with ``a`` cast to each leaf's dtype."""
-  return jax.tree.map(lambda xi, yi: xi + jnp.asarray(a, yi.dtype) * yi, x, y)
-
-
 def _scale(a: Array, x: PyTree) -> PyTree:
   return jax.tree.map(lambda xi: jnp.asarray(a, xi.dtype) * xi, x)
 
@@ -104,12 +99,12 @@ def conjugate_gradient_with_info(
     pap = otu.tree_vdot(c.p, ap)
     ok = (pap > 0) & jnp.isfinite(pap)
     alpha = jnp.where(ok, c.rr / jnp.where(ok, pap, 1), 0)
-    x = _add_scaled(c.x, alpha, c.p)
-    r = _add_scaled(c.r, -alpha, ap)
+    x = fisher.add_scaled(c.x, alpha, c.p)
+    r = fisher.add_scaled(c.r, -alpha, ap)
     rr = otu.tree_vdot(r, r)
     ok = ok & jnp.isfinite(rr)
     beta = jnp.where(ok, rr / jnp.where(c.rr > 0, c.rr, 1), 0)
-    p = _add_scaled(r, beta, c.p)
+    p = fisher.add_scaled(r, beta, c.p)
     new = _CGCarry(x, r, p, rr, c.i + 1, ~ok)
     old = c._replace(i=c.i + 1, broke_down=~ok)
     return _select(ok, new, old)
@@ -283,7 +278,7 @@ def trpo_step(
   def _try_step(c):
     i, _, _, _, _ = c
     fraction = coeff ** i.astype(dtype)
-    candidate = _add_scaled(params, fraction, full_step)
+    candidate = fisher.add_scaled(params, fraction, full_step)
     new_loss = jnp.asarray(loss_fn(candidate), dtype)
     new_kl = jnp.asarray(kl_fn(candidate), dtype)
     ok = (jnp.isfinite(new_loss) & jnp.isfinite(new_kl)
@@ -294,7 +289,7 @@ def trpo_step(
   init = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), zero, loss, zero)
   tries, accepted, fraction, new_loss, new_kl = jax.lax.while_loop(
       _cond, _try_step, init)
-  new_params = _select(accepted, _add_scaled(params, fraction, full_step),
+  new_params = _select(accepted, fisher.add_scaled(params, fraction, full_step),
                        params)
   info = TRPOInfo(
       loss=loss,
@@ -356,7 +351,7 @@ def npg_step(
       loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping,
       cg_tol, fisher_output)
   dtype = jnp.result_type(loss)
-  candidate = _add_scaled(params, 1.0, full_step)
+  candidate = fisher.add_scaled(params, 1.0, full_step)
   finite = jax.tree.reduce(
       jnp.logical_and,
       jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), candidate),

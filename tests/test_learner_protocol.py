@@ -256,3 +256,100 @@ def test_checkpoints_restore_into_the_templates_shardings(tmp_path):
   done = subprocess.run([sys.executable, "-c", code], env=env,
                         capture_output=True, text=True, timeout=300)
   assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# ------------------------------------------------- the RLHF stage runner
+
+
+def _reg_stage(tmp_path, refuse=None):
+  """The regression learner as a pipeline stage: it reads a run directory
+  (``--src``), writes a file of its own once the run exists, and a product
+  and summary fields at the end."""
+  from jaxrl_align.host.rlhf import stages
+
+  @dataclasses.dataclass(frozen=True)
+  class Settings:
+    seed: int = 0
+    devices: int = 1
+
+  calls = {"created": 0}
+
+  def prepare(out, config, settings, inputs, documents, resume):
+    assert os.path.isdir(inputs["src"])
+
+    def on_create(out):
+      calls["created"] += 1
+      with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        f.write("{}")
+    return stages.Prepared(config or RegConfig(), _data(),
+                           record={"rows": 64}, on_create=on_create)
+
+  def finish(out, prepared, states, evaluation, summary):
+    with open(os.path.join(out, "samples.txt"), "w") as f:
+      f.write("done")
+    return {"final_eval": float(np.asarray(evaluation)[0])}
+
+  # Its best loss starts finite: a stage's run may end a chunk before the
+  # first assessment (an infinite state stops a run).
+  learner = dataclasses.replace(REG, init=lambda c, k, d: _init(
+      c, k, d)._replace(best=jnp.full((), 1e9)))
+  stage = stages.Stage(
+      name="reg", learner=learner, settings_type=Settings, prepare=prepare,
+      finish=finish, report=str, make_config=lambda given: RegConfig(),
+      help="", description="", groups=(), refuse=refuse,
+      inputs=(("src", "a run directory"),), files=("samples.txt",))
+  return stage, calls
+
+
+def test_a_stage_runs_resumes_and_writes_its_summary_once(tmp_path,
+                                                          monkeypatch):
+  """One way to create, resume and finish: the stage's file is written
+  once the run exists (not again on resume), the resumed run ends where
+  an uninterrupted one does, the stage's fields are in the one
+  ``summary.json`` (written once per finished run), its inputs recorded."""
+  from jaxrl_align.host.rlhf import stages
+
+  src = tmp_path / "src"
+  src.mkdir()
+  stage, calls = _reg_stage(tmp_path)
+  written = []
+  real = files.write_json
+  monkeypatch.setattr(files, "write_json", lambda path, value: (
+      written.append(os.path.basename(path)), real(path, value)))
+  whole = stages.run_stage(stage, str(tmp_path / "whole"), inputs={
+      "src": str(src)}, progress=False)
+  assert written.count("summary.json") == 1
+  assert "final_eval" in whole and "per_seed" not in whole  # one seed: flat
+  assert json.load(open(tmp_path / "whole" / "summary.json")) == whole
+  part = str(tmp_path / "part")
+  assert stages.run_stage(stage, part, inputs={"src": str(src)},
+                          progress=False, stop_after=6) == {}
+  assert calls["created"] == 2
+  assert not os.path.exists(os.path.join(part, "summary.json"))
+  resumed = stages.run_stage(stage, part, resume=True, progress=False)
+  assert calls["created"] == 2  # resuming writes none of its files again
+  assert resumed["final_eval"] == whole["final_eval"]
+  stored = runner.read_run(part)
+  assert stored["src_run"] == str(src) and stored["rows"] == 64
+  with pytest.raises(runner.RunError, match="needs --src"):
+    stages.run_stage(stage, str(tmp_path / "x"), progress=False)
+  # A refusal comes after the summary that says why.
+  refusing, _ = _reg_stage(tmp_path, refuse=lambda s: "no good")
+  with pytest.raises(runner.RunError, match="no good"):
+    stages.run_stage(refusing, str(tmp_path / "r"), inputs={"src": str(src)},
+                     progress=False)
+  assert os.path.exists(tmp_path / "r" / "summary.json")
+
+
+def test_rlhf_commands_and_run_files_derive_from_the_stages():
+  """Each stage is a command with its config's options; the files a run
+  directory may hold are the runner's and the stages' declared ones."""
+  from jaxrl_align.host import rlhf
+
+  assert set(rlhf.COMMANDS) == set(rlhf.STAGES) | {"prefs"}
+  for name, stage in rlhf.STAGES.items():
+    command = rlhf.COMMANDS[name]
+    assert command.learner == stage.learner.name
+    assert command.groups[-1] == ("run", stage.settings_type, None)
+    assert set(stage.files) <= files.run_entries()
+  assert files.run_entries() == files.RUN_ENTRIES | rlhf.FILES

@@ -211,3 +211,22 @@ def test_real_lexicon_has_ten_raters_per_word():
   assert lex.ratings.shape[1] == 10 and len(lex.index) > 7000
   assert lex.ratings[lex.index["good"]].mean() > 1
   assert lex.ratings[lex.index["killed"]].mean() < -2
+
+
+def test_preference_pairs_keep_the_prompt_response_boundary():
+  """``from_ids``: prompts left-padded, responses right-padded, so each
+  side's sequence is prompt ids then response ids with the padding
+  outside them, as the sampler lays out its output."""
+  from jaxrl_align.rlhf import pairs
+
+  p = pairs.from_ids([[5, 6], [7]], [[1, 2, 3], [4]], [[8], [9, 9]], pad=0)
+  np.testing.assert_array_equal(p.prompt, [[5, 6], [0, 7]])
+  np.testing.assert_array_equal(p.chosen_mask, [[1, 1, 1], [1, 0, 0]])
+  tokens, mask = p.sequence("rejected")
+  np.testing.assert_array_equal(tokens, [[5, 6, 8, 0, 0], [0, 7, 9, 9, 0]])
+  assert [np.asarray(t)[np.asarray(m)].tolist() for t, m in
+          zip(tokens, mask)] == [[5, 6, 8], [7, 9, 9]]
+  with pytest.raises(ValueError, match="one of each"):
+    pairs.from_ids([[1]], [[1]], [], pad=0)
+  with pytest.raises(ValueError, match="side"):
+    p.sequence("prompt")

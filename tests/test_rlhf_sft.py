@@ -1,6 +1,7 @@
 """Corpus, tokenizer and pretraining."""
 
 import json
+import shutil
 import os
 
 import jax
@@ -166,7 +167,7 @@ def test_sft_run_resumes_bit_for_bit(documents, tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
+def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path, capsys):
   # The three commands at tiny size, through the CLI: each writes its run
   # directory and the numbers it reports are in range.
   from jaxrl_align.host import cli
@@ -192,6 +193,41 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path):
   assert prefs["pairs"] >= 10
   assert {r["split"] for r in records} == {"train", "valid"}
   assert all(0 <= r["annotator"] < 10 for r in records)
+  # Token ids as sampled, the prompt/response boundary kept: the ids decode
+  # to the texts (the stop token, last where emitted, left out of them),
+  # and the reward model's sequences are prompt ids then response ids.
+  _, _, tokenizer = rlhf_runs.load_sft(sft_dir)
+  eos = tokenizer.token_to_id("<|endoftext|>")
+  for r in records:
+    assert len(r["prompt_ids"]) == 8 and tokenizer.decode(
+        r["prompt_ids"]) == r["prompt"]
+    for side in ("chosen", "rejected"):
+      ids = r[f"{side}_ids"]
+      assert 1 <= len(ids) <= 24 and eos not in ids[:-1]
+      assert tokenizer.decode([t for t in ids if t != eos]) == r[side]
+  from jaxrl_align.host.rlhf import pair_files
+  from jaxrl_align.host.rlhf import rm as rm_host
+
+  reward_pairs = rm_host._reward_pairs(records[:3], pad=0)
+  for i, r in enumerate(records[:3]):
+    got = np.asarray(reward_pairs.rejected)[i][np.asarray(
+        reward_pairs.rejected_mask)[i]]
+    assert got.tolist() == r["prompt_ids"] + r["rejected_ids"]
+  # A preference run from before token ids were recorded: refused in one
+  # line that names the command rebuilding it.
+  old = str(tmp_path / "old-prefs")
+  shutil.copytree(prefs_dir, old)
+  with open(os.path.join(old, pair_files.FILE), "w") as f:
+    f.writelines(json.dumps({k: v for k, v in r.items()
+                             if not k.endswith("_ids")}) + "\n"
+                 for r in records)
+  capsys.readouterr()
+  assert cli.main(["rlhf", "rm", "--out", str(tmp_path / "rm-old"), "--sft",
+                   sft_dir, "--prefs", old, "--no-progress"]) == 2
+  err = capsys.readouterr().err
+  assert "text only" in err and "jaxrl-align rlhf prefs" in err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+  assert not os.path.exists(tmp_path / "rm-old")
   assert 0 <= prefs["annotator_agreement"] <= 1
   assert prefs["generated_tokens_per_second"] > 0
   rm_dir = str(tmp_path / "rm")

@@ -25,8 +25,23 @@ MARKER = ".jaxrl-align-run"
 FORMAT_VERSION = 2  # of config.json
 RUN_ENTRIES = frozenset({
     MARKER, "config.json", "metrics.jsonl", "checkpoints", "summary.json",
-    "learning_curve.png", "learning_curves.png", "tensorboard", "model",
-    "tokenizer.json", "samples.txt", "prefs.jsonl", "samples.jsonl"})
+    "learning_curve.png", "learning_curves.png", "tensorboard"})
+
+
+_DECLARED: set[str] = set()
+
+
+def declare(names) -> None:
+  """Adds the names that a kind of run writes at the top of its directory
+  besides the runner's (``jaxrl_align.host.rlhf`` declares its stages'
+  files when it is imported): what ``--overwrite`` may remove."""
+  _DECLARED.update(names)
+
+
+def run_entries() -> frozenset[str]:
+  """Every name a run of ours writes at the top of its directory: the
+  runner's and those declared (a name not declared is never removed)."""
+  return RUN_ENTRIES | frozenset(_DECLARED)
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -58,10 +73,11 @@ def is_run_dir(path: str) -> bool:
 def _foreign(directory: str, prefix: str = "") -> list[str]:
   """What in a run directory no run wrote (paths relative to it)."""
   found = []
+  known = run_entries()
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
     base = name.split(".tmp-", 1)[0]
-    if base in RUN_ENTRIES or re.fullmatch(r"episode_seed\d+\.gif", base):
+    if base in known or re.fullmatch(r"episode_seed\d+\.gif", base):
       continue
     if is_run_dir(path) and not os.path.islink(path):
       found += _foreign(path, prefix + name + "/")

@@ -123,8 +123,7 @@ def create(learner: Learner, config, out: str,
            overwrite: bool = False,
            record: dict[str, Any] | None = None) -> RunnerSettings:
   """Creates the run directory ``out`` and its ``config.json`` (what
-  :func:`run` does first; call it directly to add files of your own before
-  the run starts, then :func:`run` with ``resume=True``).
+  :func:`run` does first, before its ``on_create``).
 
   Returns:
     The resolved runner settings.
@@ -156,7 +155,10 @@ def run(learner: Learner | str, config, out: str,
         record: dict[str, Any] | None = None, resume: bool = False,
         overwrite: bool = False, tensorboard: bool = False,
         progress: bool = True, stop_after: int | None = None,
-        on_assess: Callable[[int, Any], None] | None = None) -> RunResult:
+        on_assess: Callable[[int, Any], None] | None = None,
+        on_create: Callable[[str], None] | None = None,
+        finish: Callable[[Any, Any, dict], dict] | None = None
+        ) -> RunResult:
   """Trains, logs, checkpoints and evaluates one run.
 
   Args:
@@ -181,6 +183,13 @@ def run(learner: Learner | str, config, out: str,
       as Ctrl-C would (for tests and for splitting a run across jobs).
     on_assess: ``(updates done, states) -> None``, called on the host after
       each assessment (e.g. to show samples); it must not change the states.
+    on_create: ``out -> None``, called once a new run directory is created
+      (process 0), before anything runs: files of the caller's own that a
+      resumed run reads back (a tokenizer).
+    finish: ``(states, evaluation, summary) -> summary``, called at the end
+      of a run that was not interrupted, before ``summary.json`` is written
+      (once): writes the caller's products (a model) and returns the
+      summary to write.
 
   Returns:
     A :class:`RunResult`.
@@ -194,16 +203,18 @@ def run(learner: Learner | str, config, out: str,
   else:
     settings = create(learner, config, out, settings, overwrite=overwrite,
                       record=record)
+    if on_create is not None:
+      distributed.on_primary(on_create, out)
   notes = learner.notes(config) if learner.notes else []
   for note in notes if distributed.is_primary() else ():
     print(f"note: {note}.", file=sys.stderr)
   with jax.set_mesh(device_mesh(settings)):
     return _run(learner, config, out, settings, data, diff, resume,
-                tensorboard, progress, stop_after, on_assess)
+                tensorboard, progress, stop_after, on_assess, finish)
 
 
 def _run(learner, config, out, settings, data, diff, resume, tensorboard,
-         progress, stop_after, on_assess) -> RunResult:
+         progress, stop_after, on_assess, finish) -> RunResult:
   """:func:`run` once the run directory is ready, under its device mesh."""
   progs = programs.for_run(learner, config, settings)
   store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
@@ -232,7 +243,7 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
     store.close()
     progs.close()
   summary = _summary(learner, config, settings, out, states, evaluation,
-                     first_s, wall)
+                     first_s, wall, finish)
   return RunResult(states, evaluation, summary, False)
 
 
@@ -350,10 +361,10 @@ def _metrics_file(out: str):
 
 
 def _summary(learner, config, settings, out, states, evaluation, first_s,
-             wall) -> dict[str, Any]:
-  """Writes ``summary.json`` and the learning curve (process 0); returns
-  the summary (on every process). Each seed's last metrics are its last
-  values (nulls skipped)."""
+             wall, finish=None) -> dict[str, Any]:
+  """Writes ``summary.json`` (after ``finish``, if given) and the learning
+  curve (process 0); returns the summary (on every process). Each seed's
+  last metrics are its last values (nulls skipped)."""
   host_states = distributed.to_host(states)  # every process: a collective
   distributed.barrier("metrics written")
   last: list[dict[str, Any]] = [{} for _ in range(settings.seeds)]
@@ -365,6 +376,8 @@ def _summary(learner, config, settings, out, states, evaluation, first_s,
              **learner.summarize(config, host_states, evaluation, last),
              "wall_seconds_this_session": wall,
              "first_chunk_seconds": first_s}  # with compilation, if any
+  if finish is not None:
+    summary = finish(states, evaluation, summary)
   distributed.on_primary(_write_summary, out, summary)
   return summary
 

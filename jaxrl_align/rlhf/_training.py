@@ -1,9 +1,12 @@
-"""What the pretraining and reward-model optimisers share: the checks of
-their settings."""
+"""What the pretraining and reward-model learners share: the checks of
+their optimiser's settings, and keeping the best parameters."""
 
 from __future__ import annotations
 
 import math
+
+import jax
+import jax.numpy as jnp
 
 from jaxrl_align import _checks
 
@@ -18,3 +21,16 @@ def check_optimizer_fields(config, owner: str) -> None:
                                   math.inf, high_inclusive=False,
                                   low_inclusive=name == "weight_decay")
 
+
+
+def keep_best(state, better, **best):
+  """``state`` with ``best_params`` and ``best_step`` set to its current
+  ``params`` and ``step`` where ``better`` (a scalar bool), and each field
+  named in ``best`` (``best_valid_loss=loss``) set to its value there; the
+  state as it was otherwise. ``state`` is a NamedTuple with those fields."""
+  return state._replace(
+      best_params=jax.lax.cond(better, lambda: state.params,
+                               lambda: state.best_params),
+      best_step=jnp.where(better, state.step, state.best_step),
+      **{name: jnp.where(better, value, getattr(state, name))
+         for name, value in best.items()})

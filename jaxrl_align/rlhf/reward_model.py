@@ -281,12 +281,8 @@ def update(config: RMConfig, state: RMState, data: RMData):
 def assess(config: RMConfig, state: RMState, data: RMData):
   """The development accuracy; keeps the parameters if it is the best yet."""
   dev = pair_accuracy(config.model, state.params, data.dev)
-  better = dev > state.best_dev_accuracy
-  state = state._replace(
-      best_params=jax.lax.cond(better, lambda: state.params,
-                               lambda: state.best_params),
-      best_dev_accuracy=jnp.where(better, dev, state.best_dev_accuracy),
-      best_step=jnp.where(better, state.step, state.best_step))
+  state = _training.keep_best(state, dev > state.best_dev_accuracy,
+                              best_dev_accuracy=dev)
   return state, {"dev_accuracy": dev}
 
 
@@ -322,11 +318,6 @@ def normalize_head(params, mean: float, std: float):
   return {**params, "params": {**params["params"], "score": new_head}}
 
 
-def _mean_or_none(x) -> float | None:
-  x = np.asarray(x, np.float64)
-  return float(x.mean()) if x.size else None
-
-
 def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
   del config, last_metrics
   per_seed = []
@@ -336,9 +327,9 @@ def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
     decided = margin != 0
     per_seed.append({
         "valid_accuracy_vs_annotators": float(np.mean(first)),
-        "valid_accuracy_vs_gold": _mean_or_none(
+        "valid_accuracy_vs_gold": learner.finite_mean(
             first[decided] == (margin[decided] > 0)),
-        "annotator_labels_vs_gold": _mean_or_none(margin[decided] > 0),
+        "annotator_labels_vs_gold": learner.finite_mean(margin[decided] > 0),
         "dev_accuracy": float(states.best_dev_accuracy[i]),
         "best_step": int(states.best_step[i]),
         "reference_reward_mean_before": float(

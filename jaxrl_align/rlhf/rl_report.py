@@ -8,18 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxrl_align import learner
+
 
 def finite(x) -> np.ndarray:
   """The finite values of ``x`` as a flat float64 array."""
   x = np.asarray(x, np.float64)
   return x[np.isfinite(x)]
-
-
-def mean_or_none(x) -> float | None:
-  """The mean of the finite values of ``x``, or None when there are none
-  (JSON has no NaN)."""
-  x = finite(x)
-  return float(x.mean()) if x.size else None
 
 
 def _gain(policy, reference) -> float | None:
@@ -36,7 +31,7 @@ def summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
   per_seed = []
   for i, last in enumerate(last_metrics):
     ev = {k: v[i] for k, v in evaluation.items()}
-    row = {key: mean_or_none(ev[key]) for key in (
+    row = {key: learner.finite_mean(ev[key]) for key in (
         "policy_scores", "reference_scores", "policy_proxy",
         "reference_proxy", "policy_gold", "reference_gold",
         "policy_kl_exact")}
@@ -47,8 +42,8 @@ def summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
                                           ev["reference_proxy"]),
         gold_gain_in_reference_std=_gain(ev["policy_gold"],
                                          ev["reference_gold"]),
-        policy_stop_fraction=mean_or_none(ev["policy_stopped"]),
-        reference_stop_fraction=mean_or_none(ev["reference_stopped"]),
+        policy_stop_fraction=learner.finite_mean(ev["policy_stopped"]),
+        reference_stop_fraction=learner.finite_mean(ev["reference_stopped"]),
         final_kl_coef=float(np.asarray(states.kl.coef)[i]),
         last_train_kl=last.get("objective/kl"))
     per_seed.append(row)

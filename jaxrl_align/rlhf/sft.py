@@ -181,12 +181,8 @@ def update(config: SFTConfig, state: SFTState, data: SFTData):
 def assess(config: SFTConfig, state: SFTState, data: SFTData):
   """The validation loss; keeps the parameters if it is the lowest yet."""
   loss = _window_loss(config, state.params, data.valid)
-  better = loss < state.best_valid_loss
-  state = state._replace(
-      best_params=jax.lax.cond(better, lambda: state.params,
-                               lambda: state.best_params),
-      best_valid_loss=jnp.where(better, loss, state.best_valid_loss),
-      best_step=jnp.where(better, state.step, state.best_step))
+  state = _training.keep_best(state, loss < state.best_valid_loss,
+                              best_valid_loss=loss)
   return state, {"valid_loss": loss}
 
 

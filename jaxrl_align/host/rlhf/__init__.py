@@ -1,20 +1,25 @@
 """Host side of RLHF: the run directories behind ``jaxrl-align rlhf ...``.
 
 One module per command: :mod:`.sft` (tokenizer and pretraining),
-:mod:`.prefs` (sampled continuations compared by simulated annotators),
-:mod:`.rm` (the reward model), :mod:`.rl` (``ppo`` and ``trpo``: RL
-against the reward model). ``sft``, ``rm``, ``ppo`` and ``trpo`` build their learner's
-data and run it through the one runner; each writes a run directory and
-returns its summary. The offline corpus and tokenizer (:mod:`.corpus`),
+:mod:`.prefs` (sampled continuations compared by simulated annotators,
+written as :mod:`.pair_files`), :mod:`.rm` (the reward model), :mod:`.rl`
+(``ppo``, ``trpo`` and every other RL learner of ``rlhf.LEARNERS``: RL
+against the reward model). ``sft``, ``rm`` and the RL commands are
+:class:`.stages.Stage` declarations run by the one stage runner
+(:func:`.stages.run_stage`), which builds their learner's data, runs it
+through the one runner, writes a run directory and returns its summary;
+their commands and run-directory files derive from the declarations. The offline corpus and tokenizer (:mod:`.corpus`),
 the simulated annotators (:mod:`.annotators`) and GPT-2 checkpoints
 (:mod:`.gpt2`) are read from files here too. :data:`COMMANDS` describes the
 commands to the command line, which builds its ``rlhf`` subcommands from it.
 """
 
+from jaxrl_align.host import files
 from jaxrl_align.host.rlhf import prefs
 from jaxrl_align.host.rlhf import rl
 from jaxrl_align.host.rlhf import rm
 from jaxrl_align.host.rlhf import sft
+from jaxrl_align.host.rlhf import stages
 from jaxrl_align.host.rlhf._common import Command
 from jaxrl_align.host.rlhf._common import load_sft
 from jaxrl_align.host.rlhf.prefs import PrefsSettings
@@ -26,9 +31,17 @@ from jaxrl_align.host.rlhf.rm import run_rm
 from jaxrl_align.host.rlhf.sft import SFTRunSettings
 from jaxrl_align.host.rlhf.sft import run_sft
 
-COMMANDS: dict[str, Command] = {"sft": sft.COMMAND, "prefs": prefs.COMMAND,
-                                "rm": rm.COMMAND, **rl.COMMANDS}
+# Every stage that trains a learner, by command name; prefs trains none.
+STAGES: dict[str, stages.Stage] = {"sft": sft.STAGE, "rm": rm.STAGE,
+                                   **rl.STAGES}
+COMMANDS: dict[str, Command] = {"sft": stages.command(sft.STAGE),
+                                "prefs": prefs.COMMAND,
+                                "rm": stages.command(rm.STAGE),
+                                **rl.COMMANDS}
+# What the run directories of these commands hold besides the runner's.
+FILES = frozenset(prefs.FILES).union(*(s.files for s in STAGES.values()))
+files.declare(FILES)
 
-__all__ = ["COMMANDS", "Command", "load_sft", "PrefsSettings", "run_prefs",
+__all__ = ["COMMANDS", "Command", "FILES", "STAGES", "load_sft", "PrefsSettings", "run_prefs",
            "RLRunSettings", "run_rl", "RMRunSettings", "run_rm",
            "SFTRunSettings", "run_sft"]

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrl_align import _checks
 from jaxrl_align import configs
@@ -19,6 +18,7 @@ from jaxrl_align.host import runner
 from jaxrl_align.rlhf import model as model_lib
 
 MODEL = "model"  # the run's product: the kept parameters, an orbax checkpoint
+TOKENIZER = "tokenizer.json"  # an sft run's tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +71,6 @@ def check_split_and_seed(settings) -> None:
   _checks.check_positive_int("seed", settings.seed, allow_zero=True)
 
 
-def mean_or_none(x) -> float | None:
-  """Mean of a possibly empty array (None when empty: JSON has no NaN)."""
-  x = np.asarray(x, np.float64)
-  return float(x.mean()) if x.size else None
-
-
 def require_run(run_dir: str, kind: str, option: str) -> dict[str, Any]:
   """The ``config.json`` of a finished ``kind`` run, or a RunError naming
   ``option`` (the command-line flag that gave the directory)."""
@@ -119,7 +113,7 @@ def load_sft(run_dir: str, option: str = "--sft"):
   from jaxrl_align.host.rlhf import corpus
 
   model_config, params = load_model(run_dir, "sft", option)
-  tokenizer = corpus.load_tokenizer(os.path.join(run_dir, "tokenizer.json"))
+  tokenizer = corpus.load_tokenizer(os.path.join(run_dir, TOKENIZER))
   return model_config, params, tokenizer
 
 
@@ -132,4 +126,4 @@ def save_model(out: str, step: int, params) -> None:
 def one_seed(summary: dict[str, Any], **more) -> dict[str, Any]:
   """A one-seed run's summary with its seed's entries at the top level."""
   flat = {k: v for k, v in summary.items() if k != "per_seed"}
-  return {**flat, **summary["per_seed"][0], **more}
+  return {**flat, **(summary.get("per_seed") or [{}])[0], **more}

@@ -1,12 +1,12 @@
 """``jaxrl-align rlhf prefs``: continuations of corpus prefixes sampled from
 the pretrained model, compared by simulated annotators. The run directory
-holds ``prefs.jsonl`` (one pair per line: prompt, chosen, rejected,
-annotator, gold scores, split) and ``summary.json``."""
+holds ``prefs.jsonl`` (one pair per line: prompt, chosen and rejected as
+texts and as token ids, annotator, gold scores, split; see
+:mod:`.pair_files`) and ``summary.json``."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -18,12 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_align import _checks
+from jaxrl_align import learner
 from jaxrl_align.host import files
 from jaxrl_align.host import monitor
 from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
+from jaxrl_align.host.rlhf import pair_files
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
+
+
+FILES = (pair_files.FILE,)  # besides summary.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +115,8 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
 
 
 def _sample(model_config, params, tokenizer, prompts, settings, progress):
-  """``samples_per_prompt`` continuations of each prompt (texts), and the
+  """``samples_per_prompt`` continuations of each prompt, as ``(token ids
+  as sampled, text)`` pairs (the text without the stop token), and the
   number of tokens generated."""
   from jaxrl_align.host.rlhf import corpus
 
@@ -122,7 +128,7 @@ def _sample(model_config, params, tokenizer, prompts, settings, progress):
       max_new_tokens=settings.response_tokens,
       temperature=settings.temperature, stop_token=eos, pad_token=pad))
   key = jax.random.key(settings.seed)
-  responses: list[str] = []
+  responses: list[tuple[list[int], str]] = []
   bar = monitor.progress_bar(len(prompts) * k, 0, progress, unit="sample")
   generated = 0
   for i in range(0, len(prompts), settings.batch_size):
@@ -135,7 +141,8 @@ def _sample(model_config, params, tokenizer, prompts, settings, progress):
     response = np.asarray(gen.response)[:rows]
     live = np.asarray(gen.response_mask)[:rows]
     generated += int(live.sum())
-    responses += [tokenizer.decode([int(t) for t in r[m] if t != eos])
+    responses += [([int(t) for t in r[m]],
+                   tokenizer.decode([int(t) for t in r[m] if t != eos]))
                   for r, m in zip(response, live)]
     if bar is not None:
       bar.update(rows)
@@ -150,6 +157,8 @@ def _label(out, tokenizer, prompts, responses, settings) -> dict[str, Any]:
   from jaxrl_align.host.rlhf import annotators
 
   k = settings.samples_per_prompt
+  ids = [i for i, _ in responses]
+  responses = [text for _, text in responses]
   lexicon = annotators.load_lexicon()
   scores = annotators.scores(lexicon, responses)        # [N, 10]
   gold = annotators.gold_scores(lexicon, responses)     # [N]
@@ -176,17 +185,17 @@ def _label(out, tokenizer, prompts, responses, settings) -> dict[str, Any]:
   # data sets leave out "no preference" answers.
   tie = scores[first, who] == scores[second, who]
   kept = np.flatnonzero(~tie)
-  lines = []
+  records = []
   for j in kept:
     c, r = (first[j], second[j]) if label[j] else (second[j], first[j])
-    lines.append(json.dumps({
-        "prompt": tokenizer.decode(prompts[prompt_of_pair[j]]),
-        "chosen": responses[c], "rejected": responses[r],
-        "annotator": int(who[j]), "gold_chosen": float(gold[c]),
-        "gold_rejected": float(gold[r]),
-        "split": "valid" if prompt_of_pair[j] in valid_prompts else "train",
-    }) + "\n")
-  files.atomic_write(os.path.join(out, "prefs.jsonl"), "".join(lines))
+    prompt = prompts[prompt_of_pair[j]]
+    records.append(pair_files.record(
+        prompt, ids[c], ids[r], prompt=tokenizer.decode(prompt),
+        chosen=responses[c], rejected=responses[r],
+        annotator=int(who[j]), gold_chosen=float(gold[c]),
+        gold_rejected=float(gold[r]),
+        split="valid" if prompt_of_pair[j] in valid_prompts else "train"))
+  pair_files.write(out, records)
   label, label2 = label[kept], label2[kept]
   gold_margin = gold_margin[kept]
   decided = gold_margin != 0
@@ -195,8 +204,8 @@ def _label(out, tokenizer, prompts, responses, settings) -> dict[str, Any]:
       "ties_left_out": int(np.sum(tie)),
       "valid_pairs": int(sum(p in valid_prompts
                              for p in prompt_of_pair[kept])),
-      "annotator_agreement": _common.mean_or_none(label == label2),
-      "label_agrees_with_gold": _common.mean_or_none(
+      "annotator_agreement": learner.finite_mean(label == label2),
+      "label_agrees_with_gold": learner.finite_mean(
           label[decided] == (gold_margin[decided] > 0)),
       "pairs_with_gold_tie": int(np.sum(~decided))}
 

@@ -17,6 +17,7 @@ reward-model and gold scores (also shown on the terminal).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ from jaxrl_align.host import files
 from jaxrl_align.host import runner
 from jaxrl_align import rlhf as pure_rlhf
 from jaxrl_align.host.rlhf import _common
+from jaxrl_align.host.rlhf import stages
 from jaxrl_align.rlhf import rl
 from jaxrl_align.rlhf import rl_report
 from jaxrl_align.rlhf import rollout
@@ -204,34 +206,12 @@ def _sample_table(config, data, tokenizer, settings, out):
   return show if k else None
 
 
-def run_rl(algo: str, out: str, sft_dir: str | None = None,
-           rm_dir: str | None = None, config: rl.RLConfig | None = None,
-           settings: RLRunSettings = RLRunSettings(), *,
-           seeds: int = 1, documents: list[str] | None = None,
-           overwrite: bool = False, resume: bool = False,
-           tensorboard: bool = False, progress: bool = True,
-           stop_after: int | None = None) -> dict[str, Any]:
-  """Optimises the pretrained model against the reward model (``algo``: a
-  key of :data:`LEARNERS`, ``"ppo"`` or ``"trpo"``); returns the summary
-  (empty when stopped early).
-
-  With ``resume``, the inputs, ``config`` and ``settings`` are read from the
-  run in ``out``. ``seeds``: runs in one ``vmap``. ``documents``: the texts
-  the sft run was given instead of the corpus (tests; again to resume).
-  ``stop_after``: stop with a checkpoint after this many iterations, as
-  Ctrl-C would.
-  """
+def _prepare(algo, out, config, settings, inputs, documents, resume):
+  """The prompts, the reference and the reward model; the config at the
+  model's shape and tokens, checked against the prompts."""
   learner = LEARNERS[algo]
-  if resume:
-    _, config, _ = runner.load_config(out, learner)
-    stored = runner.read_run(out)
-    sft_dir, rm_dir = stored["sft_run"], stored["rm_run"]
-    settings = RLRunSettings(**stored["run_settings"])
-  if sft_dir is None or rm_dir is None:
-    raise runner.RunError(f"rlhf {algo} needs --sft and --rm run "
-                          f"directories.")
   data, model_config, tokenizer, (eos, pad) = build_data(
-      sft_dir, rm_dir, settings, documents)
+      inputs["sft"], inputs["rm"], settings, documents)
   if not resume:
     config = (config or learner.config_type()).replace(
         model=model_config, stop_token=eos, pad_token=pad)
@@ -244,26 +224,16 @@ def run_rl(algo: str, out: str, sft_dir: str | None = None,
       raise runner.RunError(
           f"batch_size / group_size ({rl.prompts_per_iteration(config)}) "
           f"exceeds num_prompts ({settings.num_prompts}).")
-    runner.create(learner, config, out, runner.RunnerSettings(
-        seeds=seeds, seed=settings.seed, devices=settings.devices,
-        shard="data"), overwrite=overwrite, record={
-            "run_settings": dataclasses.asdict(settings),
-            "sft_run": os.path.abspath(sft_dir),
-            "rm_run": os.path.abspath(rm_dir)})
-  result = runner.run(learner, config, out, data=data, resume=True,
-                      tensorboard=tensorboard, progress=progress,
-                      stop_after=stop_after,
-                      on_assess=_sample_table(config, data, tokenizer,
-                                              settings, out))
-  if result.interrupted:
+  return stages.Prepared(config, data, on_assess=_sample_table(
+      config, data, tokenizer, settings, out))
+
+
+def _finish(out, prepared, states, evaluation, summary):
+  del out, prepared, states, evaluation
+  if summary["seeds"] > 1:
     return {}
-  summary = result.summary
-  if summary["seeds"] == 1:
-    summary = _common.one_seed(
-        summary, episodes_per_second=summary["episodes"]
-        / summary["wall_seconds_this_session"])
-    files.write_json(os.path.join(out, "summary.json"), summary)
-  return summary
+  return dict(episodes_per_second=summary["episodes"]
+              / summary["wall_seconds_this_session"])
 
 
 def _report(s: dict[str, Any]) -> str:
@@ -274,23 +244,15 @@ def _report(s: dict[str, Any]) -> str:
   return text
 
 
-def _main(algo, learner):
-  def main(out, inputs, options, **flags) -> int:
-    config = None
-    if not flags.get("resume"):
-      config = learner.config_type(**options[algo])
-    summary = run_rl(algo, out, inputs.get("sft"), inputs.get("rm"), config,
-                     RLRunSettings(**options["run"]), **flags)
-    text, code = _common.ending(algo, out, summary, _report)
-    print(text, file=sys.stderr if code else sys.stdout)
-    return code
-  return main
-
-
-def _command(algo, learner):
+def stage(algo: str, learner) -> stages.Stage:
+  """The RL learner ``learner`` as the stage ``rlhf algo``."""
   what = algo.upper()
   critic = learner.config_type().value_model == "critic"
-  return _common.Command(
+  return stages.Stage(
+      name=algo, learner=learner, settings_type=RLRunSettings,
+      prepare=functools.partial(_prepare, algo), finish=_finish,
+      report=_report,
+      make_config=lambda given: learner.config_type(**given[algo]),
       help=f"{what} against the reward model, KL-penalised to the pretrained "
            f"model",
       description=f"KL-regularised {what} of the pretrained model against "
@@ -298,19 +260,43 @@ def _command(algo, learner):
                   f"{' (the critic starts from it)' if critic else ''}, on "
                   f"corpus prompts; reports held-out reward-model and gold "
                   f"scores and the KL to the reference.",
-      groups=((algo, learner.config_type, None),
-              ("run", RLRunSettings, None)),
-      main=_main(algo, learner), learner=learner.name,
+      groups=((algo, learner.config_type, None),),
       inputs=(("sft", "a `jaxrl-align rlhf sft` run directory (the "
                       "reference and the tokenizer)"),
               ("rm", "a `jaxrl-align rlhf rm` run directory")),
-      needs=("tokenizers", "gensim", "vaderSentiment"))
+      files=(SAMPLES,), needs=("tokenizers", "gensim", "vaderSentiment"))
 
 
 def commands(registry) -> dict[str, _common.Command]:
   """The ``rlhf`` commands of a registry's RL learners."""
-  return {algo: _command(algo, learner)
+  return {algo: stages.command(stage(algo, learner))
           for algo, learner in rl_learners(registry).items()}
 
 
-COMMANDS = commands(pure_rlhf.LEARNERS)
+STAGES = {algo: stage(algo, learner) for algo, learner in LEARNERS.items()}
+COMMANDS = {algo: stages.command(s) for algo, s in STAGES.items()}
+
+
+def run_rl(algo: str, out: str, sft_dir: str | None = None,
+           rm_dir: str | None = None, config: rl.RLConfig | None = None,
+           settings: RLRunSettings = RLRunSettings(), *,
+           seeds: int = 1, documents: list[str] | None = None,
+           overwrite: bool = False, resume: bool = False,
+           tensorboard: bool = False, progress: bool = True,
+           stop_after: int | None = None) -> dict[str, Any]:
+  """Optimises the pretrained model against the reward model (``algo``: a
+  key of :data:`LEARNERS`, ``"ppo"`` or ``"trpo"``); returns the summary
+  (empty when stopped early; :func:`~jaxrl_align.host.rlhf.stages.run_stage`
+  of ``STAGES[algo]``).
+
+  With ``resume``, the inputs, ``config`` and ``settings`` are read from the
+  run in ``out``. ``seeds``: runs in one ``vmap``. ``documents``: the texts
+  the sft run was given instead of the corpus (tests; again to resume).
+  ``stop_after``: stop with a checkpoint after this many iterations, as
+  Ctrl-C would.
+  """
+  return stages.run_stage(STAGES[algo], out, config, settings,
+                          {"sft": sft_dir, "rm": rm_dir}, seeds=seeds,
+                          documents=documents, overwrite=overwrite,
+                          resume=resume, tensorboard=tensorboard,
+                          progress=progress, stop_after=stop_after)

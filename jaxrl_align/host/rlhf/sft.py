@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any
 
 import jax
@@ -23,12 +22,14 @@ import numpy as np
 
 from jaxrl_align import _checks
 from jaxrl_align.host import files
-from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
+from jaxrl_align.host.rlhf import stages
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import sft
 
+TOKENIZER = _common.TOKENIZER
+SAMPLES = "samples.txt"
 # TransformerConfig fields a user sets (the others are defaults).
 MODEL_OPTIONS = ("vocab_size", "max_len", "num_layers", "num_heads", "width",
                  "mlp_ratio")
@@ -75,35 +76,16 @@ def _data(tokenizer, documents, settings, length):
   return data, valid_docs
 
 
-def run_sft(out: str, config: sft.SFTConfig | None = None,
-            settings: SFTRunSettings = SFTRunSettings(), *,
-            documents: list[str] | None = None, overwrite: bool = False,
-            resume: bool = False, tensorboard: bool = False,
-            progress: bool = True,
-            stop_after: int | None = None) -> dict[str, Any]:
-  """Trains the tokenizer and pretrains the model; returns the summary.
-
-  Args:
-    out: run directory (must be empty or absent unless ``overwrite``).
-    config: the learner's settings; ``config.model.vocab_size`` is the
-      tokenizer's target size, the size it reaches is stored.
-    settings: split, seed, samples.
-    documents: texts to use instead of the corpus (tests).
-    overwrite: replace an earlier run in ``out``.
-    resume: continue the run in ``out`` (``config`` and ``settings`` are
-      read from it; ``documents`` must be those it was given).
-    tensorboard: also write TensorBoard events.
-    progress: show a progress bar.
-    stop_after: stop with a checkpoint after this many steps, as Ctrl-C
-      would (the summary is then empty).
-  """
+def _prepare(out, config, settings, inputs, documents, resume):
+  """The tokenizer (trained on the training documents, or read back from
+  the run being resumed), the config at the tokenizer's size and the token
+  windows."""
   from jaxrl_align.host.rlhf import corpus
 
+  del inputs
   docs = _documents(documents)
   if resume:
-    _, config, _ = runner.load_config(out, sft.LEARNER)
-    settings = SFTRunSettings(**runner.read_run(out)["run_settings"])
-    tokenizer = corpus.load_tokenizer(os.path.join(out, "tokenizer.json"))
+    tokenizer = corpus.load_tokenizer(os.path.join(out, TOKENIZER))
   else:
     config = config or sft.SFTConfig()
     train_docs, _ = corpus.split(docs, settings.valid_fraction, settings.seed)
@@ -111,34 +93,30 @@ def run_sft(out: str, config: sft.SFTConfig | None = None,
     config = config.replace(model=dataclasses.replace(
         config.model, vocab_size=tokenizer.get_vocab_size()))
   data, valid_docs = _data(tokenizer, docs, settings, config.model.max_len)
-  if not resume:
-    runner.create(sft.LEARNER, config, out, runner.RunnerSettings(
-        seed=settings.seed, devices=settings.devices, shard="data"),
-        overwrite=overwrite, record={
-            "run_settings": dataclasses.asdict(settings),
-            "corpus": corpus.SOURCE if documents is None else "given documents",
-            "train_windows": int(data.train.shape[0]),
-            "valid_windows": int(data.valid.shape[0])})
-    tokenizer.save(os.path.join(out, "tokenizer.json"))
-  result = runner.run(sft.LEARNER, config, out, data=data, resume=True,
-                      tensorboard=tensorboard, progress=progress,
-                      stop_after=stop_after)
-  if result.interrupted:
-    return {}
-  state = jax.tree.map(lambda x: x[0], result.states)
+  return stages.Prepared(
+      config, data, record={
+          "corpus": corpus.SOURCE if documents is None else "given documents",
+          "train_windows": int(data.train.shape[0]),
+          "valid_windows": int(data.valid.shape[0])},
+      on_create=lambda out: tokenizer.save(os.path.join(out, TOKENIZER)),
+      context=(tokenizer, valid_docs, settings))
+
+
+def _finish(out, prepared, states, evaluation, summary):
+  """Saves the kept parameters and continues validation prompts with
+  them."""
+  del evaluation
+  tokenizer, valid_docs, settings = prepared.context
+  state = jax.tree.map(lambda x: x[0], states)
   _common.save_model(out, int(state.best_step), state.best_params)
-  samples = _samples(config.model, state.best_params, tokenizer, valid_docs,
-                     settings)
-  files.atomic_write(os.path.join(out, "samples.txt"), "".join(
+  samples = _samples(prepared.config.model, state.best_params, tokenizer,
+                     valid_docs, settings)
+  files.atomic_write(os.path.join(out, SAMPLES), "".join(
       f"PROMPT: {prompt}\nCONTINUATION: {text}\n\n" for prompt, text in samples))
-  summary = result.summary
-  summary = _common.one_seed(
-      summary, steps=summary["updates"],
-      train_tokens_per_second=summary["tokens"]
-      / summary["wall_seconds_this_session"],
-      samples=[s[1] for s in samples])
-  files.write_json(os.path.join(out, "summary.json"), summary)
-  return summary
+  return dict(steps=summary["updates"],
+              train_tokens_per_second=summary["tokens"]
+              / summary["wall_seconds_this_session"],
+              samples=[s[1] for s in samples])
 
 
 def _samples(model_config, params, tokenizer, docs, settings,
@@ -172,25 +150,47 @@ def _report(s: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def main(out, inputs, options, **flags) -> int:
-  """``jaxrl-align rlhf sft``."""
-  del inputs
-  config = None
-  if not flags.get("resume"):
-    model = dataclasses.replace(sft.SFTConfig().model, **options["model"])
-    config = sft.SFTConfig(model=model, **options["pretraining"])
-  summary = run_sft(out, config, SFTRunSettings(**options["run"]), **flags)
-  text, code = _common.ending("sft", out, summary, _report)
-  print(text, file=sys.stderr if code else sys.stdout)
-  return code
+def _config(given) -> sft.SFTConfig:
+  model = dataclasses.replace(sft.SFTConfig().model, **given["model"])
+  return sft.SFTConfig(model=model, **given["pretraining"])
 
 
-COMMAND = _common.Command(
+STAGE = stages.Stage(
+    name="sft", learner=sft.LEARNER, settings_type=SFTRunSettings,
+    prepare=_prepare, finish=_finish, report=_report, make_config=_config,
     help="train the tokenizer and pretrain the transformer on the corpus",
     description="Byte-level BPE and next-token pretraining on the offline "
                 "news corpus; keeps the parameters with the lowest validation "
                 "loss.",
     groups=(("model", sft.SFTConfig().model, MODEL_OPTIONS),
-            ("pretraining", sft.SFTConfig, None),
-            ("run", SFTRunSettings, None)),
-    main=main, needs=("tokenizers", "gensim"), learner="sft")
+            ("pretraining", sft.SFTConfig, None)),
+    files=(TOKENIZER, _common.MODEL, SAMPLES), needs=("tokenizers", "gensim"))
+
+
+def run_sft(out: str, config: sft.SFTConfig | None = None,
+            settings: SFTRunSettings = SFTRunSettings(), *,
+            documents: list[str] | None = None, overwrite: bool = False,
+            resume: bool = False, tensorboard: bool = False,
+            progress: bool = True,
+            stop_after: int | None = None) -> dict[str, Any]:
+  """Trains the tokenizer and pretrains the model; returns the summary
+  (:func:`~jaxrl_align.host.rlhf.stages.run_stage` of :data:`STAGE`).
+
+  Args:
+    out: run directory (must be empty or absent unless ``overwrite``).
+    config: the learner's settings; ``config.model.vocab_size`` is the
+      tokenizer's target size, the size it reaches is stored.
+    settings: split, seed, samples.
+    documents: texts to use instead of the corpus (tests).
+    overwrite: replace an earlier run in ``out``.
+    resume: continue the run in ``out`` (``config`` and ``settings`` are
+      read from it; ``documents`` must be those it was given).
+    tensorboard: also write TensorBoard events.
+    progress: show a progress bar.
+    stop_after: stop with a checkpoint after this many steps, as Ctrl-C
+      would (the summary is then empty).
+  """
+  return stages.run_stage(STAGE, out, config, settings, documents=documents,
+                          overwrite=overwrite, resume=resume,
+                          tensorboard=tensorboard, progress=progress,
+                          stop_after=stop_after)

@@ -1,0 +1,63 @@
+"""The preference file of a ``prefs`` run, ``prefs.jsonl``: written by
+``jaxrl-align rlhf prefs``, read by ``rm`` (and by offline preference
+learners).
+
+One JSON object per pair: the texts (``prompt``, ``chosen``, ``rejected``,
+for people and text baselines), the token ids the texts were decoded from
+(``prompt_ids``, ``chosen_ids``, ``rejected_ids``: the prompt, and each
+response as sampled, its stop token included where it was emitted), the
+annotator, the gold scores and the split. Learners read the ids, so the
+prompt/response boundary and the sampled tokens survive exactly
+(:class:`jaxrl_align.rlhf.pairs.PreferencePairs`); the texts are never
+encoded again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+from jaxrl_align.host import files
+from jaxrl_align.host import runner
+from jaxrl_align.host.rlhf import _common
+from jaxrl_align.rlhf import pairs as pairs_lib
+
+FILE = "prefs.jsonl"
+IDS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def record(prompt_ids: Sequence[int], chosen_ids: Sequence[int],
+           rejected_ids: Sequence[int], **fields: Any) -> dict[str, Any]:
+  """One line of the file: the pair's token ids and ``fields`` (texts,
+  annotator, gold scores, split)."""
+  return {**fields, "prompt_ids": [int(t) for t in prompt_ids],
+          "chosen_ids": [int(t) for t in chosen_ids],
+          "rejected_ids": [int(t) for t in rejected_ids]}
+
+
+def write(out: str, records: list[dict[str, Any]]) -> None:
+  """``records`` as ``out/prefs.jsonl`` (atomically)."""
+  files.atomic_write(os.path.join(out, FILE),
+                     "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read(prefs_dir: str, option: str = "--prefs") -> list[dict[str, Any]]:
+  """The records of a finished ``prefs`` run (``option``: the flag that
+  named it), or a RunError: not a ``prefs`` run, or one written before
+  token ids were recorded (rebuild it)."""
+  _common.require_run(prefs_dir, "prefs", option)
+  with open(os.path.join(prefs_dir, FILE)) as f:
+    records = [json.loads(line) for line in f]
+  if any(not all(k in r for k in IDS) for r in records):
+    raise runner.RunError(
+        f"{option} {prefs_dir!r}: its pairs are text only (written before "
+        f"token ids were recorded); rebuild it with `jaxrl-align rlhf prefs "
+        f"--sft SFT_RUN --out {prefs_dir} --overwrite`.")
+  return records
+
+
+def to_pairs(records: list[dict[str, Any]],
+             pad: int) -> pairs_lib.PreferencePairs:
+  """The records' token ids as padded arrays."""
+  return pairs_lib.from_ids(*([r[k] for r in records] for k in IDS), pad)
