@@ -114,6 +114,31 @@ def init(config: TRPOConfig, key: Array,
                    key=k_learn, update=jnp.zeros((), jnp.int32))
 
 
+def _fit_critic(config: TRPOConfig, policy, actor, critic, opt_state, batch,
+                key: jax.Array):
+  """``update_epochs`` Adam epochs of the critic on the value loss (the
+  actor fixed): ``(critic, opt_state, losses, gradient norms)``, the last
+  two per minibatch step."""
+  optimizer = sgd.clipped_adam(config.max_grad_norm)
+  lr = jnp.asarray(config.learning_rate, jnp.float32)
+
+  def critic_loss(c, minibatch):
+    value = policy.apply(_merge(actor, c), minibatch["obs"])[1]
+    return losses.value_loss(value, minibatch["target"])
+
+  def _update_minibatch(carry, minibatch):
+    c, opt = carry
+    loss, grads = jax.value_and_grad(critic_loss)(c, minibatch)
+    return (sgd.descend(optimizer, grads, opt, c, lr),
+            (loss, optax.global_norm(grads)))
+
+  (critic, opt_state), (value_losses, grad_norms), _ = sgd.minibatch_epochs(
+      _update_minibatch, (critic, opt_state),
+      {"obs": batch["obs"], "target": batch["target"]}, key,
+      epochs=config.update_epochs, num_minibatches=config.num_minibatches)
+  return critic, opt_state, value_losses, grad_norms
+
+
 def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
           policy: on_policy.Policy | None = None):
   """Learns from one ``[T, N]`` trajectory (JAX-native or host-stepped).
@@ -174,26 +199,9 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
       cg_damping=config.cg_damping, backtrack_coeff=config.backtrack_coeff,
       backtrack_iters=config.backtrack_iters, fisher_output=fisher_output)
 
-  optimizer = sgd.clipped_adam(config.max_grad_norm)
-  lr = jnp.asarray(config.learning_rate, jnp.float32)
-
-  def critic_loss(c, minibatch):
-    value = policy.apply(_merge(new_actor, c), minibatch["obs"])[1]
-    return losses.value_loss(value, minibatch["target"])
-
-  def _update_minibatch(carry, minibatch):
-    c, opt_state = carry
-    loss, grads = jax.value_and_grad(critic_loss)(c, minibatch)
-    return (sgd.descend(optimizer, grads, opt_state, c, lr),
-            (loss, optax.global_norm(grads)))
-
   key, learn_key = jax.random.split(state.key)
-  (critic, opt_state), (value_losses, value_grad_norms), _ = (
-      sgd.minibatch_epochs(
-          _update_minibatch, (critic, state.opt_state),
-          {"obs": batch["obs"], "target": batch["target"]}, learn_key,
-          epochs=config.update_epochs,
-          num_minibatches=config.num_minibatches))
+  critic, opt_state, value_losses, value_grad_norms = _fit_critic(
+      config, policy, new_actor, critic, state.opt_state, batch, learn_key)
 
   entropy = head.entropy(policy_out(new_actor, batch["obs"]))
   metrics = {
@@ -204,7 +212,7 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
       "step_fraction": info.step_fraction, "cg_residual": info.cg_residual,
       "loss_improvement": info.loss_improvement,
       "backtracks": info.backtracks.astype(jnp.float32),
-      "learning_rate": lr}
+      "learning_rate": jnp.asarray(config.learning_rate, jnp.float32)}
   new_state = state._replace(params=_merge(new_actor, critic),
                              opt_state=opt_state, key=key,
                              update=state.update + 1)

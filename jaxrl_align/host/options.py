@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 from typing import Any, Iterable
 
 from jaxrl_align import configs
+from jaxrl_align.host.errors import RunError
 
 
 def flag(name: str) -> str:
@@ -130,3 +132,13 @@ def unknown_message(unknown: list[str], valid: Iterable[str]) -> str:
     else:
       messages.append(f"unexpected argument {item!r}")
   return "; ".join(messages) + ". Valid options: " + ", ".join(valid) + "."
+
+
+def require_extra(modules: tuple[str, ...], extra: str, what: str) -> None:
+  """A RunError naming the extra to install when any of ``modules`` is
+  missing (``what``: the command or option that needs them)."""
+  missing = [m for m in modules if importlib.util.find_spec(m) is None]
+  if missing:
+    raise RunError(f"{what} needs the {extra} extra: pip install "
+                   f"'jaxrl_align[{extra}]' (missing: "
+                   f"{', '.join(missing)}).")
