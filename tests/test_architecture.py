@@ -34,7 +34,7 @@ def floor(module: str) -> int:
   head = parts[0]
   if head == "host":
     return 4
-  if head in ("agents", "rlhf", "demo"):
+  if head in ("agents", "rlhf", "primer"):
     return 3
   if head in ("envs", "networks", "heads"):
     return 2

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from jaxrl_align.host import cli
-from jaxrl_align import demo
+from jaxrl_align import primer
 
 
 def test_time_limit_demo_shows_the_truncation_bug():
-  correct, wrong = demo.time_limit_advantages()
+  correct, wrong = primer.time_limit_advantages()
   assert float(correct) < 1e-4
   assert float(wrong) > 10.0
 
@@ -20,7 +20,7 @@ def test_time_limit_demo_shows_the_truncation_bug():
 @pytest.mark.parametrize("algo", ["trpo", "ppo"])
 def test_bandit_learns_over_seeds(algo):
   keys = jax.random.split(jax.random.key(0), 4)
-  m = jax.jit(jax.vmap(lambda k: demo.train_bandit(k, algo=algo,
+  m = jax.jit(jax.vmap(lambda k: primer.train_bandit(k, algo=algo,
                                                    num_updates=40)))(keys)
   first = np.asarray(m.mean_reward[:, :3]).mean(1)
   last = np.asarray(m.mean_reward[:, -5:]).mean(1)
@@ -33,7 +33,7 @@ def test_bandit_learns_over_seeds(algo):
 
 
 def test_bandit_is_reproducible_bit_for_bit():
-  run = jax.jit(lambda k: demo.train_bandit(k, algo="trpo", num_updates=5))
+  run = jax.jit(lambda k: primer.train_bandit(k, algo="trpo", num_updates=5))
   a, b = run(jax.random.key(3)), run(jax.random.key(3))
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x, y)
@@ -148,4 +148,4 @@ def test_cli_rejects_bad_values(capsys):
   with pytest.raises(SystemExit):
     cli.main(["nonsense"])
   with pytest.raises(ValueError, match="algo"):
-    demo.train_bandit(jax.random.key(0), algo="a2c")
+    primer.train_bandit(jax.random.key(0), algo="a2c")

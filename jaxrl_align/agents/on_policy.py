@@ -66,6 +66,9 @@ class OnPolicyConfig:
       log-std and exploration matrices held for ``sde_sample_freq`` steps.
     sde_sample_freq: *static* with gSDE, steps between exploration-matrix
       draws (-1: once per rollout; else it must divide ``num_steps``).
+    adv_norm_ddof: *static* 0 or 1, the degrees of freedom of the
+      advantage standard deviation in its normalisation (PPO: per
+      minibatch; TRPO: over the batch; SB3, sb3-contrib, CleanRL: 1).
     learning_rate: Adam step size (ε = 1e-5).
     gamma: discount in [0, 1].
     gae_lambda: GAE λ in [0, 1].
@@ -84,6 +87,7 @@ class OnPolicyConfig:
   scale_reward: bool = configs.static()
   use_sde: bool = configs.static()
   sde_sample_freq: int = configs.static()
+  adv_norm_ddof: int = configs.static()
   learning_rate: Any = None
   gamma: Any = None
   gae_lambda: Any = None
@@ -137,6 +141,9 @@ def finish_config(config, algo: str) -> None:
       0 < freq <= config.num_steps and config.num_steps % freq == 0))):
     raise ValueError(f"`sde_sample_freq` must be -1 or a divisor of "
                      f"`num_steps` ({config.num_steps}), got {freq!r}.")
+  if config.adv_norm_ddof not in (0, 1):
+    raise ValueError(f"`adv_norm_ddof` must be 0 or 1, got "
+                     f"{config.adv_norm_ddof!r}.")
   configs.check_choices(config)
   configs.check_finite_positive(config, "learning_rate")
   configs.check_range(config, "gamma", 0.0, 1.0)

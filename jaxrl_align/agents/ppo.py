@@ -53,8 +53,6 @@ class PPOConfig(on_policy.OnPolicyConfig):
       clipped and unclipped errors) or ``"prediction"`` (Stable-Baselines3:
       the clipped prediction's error only); see
       :func:`~jaxrl_align.losses.clipped_value_loss`.
-    adv_norm_ddof: *static* 0 or 1, the degrees of freedom of the
-      per-minibatch advantage standard deviation (SB3, CleanRL: 1).
     clip_eps: clip range ε > 0 of the ratio (inf: no clipping).
     vf_clip_eps: clip range of the value (with ``clip_value``; inf: none).
     ent_coef: entropy bonus coefficient ≥ 0.
@@ -68,7 +66,6 @@ class PPOConfig(on_policy.OnPolicyConfig):
   objective: str = static(choices=("clip", "kl_penalty"))
   clip_value: bool = static()
   vf_clip_form: str = static(choices=("max", "prediction"))
-  adv_norm_ddof: int = static()
   clip_eps: Any = None
   vf_clip_eps: Any = None
   ent_coef: Any = None
@@ -79,9 +76,6 @@ class PPOConfig(on_policy.OnPolicyConfig):
 
   def __post_init__(self):
     on_policy.finish_config(self, "ppo")
-    if self.adv_norm_ddof not in (0, 1):
-      raise ValueError(f"`adv_norm_ddof` must be 0 or 1, got "
-                       f"{self.adv_norm_ddof!r}.")
     for name in ("clip_eps", "vf_clip_eps", "target_kl"):  # inf: off
       configs.check_range(self, name, 0.0, float("inf"), low_inclusive=False)
     configs.check_finite_positive(self, "kl_target")

@@ -47,8 +47,6 @@ class TRPOConfig(on_policy.OnPolicyConfig):
     backtrack_iters: *static* line-search trials.
     fisher_subsample: *static* use every k-th sample for Fisher-vector
       products (1: all).
-    adv_norm_ddof: *static* 0 or 1, the degrees of freedom of the
-      advantage standard deviation (sb3-contrib: 1).
     max_kl: trust-region radius δ > 0.
     cg_damping: Fisher damping ≥ 0.
     backtrack_coeff: line-search shrink factor in (0, 1).
@@ -56,16 +54,12 @@ class TRPOConfig(on_policy.OnPolicyConfig):
   cg_iters: int = static()
   backtrack_iters: int = static()
   fisher_subsample: int = static()
-  adv_norm_ddof: int = static()
   max_kl: Any = None
   cg_damping: Any = None
   backtrack_coeff: Any = None
 
   def __post_init__(self):
     on_policy.finish_config(self, "trpo")
-    if self.adv_norm_ddof not in (0, 1):
-      raise ValueError(f"`adv_norm_ddof` must be 0 or 1, got "
-                       f"{self.adv_norm_ddof!r}.")
     for name in ("cg_iters", "backtrack_iters", "fisher_subsample"):
       _checks.check_positive_int(name, getattr(self, name))
     configs.check_finite_positive(self, "max_kl")

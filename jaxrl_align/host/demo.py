@@ -13,7 +13,7 @@ import os
 import jax
 
 from jaxrl_align import agents
-from jaxrl_align import demo
+from jaxrl_align import primer
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
 
@@ -38,7 +38,7 @@ def main(out: str, seeds: int, total_timesteps: int | None = None, *,
         f"{jax.default_backend()}, {os.cpu_count()} cores"
         + (f"; replaced the earlier demo in {out}/" if replacing
            and overwrite else "") + "\n")
-  correct, wrong = jax.jit(demo.time_limit_advantages)()
+  correct, wrong = jax.jit(primer.time_limit_advantages)()
   print("1. GAE on a time-limited task (reward 1 forever, cut every 50 "
         "steps; true value 1/(1-γ) = 100): mean |advantage| should be 0.")
   print(f"   truncation bootstrapped (jaxrl_align.gae): {float(correct):8.4f}")

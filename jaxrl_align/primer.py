@@ -12,7 +12,7 @@ Two experiments, both jitted end to end and vmapped over seeds:
    trained by TRPO (:func:`trpo_step`) or PPO (:func:`ppo_clip_loss` with
    Adam), ``lax.scan`` over updates.
 
-The host-side printing lives in :mod:`jaxrl_align.cli`.
+The host-side printing lives in :mod:`jaxrl_align.host.demo`.
 """
 
 from __future__ import annotations
