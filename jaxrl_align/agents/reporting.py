@@ -7,18 +7,13 @@ from typing import Any
 import numpy as np
 
 from jaxrl_align import envs
-
-
-def _finite_mean(x) -> float | None:
-  x = np.asarray(x, np.float64)
-  x = x[np.isfinite(x)]
-  return float(x.mean()) if x.size else None
+from jaxrl_align import learner
 
 
 def summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
   del states
   evaluation = np.asarray(evaluation, np.float64)
-  per_seed = [_finite_mean(row) for row in evaluation]
+  per_seed = [learner.finite_mean(row) for row in evaluation]
   means = np.array([np.nan if m is None else m for m in per_seed])
   finite = means[np.isfinite(means)]
   return {
