@@ -353,3 +353,18 @@ def test_rlhf_commands_and_run_files_derive_from_the_stages():
     assert command.groups[-1] == ("run", stage.settings_type, None)
     assert set(stage.files) <= files.run_entries()
   assert files.run_entries() == files.RUN_ENTRIES | rlhf.FILES
+
+
+@pytest.mark.parametrize("name", ["ppo", "trpo"])
+def test_environment_learners_report_their_finite_metrics(name):
+  """Each finite metric of an environment learner is one its update
+  reports (read from the update's shapes, nothing run): the runner checks
+  a finite metric only where it is reported, so a name that never is
+  would go unchecked."""
+  from jaxrl_align import agents
+
+  learner = agents.LEARNERS[name]
+  config = learner.config_type(env_id="CartPole-v1")
+  metrics = jax.eval_shape(lambda k: learner.update(
+      config, learner.init(config, k, None), None)[1], jax.random.key(0))
+  assert set(learner.finite_metrics) <= set(metrics)

@@ -202,3 +202,23 @@ def test_rl_commands_derive_from_the_learner_registry():
   assert command.learner == "rlhf-rloo"
   assert command.groups[0] == ("rloo", ppo.PPOConfig, None)
   assert "critic" in host_rl.COMMANDS["ppo"].description
+
+
+@pytest.mark.parametrize("value_model", ["critic", "none"])
+@pytest.mark.parametrize("learner", [ppo.LEARNER, trpo.LEARNER],
+                         ids=lambda l: l.name)
+def test_the_finite_metrics_are_those_the_update_reports(learner,
+                                                         value_model):
+  """The runner checks a learner's finite metrics where its update reports
+  them: every one is reported with a value model, all but the value's
+  without one (read from the update's shapes, nothing run)."""
+  data = toy_data(16)
+  config = toy_config("ppo" if learner is ppo.LEARNER else "trpo", 0.5,
+                      batch_size=16, value_model=value_model)
+  state = learner.init(config, jax.random.key(0), data)
+  metrics = jax.eval_shape(lambda s: learner.update(config, s, data)[1],
+                           state)
+  expected = set(learner.finite_metrics) - (
+      {"loss/value_avg"} if value_model == "none" else set())
+  assert expected <= set(metrics), expected - set(metrics)
+  assert ("loss/value_avg" in metrics) == (value_model != "none")
