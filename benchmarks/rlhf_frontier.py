@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_align.host.errors import RunError
-from jaxrl_align.host.rlhf import rl as rl_host
+from jaxrl_align.host.rlhf import rl_stages as rl_host
 from jaxrl_align.rlhf import best_of_n
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import trpo

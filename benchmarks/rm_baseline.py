@@ -26,7 +26,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from jaxrl_align.host.rlhf import rm
+from jaxrl_align.host.rlhf import rm_stage as rm
 
 _WORD = re.compile(r"[a-z']+")
 

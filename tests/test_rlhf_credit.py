@@ -12,7 +12,7 @@ import pytest
 
 from jaxrl_align import advantages
 from jaxrl_align import rlhf
-from jaxrl_align.host.rlhf import rl as host_rl
+from jaxrl_align.host.rlhf import rl_stages as host_rl
 from jaxrl_align.rlhf import credit
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl

@@ -206,7 +206,7 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path, capsys):
       assert 1 <= len(ids) <= 24 and eos not in ids[:-1]
       assert tokenizer.decode([t for t in ids if t != eos]) == r[side]
   from jaxrl_align.host.rlhf import pair_files
-  from jaxrl_align.host.rlhf import rm as rm_host
+  from jaxrl_align.host.rlhf import rm_stage as rm_host
 
   reward_pairs = rm_host._reward_pairs(records[:3], pad=0)
   for i, r in enumerate(records[:3]):
@@ -285,7 +285,7 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path, capsys):
 
 
 def test_rm_dev_split_takes_whole_prompts_and_is_seeded():
-  from jaxrl_align.host.rlhf import rm
+  from jaxrl_align.host.rlhf import rm_stage as rm
 
   records = [{"prompt": f"p{i % 16}", "n": i} for i in range(64)]
   train, dev = rm.dev_split(records, 0.25, seed=3)

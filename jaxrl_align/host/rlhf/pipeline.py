@@ -20,9 +20,9 @@ from typing import Any
 
 from jaxrl_align.host import files
 from jaxrl_align.host.rlhf import prefs as prefs_lib
-from jaxrl_align.host.rlhf import rl as rl_lib
-from jaxrl_align.host.rlhf import rm as rm_lib
-from jaxrl_align.host.rlhf import sft as sft_lib
+from jaxrl_align.host.rlhf import rl_stages as rl_lib
+from jaxrl_align.host.rlhf import rm_stage as rm_lib
+from jaxrl_align.host.rlhf import sft_stage as sft_lib
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import reward_model
