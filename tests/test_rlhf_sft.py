@@ -228,6 +228,22 @@ def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path, capsys):
   assert "text only" in err and "jaxrl-align rlhf prefs" in err
   assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
   assert not os.path.exists(tmp_path / "rm-old")
+  # A torn line, ids that are not token ids, an id outside the vocabulary:
+  # each refused in one line naming what is wrong, nothing written.
+  lines = [json.dumps(r) + "\n" for r in records]
+  bad_id = dict(records[0], chosen_ids=[10 ** 6] + records[0]["chosen_ids"])
+  for text, words in (
+      ("".join(lines[:3]) + '{"prompt": "to', "line 4 of prefs.jsonl"),
+      ("".join(lines).replace('"chosen_ids": [', '"chosen_ids": ["a", ', 1),
+       "not lists of non-negative integers"),
+      (json.dumps(bad_id) + "\n" + "".join(lines[1:]), "vocabulary")):
+    with open(os.path.join(old, pair_files.FILE), "w") as f:
+      f.write(text)
+    assert cli.main(["rlhf", "rm", "--out", str(tmp_path / "rm-old"),
+                     "--sft", sft_dir, "--prefs", old, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "rm-old")
   assert 0 <= prefs["annotator_agreement"] <= 1
   assert prefs["generated_tokens_per_second"] > 0
   rm_dir = str(tmp_path / "rm")

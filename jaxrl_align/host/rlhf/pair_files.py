@@ -47,13 +47,28 @@ def read(prefs_dir: str, option: str = "--prefs") -> list[dict[str, Any]]:
   named it), or a RunError: not a ``prefs`` run, or one written before
   token ids were recorded (rebuild it)."""
   _common.require_run(prefs_dir, "prefs", option)
-  with open(os.path.join(prefs_dir, FILE)) as f:
-    records = [json.loads(line) for line in f]
+  path = os.path.join(prefs_dir, FILE)
+  records = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise runner.RunError(f"{option} {prefs_dir!r}: line {number} of "
+                              f"{FILE} is not JSON ({e.msg}); rebuild the "
+                              f"run with `jaxrl-align rlhf prefs`.") from None
   if any(not all(k in r for k in IDS) for r in records):
     raise runner.RunError(
         f"{option} {prefs_dir!r}: its pairs are text only (written before "
         f"token ids were recorded); rebuild it with `jaxrl-align rlhf prefs "
         f"--sft SFT_RUN --out {prefs_dir} --overwrite`.")
+  for number, r in enumerate(records, 1):
+    if not all(isinstance(r[k], list) and all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0
+        for t in r[k]) for k in IDS):
+      raise runner.RunError(f"{option} {prefs_dir!r}: line {number} of "
+                            f"{FILE} has token ids that are not lists of "
+                            f"non-negative integers.")
   return records
 
 
