@@ -329,6 +329,15 @@ def test_a_stage_runs_resumes_and_writes_its_summary_once(tmp_path,
   resumed = stages.run_stage(stage, part, resume=True, progress=False)
   assert calls["created"] == 2  # resuming writes none of its files again
   assert resumed["final_eval"] == whole["final_eval"]
+  # Rates count this session's updates only; a finished run resumed ran
+  # none, so it has no rate (not its total over a few microseconds).
+  assert resumed["updates_this_session"] == 12 - 6
+  assert stages.per_second(resumed, "samples") == pytest.approx(
+      6 * 4 / resumed["wall_seconds_this_session"])
+  again = stages.run_stage(stage, part, resume=True, progress=False)
+  assert again["updates_this_session"] == 0
+  assert stages.per_second(again, "samples") is None
+  assert again["final_eval"] == whole["final_eval"]
   stored = runner.read_run(part)
   assert stored["src_run"] == str(src) and stored["rows"] == 64
   with pytest.raises(runner.RunError, match="needs --src"):

@@ -223,6 +223,7 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
     states = progs.init(config, programs.seed_keys(settings), data)
     done, states = (_restore(out, config, store, states, diff) if resume
                     else (0, states))
+    start = done
     writer = (monitor.tensorboard_writer(out)
               if tensorboard and distributed.is_primary() else None)
     try:
@@ -243,7 +244,7 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
     store.close()
     progs.close()
   summary = _summary(learner, config, settings, out, states, evaluation,
-                     first_s, wall, finish)
+                     first_s, wall, finish, start)
   return RunResult(states, evaluation, summary, False)
 
 
@@ -361,10 +362,11 @@ def _metrics_file(out: str):
 
 
 def _summary(learner, config, settings, out, states, evaluation, first_s,
-             wall, finish=None) -> dict[str, Any]:
+             wall, finish=None, start=0) -> dict[str, Any]:
   """Writes ``summary.json`` (after ``finish``, if given) and the learning
   curve (process 0); returns the summary (on every process). Each seed's
-  last metrics are its last values (nulls skipped)."""
+  last metrics are its last values (nulls skipped); ``start``: updates
+  done before this session (a resumed run)."""
   host_states = distributed.to_host(states)  # every process: a collective
   distributed.barrier("metrics written")
   last: list[dict[str, Any]] = [{} for _ in range(settings.seeds)]
@@ -375,6 +377,7 @@ def _summary(learner, config, settings, out, states, evaluation, first_s,
              learner.units: n * learner.units_per_update(config),
              **learner.summarize(config, host_states, evaluation, last),
              "wall_seconds_this_session": wall,
+             "updates_this_session": n - start,
              "first_chunk_seconds": first_s}  # with compilation, if any
   if finish is not None:
     summary = finish(states, evaluation, summary)

@@ -51,6 +51,13 @@ class Command:
   learner: str = ""
 
 
+def rate(per_second, what: str) -> str:
+  """``"1234 pairs/s"``, or that none was measured (no update ran)."""
+  if per_second is None:
+    return f"no {what}/s measured (no update ran in this session)"
+  return f"{per_second:.0f} {what}/s"
+
+
 def percent(x) -> str:
   return "n/a" if x is None else f"{x:.1%}"
 
@@ -118,9 +125,15 @@ def load_sft(run_dir: str, option: str = "--sft"):
 
 
 def save_model(out: str, step: int, params) -> None:
+  """The run's product: ``params`` kept at ``step`` in ``out/model``. A
+  finished run resumed has it already (the same step, the same parameters:
+  nothing trains after the last update), so it is left as it is."""
   store = checkpoints.Checkpoints(os.path.join(out, MODEL), keep=1)
-  store.save(step, params)
-  store.close()
+  try:
+    if step not in store.steps():
+      store.save(step, params)
+  finally:
+    store.close()
 
 
 def one_seed(summary: dict[str, Any], **more) -> dict[str, Any]:

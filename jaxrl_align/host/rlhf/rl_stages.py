@@ -232,14 +232,13 @@ def _finish(out, prepared, states, evaluation, summary):
   del out, prepared, states, evaluation
   if summary["seeds"] > 1:
     return {}
-  return dict(episodes_per_second=summary["episodes"]
-              / summary["wall_seconds_this_session"])
+  return dict(episodes_per_second=stages.per_second(summary, "episodes"))
 
 
 def _report(s: dict[str, Any]) -> str:
   per_seed = s.get("per_seed") or [s]
   text = rl_report.report({"per_seed": per_seed})
-  if "episodes_per_second" in s:
+  if s.get("episodes_per_second") is not None:
     text += f"; {s['episodes_per_second']:.1f} episodes/s"
   return text
 

@@ -122,8 +122,7 @@ def _finish(out, prepared, states, evaluation, summary):
     _common.save_model(out, int(state.best_step), reward_model.normalize_head(
         state.best_params, mean, std))
   return dict(steps=summary["updates"], **prepared.context,
-              pairs_per_second=summary["pairs"]
-              / summary["wall_seconds_this_session"],
+              pairs_per_second=stages.per_second(summary, "pairs"),
               wall_seconds=summary["wall_seconds_this_session"],
               model_saved=saved)
 
@@ -146,7 +145,8 @@ def _report(s: dict[str, Any]) -> str:
           f"labels themselves agree with gold on "
           f"{pct(s['annotator_labels_vs_gold'])}); parameters of step "
           f"{s['best_step']} of {s['steps']} (development accuracy "
-          f"{s['dev_accuracy']:.1%}); {s['pairs_per_second']:.0f} pairs/s.")
+          f"{s['dev_accuracy']:.1%}); "
+          f"{_common.rate(s['pairs_per_second'], 'pairs')}.")
 
 
 STAGE = stages.Stage(

@@ -114,8 +114,7 @@ def _finish(out, prepared, states, evaluation, summary):
   files.atomic_write(os.path.join(out, SAMPLES), "".join(
       f"PROMPT: {prompt}\nCONTINUATION: {text}\n\n" for prompt, text in samples))
   return dict(steps=summary["updates"],
-              train_tokens_per_second=summary["tokens"]
-              / summary["wall_seconds_this_session"],
+              train_tokens_per_second=stages.per_second(summary, "tokens"),
               samples=[s[1] for s in samples])
 
 
@@ -144,8 +143,8 @@ def _samples(model_config, params, tokenizer, docs, settings,
 def _report(s: dict[str, Any]) -> str:
   lines = [f"validation loss {s['valid_loss_initial']:.3f} -> "
            f"{s['valid_loss_best']:.3f} nats/token (best at step "
-           f"{s['best_step']}); {s['train_tokens_per_second']:.0f} training "
-           f"tokens/s"]
+           f"{s['best_step']}); "
+           f"{_common.rate(s['train_tokens_per_second'], 'training tokens')}"]
   lines += ["  sample: " + repr(text)[:200] for text in s["samples"]]
   return "\n".join(lines)
 

@@ -160,6 +160,16 @@ def run_stage(stage: Stage, out: str, config=None, settings=None,
   return result.summary
 
 
+def per_second(summary: dict[str, Any], units: str) -> float | None:
+  """``units`` done in this session per second of it, or None when this
+  session ran no update (a finished run resumed): a resumed run's earlier
+  units are not this session's."""
+  n, wall = summary["updates_this_session"], summary["wall_seconds_this_session"]
+  if not n or not wall > 0:
+    return None
+  return summary[units] * n / summary["updates"] / wall
+
+
 def command(stage: Stage) -> _common.Command:
   """The stage as an ``rlhf`` subcommand."""
 
