@@ -8,7 +8,8 @@ A learner is three pure functions and a static description::
 
 ``config`` is the learner's frozen pytree config (static fields fix the
 program, leaves are hyperparameters), ``data`` a pytree of arrays that does
-not change during the run (``None`` for environment learners; token windows
+not change during the run (an environment learner's task, or ``None`` to
+build it from the config; token windows
 for pretraining, preference pairs for the reward model, prompts and frozen
 models for RL on a language model). ``data`` enters the compiled programs
 as an argument, never as a constant, and is not checkpointed: the host
@@ -19,20 +20,47 @@ The runner (:mod:`jaxrl_align.host.runner`) compiles ``init`` and chunks of
 and restores checkpoints, and calls ``evaluate`` at the end. It reads
 nothing else of an algorithm: adding one is adding a :class:`Learner` to a
 registry (``jaxrl_align.agents.LEARNERS``, ``jaxrl_align.rlhf.LEARNERS``).
+The record holds pure functions and their accounting only; what the host
+shows of a run (progress, summary, report) is its own record,
+:class:`jaxrl_align.host.views.View`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 
+class Stepping(NamedTuple):
+  """A learner's pure functions for environments stepped outside its
+  programs (Gymnasium on the host): the host loop calls only these, so it
+  never reads the learner's state. ``data`` is the run's data (for an
+  environment learner, its :class:`~jaxrl_align.agents.tasks.Task`).
+
+  Attributes:
+    act: ``(config, state, obs, data) -> (action, extras, state)``: one
+      batch of actions sampled for ``obs`` (``extras``: what ``learn`` needs
+      of the step, e.g. values and log-probabilities), the state with its
+      sampling key advanced.
+    learn: ``(config, state, trajectory, data) -> (state, metrics)``: one
+      update on a trajectory of :class:`~jaxrl_align.envs.Trajectory`
+      arrays, with the metrics of the JAX-native ``update``.
+    mode: ``(config, state, obs, data) -> action``: the deterministic
+      policy an evaluation runs.
+  """
+  act: Callable[..., Any]
+  learn: Callable[..., Any]
+  mode: Callable[..., Any]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Learner:
-  """A pure learner and how to run it (hashed by identity: one object per
-  algorithm, so compiled programs can be cached on it).
+  """A pure learner and its accounting (hashed by identity: one object per
+  algorithm, so compiled programs can be cached on it). How the host shows
+  it (progress metric, summary, text report, notes, defaults for
+  ``--help``) is not here: :mod:`jaxrl_align.host.views`.
 
   Attributes:
     name: registry key, recorded in the run directory (``"ppo"``).
@@ -45,35 +73,21 @@ class Learner:
       cumulatively (``"env_steps"``, ``"tokens"``, ``"pairs"``); learning
       curves use it as their x axis.
     units_per_update: ``config -> int``.
-    progress_metric: the metric the progress bar shows.
     finite_metrics: metrics that must stay finite where the update reports
       them (an update may leave one out for a config, as RL on the language
       model leaves out the value loss without a value model); a NaN or
       infinity in one of them (or in the state's parameters) stops a run.
-    summarize: ``(config, states, evaluation, last_metrics) -> dict``, the
-      learner's part of ``summary.json``: ``states`` and ``evaluation``
-      have a leading seed axis (host arrays), ``last_metrics`` is each
-      seed's last row of ``metrics.jsonl``.
-    report: ``summary -> str``, the summary as text for the terminal.
     evaluate: ``(config, state, key, data, size) -> array or dict of
       arrays``, the final evaluation of one seed (``size``: episodes), or
-      None when there is none.
+      None when there is none. Everything a summary reports of the final
+      state comes from here (the host reads no state).
     assess: ``(config, state, data) -> (state, metrics)``, run after the
       update that completes every ``assess_every(config)`` updates (and
       after the last): validation, keeping the best parameters. None when
       there is none.
     assess_every: ``config -> int``, with ``assess``.
-    defaults: the value of each config field when neither the user nor a
-      task preset sets it, for fields whose declared default is ``None``
-      (what ``--help`` shows).
-    programs: ``(config, chunk, eval_size) -> programs or None``: the
-      learner's own ``init``/``chunk``/``assess``/``evaluate`` for a run with
-      this config (an object with those attributes, over seeds), or None to
-      have the runner compile them from the functions above. Environment
-      learners give host-stepped programs for environments that are not
-      JAX-native.
-    notes: ``config -> [str]``: what a user should know before the run
-      starts (the runner prints them), e.g. a step count it rounds.
+    stepping: its :class:`Stepping`, for environments stepped outside its
+      programs (None: it has no environment to step).
   """
   name: str
   config_type: type
@@ -82,16 +96,11 @@ class Learner:
   num_updates: Callable[[Any], int]
   units: str
   units_per_update: Callable[[Any], int]
-  progress_metric: str
   finite_metrics: tuple[str, ...]
-  summarize: Callable[..., dict]
-  report: Callable[[dict], str]
   evaluate: Callable[..., Any] | None = None
   assess: Callable[..., Any] | None = None
   assess_every: Callable[[Any], int] | None = None
-  defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-  programs: Callable[..., Any] | None = None
-  notes: Callable[[Any], list[str]] | None = None
+  stepping: Stepping | None = None
 
 
 def finite_mean(x) -> float | None:

@@ -18,6 +18,7 @@ from jaxrl_align.host import checkpoints
 from jaxrl_align.host import evaluation
 from jaxrl_align.host import plotting
 from jaxrl_align.host import runner
+from jaxrl_align.host import views
 
 # 12 updates of 4 envs x 16 steps, in chunks of 2.
 SMALL = dict(env_id="CartPole-v1", total_timesteps=12 * 64, num_envs=4,
@@ -68,7 +69,7 @@ def test_run_writes_metrics_summary_plot_and_checkpoints(full_run):
   np.testing.assert_allclose(summary["eval_return_mean"],
                              result.eval_returns.mean())
   assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 1000
-  assert "PPO on CartPole-v1" in ppo.LEARNER.report(summary)
+  assert "PPO on CartPole-v1" in views.of(ppo.LEARNER).report(summary)
 
 
 def test_runner_equals_plain_train(full_run):

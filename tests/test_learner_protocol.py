@@ -24,6 +24,7 @@ from jaxrl_align import heads
 from jaxrl_align import sgd
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
+from jaxrl_align.host import views
 from jaxrl_align.learner import Learner
 
 
@@ -85,13 +86,17 @@ def _assess(config, state, data):
 REG = Learner(
     name="regression", config_type=RegConfig, init=_init, update=_update,
     num_updates=lambda c: c.steps, units="samples",
-    units_per_update=lambda c: c.batch, progress_metric="loss",
-    finite_metrics=("loss",),
-    summarize=lambda c, s, e, last: {"best": s.best.tolist(),
-                                     "eval": e.tolist()},
-    report=str, assess=_assess, assess_every=lambda c: c.every,
-    evaluate=lambda c, s, k, d, n: jnp.mean((d.x_valid @ s.w
-                                             - d.y_valid) ** 2))
+    units_per_update=lambda c: c.batch, finite_metrics=("loss",),
+    assess=_assess, assess_every=lambda c: c.every,
+    evaluate=lambda c, s, k, d, n: {
+        "mse": jnp.mean((d.x_valid @ s.w - d.y_valid) ** 2), "best": s.best})
+
+# How the host shows it: its own record, not the learner's.
+REG_VIEW = views.View(
+    progress_metric="valid",
+    summarize=lambda c, e, last: {"best": e["best"].tolist(),
+                                  "eval": e["mse"].tolist()},
+    report=str)
 
 
 def _data():
@@ -107,7 +112,7 @@ def test_a_new_learner_runs_through_the_runner_unchanged(tmp_path):
   out = str(tmp_path / "reg")
   settings = runner.RunnerSettings(seeds=2, chunk=3, keep=2)
   result = runner.run(REG, RegConfig(), out, settings, data=_data(),
-                      progress=False)
+                      progress=False, view=REG_VIEW)
   rows = files.read_metrics(out)
   assert [(r["update"], r["seed"]) for r in rows] == [
       (u, s) for u in range(1, 13) for s in range(2)]
@@ -124,11 +129,11 @@ def test_a_new_learner_runs_through_the_runner_unchanged(tmp_path):
     np.testing.assert_allclose(summary["best"][seed], min(logged), rtol=1e-6)
   assert summary["eval"][0] < rows[0]["loss"]  # it learned
   run = json.load(open(os.path.join(out, "config.json")))
-  assert run["units"] == "samples" and run["progress_metric"] == "loss"
+  assert run["units"] == "samples" and run["progress_metric"] == "valid"
   # Stopped after 6 updates and resumed: the same run, bit for bit.
   part = str(tmp_path / "part")
   runner.run(REG, RegConfig(), part, settings, data=_data(), progress=False,
-             stop_after=6)
+             stop_after=6)  # no view: the generic one
   resumed = runner.run(REG, RegConfig(), part, settings, data=_data(),
                        resume=True, progress=False)
   assert files.read_metrics(part) == rows
@@ -136,6 +141,12 @@ def test_a_new_learner_runs_through_the_runner_unchanged(tmp_path):
                   jax.tree.leaves(jax.random.key_data(result.states.key))):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(resumed.states.w, result.states.w)
+  # Without a view the host shows its first finite metric and no summary
+  # fields of its own; the learner record holds no presentation.
+  assert files.read_run(part)["progress_metric"] == "loss"
+  assert "best" not in resumed.summary and resumed.summary["samples"] == 48
+  assert not {"progress_metric", "summarize", "report", "notes", "defaults",
+              "programs"} & {f.name for f in dataclasses.fields(Learner)}
   # The chunk must divide the assessment interval.
   with pytest.raises(runner.RunError, match="assessment interval"):
     runner.run(REG, RegConfig(), str(tmp_path / "x"),
@@ -287,7 +298,7 @@ def _reg_stage(tmp_path, refuse=None):
   def finish(out, prepared, states, evaluation, summary):
     with open(os.path.join(out, "samples.txt"), "w") as f:
       f.write("done")
-    return {"final_eval": float(np.asarray(evaluation)[0])}
+    return {"final_eval": float(np.asarray(evaluation["mse"])[0])}
 
   # Its best loss starts finite: a stage's run may end a chunk before the
   # first assessment (an infinite state stops a run).

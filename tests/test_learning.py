@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_align.agents import host
+from jaxrl_align.host import stepping
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
 
@@ -55,7 +55,7 @@ def test_host_stepped_gymnasium_cartpole_learns_with_ppo():
   config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=100_000)
   results = []
   for seed in range(4):
-    state, history = host.train(ppo, config, jax.random.key(seed), seed=seed)
+    state, history = stepping.train(ppo, config, jax.random.key(seed), seed=seed)
     returns = ppo.evaluate(config, state, jax.random.key(100 + seed), 16)
     results.append(float(np.mean(returns)))
     assert len(history) == config.num_updates

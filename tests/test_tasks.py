@@ -25,6 +25,7 @@ from jaxrl_align.agents import tasks
 from jaxrl_align.agents import trpo
 from jaxrl_align.host import cli
 from jaxrl_align.host import runner
+from jaxrl_align.host import views
 
 TINY = ["--num-envs", "2", "--num-steps", "8", "--hidden", "8",
         "--eval-episodes", "1", "--no-progress", "--total-timesteps", "32"]
@@ -149,4 +150,55 @@ def test_the_runner_gives_the_same_run_with_the_task_as_its_data(tmp_path):
                      data=tasks.make("CartPole-v1"), progress=False)
   for x, y in zip(_leaves((built.states, built.evaluation)),
                   _leaves((given.states, given.evaluation))):
+    np.testing.assert_array_equal(x, y)
+
+
+class _Opaque(tuple):
+  """A learner state the host cannot read: no field names, no attributes
+  (a pytree by being a tuple)."""
+
+
+def _opaque(learner):
+  """``learner`` with its state hidden in an :class:`_Opaque`; only its
+  own pure functions unwrap it."""
+  wrap = lambda state: _Opaque((state,))  # noqa: E731
+  s = learner.stepping
+
+  def act(config, state, obs, task):
+    action, extras, inner = s.act(config, state[0], obs, task)
+    return action, extras, wrap(inner)
+
+  def learn(config, state, trajectory, task):
+    inner, metrics = s.learn(config, state[0], trajectory, task)
+    return wrap(inner), metrics
+
+  return dataclasses.replace(
+      learner, name="opaque",
+      init=lambda config, key, task: wrap(learner.init(config, key, task)),
+      stepping=s._replace(
+          act=act, learn=learn,
+          mode=lambda config, state, obs, task: s.mode(config, state[0], obs,
+                                                       task)))
+
+
+jax.tree_util.register_pytree_node(
+    _Opaque, lambda t: (tuple(t), None), lambda _, xs: _Opaque(xs))
+
+
+def test_host_stepping_calls_only_the_learners_stepping(tmp_path):
+  """Host-stepped programs drive a learner through its ``Stepping`` alone:
+  with its state made unreadable (a bare tuple) the run is the same run,
+  bit for bit (the host read ``state.rollout.key`` and ``state.update``
+  before)."""
+  config = ppo.PPOConfig(env_id=HOST_ID, num_envs=2, num_steps=8,
+                         total_timesteps=32, num_minibatches=2, hidden=(8,))
+  settings = runner.RunnerSettings(seeds=2, chunk=2, eval_episodes=1)
+  plain = runner.run(ppo.LEARNER, config, str(tmp_path / "plain"), settings,
+                     progress=False)
+  hidden = runner.run(_opaque(ppo.LEARNER), config, str(tmp_path / "hid"),
+                      settings, progress=False,
+                      view=views.of(ppo.LEARNER))
+  assert plain.summary["env_path"] == "host"
+  for x, y in zip(_leaves((plain.states, plain.evaluation)),
+                  _leaves((hidden.states[0], hidden.evaluation))):
     np.testing.assert_array_equal(x, y)

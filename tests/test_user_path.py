@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxrl_align import heads
-from jaxrl_align.agents import host
+from jaxrl_align.host import stepping
 from jaxrl_align.agents import on_policy
 from jaxrl_align.agents import ppo
 from jaxrl_align.agents import trpo
@@ -283,7 +283,7 @@ def test_box_spaces_of_any_shape_build_their_network(algo):
                                     num_minibatches=2, hidden=(8,))
   policy = on_policy.task_policy(config)
   assert policy.head == heads.DiagGaussian(4) and policy.obs_shape == (3, 2)
-  state, history = host.train(algo, config, jax.random.key(0))
+  state, history = stepping.train(algo, config, jax.random.key(0))
   assert len(history) == 2
   assert state.params["params"]["actor"]["Dense_0"]["kernel"].shape == (6, 8)
   assert state.params["params"]["log_std"].shape == (4,)

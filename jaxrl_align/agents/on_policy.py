@@ -8,7 +8,7 @@ and the policy come from one :class:`~jaxrl_align.agents.tasks.Task`,
 built once per run (by the caller, else from ``config.env_id``) and handed
 to each of them; ``learn`` takes the :class:`~jaxrl_align.agents.policy.
 Policy` and never builds an environment, so host-stepped Gymnasium
-environments (:mod:`jaxrl_align.agents.host`) pass the policy of their own
+environments (:mod:`jaxrl_align.host.stepping`) pass the policy of their own
 task.
 """
 
@@ -29,7 +29,6 @@ from jaxrl_align import learner
 from jaxrl_align import parallel
 from jaxrl_align.agents import policy as policy_lib
 from jaxrl_align.agents import presets
-from jaxrl_align.agents import reporting
 from jaxrl_align.agents import tasks
 
 Array = jax.Array
@@ -384,23 +383,51 @@ def functions(init: Callable, learn: Callable):
   return update_fn, train, evaluate_fn
 
 
+def stepping(learn: Callable) -> learner.Stepping:
+  """The :class:`~jaxrl_align.learner.Stepping` of an on-policy learner
+  given its ``learn``: for environments stepped on the host
+  (:mod:`jaxrl_align.host.stepping`), which thereby never read the state.
+  ``data`` is the run's task (its policy is built from that environment's
+  own spaces)."""
+
+  def act(config, state, obs, task):
+    """Actions for ``obs`` sampled with the state's rollout key (advanced);
+    ``extras``: values and log-probabilities, as the JAX-native rollout
+    records them."""
+    key, policy_key = jax.random.split(state.rollout.key)
+    action, extras = _task(config, task).policy(config).act(state.params)(policy_key, obs)
+    return action, extras, state._replace(
+        rollout=state.rollout._replace(key=key))
+
+  def learn_trajectory(config, state, trajectory, task):
+    """``learn`` on a host trajectory ``[T, N, ...]``, with the episode
+    statistics and env-step count the JAX-native ``update`` reports."""
+    state, metrics = learn(config, state, trajectory,
+                           _task(config, task).policy(config))
+    metrics = dict(metrics, **finished_episodes(trajectory))
+    metrics["env_steps"] = (state.update * config.num_envs
+                            * config.num_steps).astype(jnp.float32)
+    return state, metrics
+
+  def mode(config, state, obs, task):
+    return deterministic_policy(config, state, task)(obs)
+
+  return learner.Stepping(act=act, learn=learn_trajectory, mode=mode)
+
+
 def make_learner(name: str, config_type: type, init: Callable,
-                 update_fn: Callable, evaluate_fn: Callable,
-                 finite_metrics: tuple[str, ...],
-                 programs: Callable | None = None) -> learner.Learner:
+                 learn: Callable, update_fn: Callable, evaluate_fn: Callable,
+                 finite_metrics: tuple[str, ...]) -> learner.Learner:
   """The runner's :class:`~jaxrl_align.learner.Learner` of an on-policy
   algorithm (``data``: the run's :class:`~jaxrl_align.agents.tasks.Task`,
-  or None to build it from ``config.env_id`` in each program;
-  ``programs``: the host-stepped programs for tasks that are not JAX-native,
-  :func:`jaxrl_align.agents.host.programs`)."""
+  or None to build it from ``config.env_id`` in each program), with its
+  :func:`stepping` for tasks that are not JAX-native."""
   return learner.Learner(
-      name=name, config_type=config_type, defaults=presets.DEFAULTS[name],
+      name=name, config_type=config_type,
       init=lambda config, key, data: init(config, key, data),
       update=lambda config, state, data: update_fn(config, state, data),
       evaluate=lambda config, state, key, data, size: evaluate_fn(
           config, state, key, size, data),
       num_updates=num_updates, units="env_steps",
       units_per_update=lambda config: config.num_envs * config.num_steps,
-      progress_metric="episode_return", finite_metrics=finite_metrics,
-      summarize=reporting.summarize, report=reporting.report, programs=programs, notes=notes)
-
+      finite_metrics=finite_metrics, stepping=stepping(learn))

@@ -32,7 +32,6 @@ from jaxrl_align import kl_control
 from jaxrl_align import losses
 from jaxrl_align import normalization
 from jaxrl_align import sgd
-from jaxrl_align.agents import host
 from jaxrl_align.agents import on_policy
 from jaxrl_align.agents import tasks
 
@@ -231,6 +230,6 @@ def learn(config: PPOConfig, state: PPOState, trajectory: envs.Trajectory,
 
 update, train, evaluate = on_policy.functions(init, learn)
 
-LEARNER = on_policy.make_learner("ppo", PPOConfig, init, update, evaluate,
-                                 finite_metrics=("policy_loss", "value_loss"),
-                                 programs=host.programs(init, learn))
+LEARNER = on_policy.make_learner(
+    "ppo", PPOConfig, init, learn, update, evaluate,
+    finite_metrics=("policy_loss", "value_loss"))

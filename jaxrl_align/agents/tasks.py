@@ -7,7 +7,7 @@ runs inside ``jit``, and from them the policy (:meth:`Task.policy`), the
 training env's wrapper stack (:meth:`Task.training_env`) and how an
 evaluation reads that stack's observation statistics
 (:meth:`Task.observation_normalizer`). The boundary (the command line,
-:func:`jaxrl_align.agents.host.train`, a user's code) builds the task and
+:func:`jaxrl_align.host.stepping.train`, a user's code) builds the task and
 passes it down, as brax passes an environment to its trainer; a config
 holds only the id, and building one never makes a Gymnasium environment.
 ``train``, ``init``, ``update`` and ``evaluate`` take the task as an
@@ -86,7 +86,7 @@ class Task:
       raise ValueError(
           f"{self.env_id} is not a JAX-native task, so it cannot be stepped "
           f"inside `train` or `update`: train it on the host "
-          f"(jaxrl_align.agents.host, or `jaxrl-align train --env "
+          f"(jaxrl_align.host.stepping, or `jaxrl-align train --env "
           f"{self.env_id}`).")
     return envs.VecEnv(self.env, num_envs)
 

@@ -27,7 +27,6 @@ from jaxrl_align import losses
 from jaxrl_align import normalization
 from jaxrl_align import sgd
 from jaxrl_align import trust_region
-from jaxrl_align.agents import host
 from jaxrl_align.agents import on_policy
 from jaxrl_align.agents import tasks
 
@@ -215,6 +214,6 @@ def learn(config: TRPOConfig, state: TRPOState, trajectory: envs.Trajectory,
 
 update, train, evaluate = on_policy.functions(init, learn)
 
-LEARNER = on_policy.make_learner("trpo", TRPOConfig, init, update, evaluate,
-                                 finite_metrics=("policy_loss", "value_loss"),
-                                 programs=host.programs(init, learn))
+LEARNER = on_policy.make_learner(
+    "trpo", TRPOConfig, init, learn, update, evaluate,
+    finite_metrics=("policy_loss", "value_loss"))

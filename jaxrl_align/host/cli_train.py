@@ -15,6 +15,7 @@ from jaxrl_align.agents import tasks
 from jaxrl_align.host import distributed
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
+from jaxrl_align.host import views
 
 ENV_LEARNERS = agents.LEARNERS
 RUNNER_OPTIONS = {
@@ -54,7 +55,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
       groups[key] = parser.add_argument_group(title)
     learner = ENV_LEARNERS[learners[0]]
     options.add_options(groups[key], learner.config_type, [name],
-                        defaults={k: ENV_LEARNERS[k].defaults for k in key},
+                        defaults={k: views.VIEWS[k].defaults for k in key},
                         default_note="preset, else ")
 
 
@@ -130,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"Stopped; checkpoint saved. Resume with: jaxrl-align train "
           f"--resume {out}", file=sys.stderr)
   elif primary:
-    print(learner.report(result.summary))
+    print(views.of(learner).report(result.summary))
     print(f"run directory: {out} (metrics.jsonl, summary.json, "
           f"learning_curve.png)")
   return 130 if result.interrupted else 0

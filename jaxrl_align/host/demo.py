@@ -16,6 +16,7 @@ from jaxrl_align import agents
 from jaxrl_align import primer
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
+from jaxrl_align.host import views
 
 
 def main(out: str, seeds: int, total_timesteps: int | None = None, *,
@@ -54,7 +55,7 @@ def main(out: str, seeds: int, total_timesteps: int | None = None, *,
     path = os.path.join(out, name)
     result = runner.run(learner, configs[name], path,
                         runner.RunnerSettings(seeds=seeds), progress=progress)
-    print(learner.report(result.summary) + "\n")
+    print(views.of(learner).report(result.summary) + "\n")
     runs.append(path)
   figure = plotting.plot_runs(runs, os.path.join(out, "learning_curves.png"))
   print(f"Learning curves: {figure}; runs in {out}/ (try: .venv/bin/"

@@ -32,7 +32,7 @@ def restore_run(run_dir: str, step: int | None = None, data=None):
   (the newest readable one when ``step`` is None; ``data``: the learner's,
   for learners that have some)."""
   learner, config, settings = runner.load_config(run_dir)
-  progs = programs.for_run(learner, config, settings)
+  progs = programs.for_run(learner, config, settings, data)
   try:
     step, states = _restore(progs, run_dir, config, settings, step, data)
   finally:
@@ -53,7 +53,7 @@ def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
                          f"environment learners).")
   task = tasks.for_config(config)  # once: the programs' data
   progs = programs.for_run(learner, config, dataclasses.replace(
-      settings, eval_episodes=episodes))
+      settings, eval_episodes=episodes), task)
   try:
     step, states = _restore(progs, run_dir, config, settings, None, task)
     keys = jax.random.split(jax.random.key(seed), settings.seeds)

@@ -1,6 +1,6 @@
 """The programs a run executes: a learner's ``init``, chunks of ``update``,
 ``assess`` and ``evaluate``, compiled under ``jit(vmap(...))`` over seeds
-(or the learner's own, for host-stepped environments), and the check that
+(or host-stepped ones, for environments Gymnasium steps on the host), and the check that
 stops a run whose numbers stop being finite."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from jaxrl_align import configs
 from jaxrl_align import parallel
 from jaxrl_align.host import distributed
 from jaxrl_align.host import errors
+from jaxrl_align.host import stepping
 from jaxrl_align.learner import Learner
 
 
@@ -64,12 +65,13 @@ def compiled(learner: Learner, chunk: int, eval_size: int) -> Compiled:
                   jit_vmap(_chunk, (None, 0, None)), assess, evaluate)
 
 
-def for_run(learner: Learner, config, settings):
-  """The programs of a run: the learner's own for this config (host-stepped
-  environments), else :func:`compiled`."""
-  own = (learner.programs(config, settings.chunk, settings.eval_episodes)
-         if learner.programs is not None else None)
-  return own or compiled(learner, settings.chunk, settings.eval_episodes)
+def for_run(learner: Learner, config, settings, data=None):
+  """The programs of a run: :class:`~jaxrl_align.host.stepping.HostPrograms`
+  for a task stepped on the host, else :func:`compiled`."""
+  if stepping.host_stepped(learner, config, data):
+    return stepping.HostPrograms(learner, settings.chunk,
+                                 settings.eval_episodes)
+  return compiled(learner, settings.chunk, settings.eval_episodes)
 
 
 def seed_keys(settings) -> jax.Array:

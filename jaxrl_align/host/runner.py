@@ -42,6 +42,7 @@ from jaxrl_align.host import files
 from jaxrl_align.host import monitor
 from jaxrl_align.host import programs
 from jaxrl_align.host import settings as settings_lib
+from jaxrl_align.host import views
 from jaxrl_align.learner import Learner
 
 CHECKPOINTS = "checkpoints"
@@ -121,7 +122,8 @@ def _resume_config(out: str, learner: Learner, config):
 def create(learner: Learner, config, out: str,
            settings: RunnerSettings = RunnerSettings(), *,
            overwrite: bool = False,
-           record: dict[str, Any] | None = None) -> RunnerSettings:
+           record: dict[str, Any] | None = None,
+           view: views.View | None = None) -> RunnerSettings:
   """Creates the run directory ``out`` and its ``config.json`` (what
   :func:`run` does first, before its ``on_create``).
 
@@ -130,11 +132,11 @@ def create(learner: Learner, config, out: str,
   """
   settings = resolve_settings(learner, config, settings)
   distributed.on_primary(_write_run_dir, learner, config, out, settings,
-                         overwrite, record)
+                         overwrite, record, view or views.of(learner))
   return settings
 
 
-def _write_run_dir(learner, config, out, settings, overwrite, record):
+def _write_run_dir(learner, config, out, settings, overwrite, record, view):
   files.prepare_run_dir(out, learner.name, overwrite=overwrite,
                         hint="pass --resume to continue that run or "
                              "--overwrite to replace it")
@@ -142,7 +144,7 @@ def _write_run_dir(learner, config, out, settings, overwrite, record):
       "format": files.FORMAT_VERSION, "algo": learner.name,
       "config": configs.to_dict(config),
       "runner": dataclasses.asdict(settings), "units": learner.units,
-      "progress_metric": learner.progress_metric,
+      "progress_metric": view.progress_metric,
       "updates": learner.num_updates(config),
       learner.units: learner.num_updates(config)
                      * learner.units_per_update(config),
@@ -157,8 +159,8 @@ def run(learner: Learner | str, config, out: str,
         progress: bool = True, stop_after: int | None = None,
         on_assess: Callable[[int, Any], None] | None = None,
         on_create: Callable[[str], None] | None = None,
-        finish: Callable[[Any, Any, dict], dict] | None = None
-        ) -> RunResult:
+        finish: Callable[[Any, Any, dict], dict] | None = None,
+        view: views.View | None = None) -> RunResult:
   """Trains, logs, checkpoints and evaluates one run.
 
   Args:
@@ -190,33 +192,37 @@ def run(learner: Learner | str, config, out: str,
       of a run that was not interrupted, before ``summary.json`` is written
       (once): writes the caller's products (a model) and returns the
       summary to write.
+    view: how the run is shown (progress metric, summary, notes); by
+      default the learner's registered :class:`~jaxrl_align.host.views.
+      View`.
 
   Returns:
     A :class:`RunResult`.
   """
   if isinstance(learner, str):
     learner = learner_of(learner)
+  view = view or views.of(learner)
   diff = {}
   if resume:
     settings, diff = _resume_config(out, learner, config)
     settings_lib.check_devices(learner, config, settings)  # as made
   else:
     settings = create(learner, config, out, settings, overwrite=overwrite,
-                      record=record)
+                      record=record, view=view)
     if on_create is not None:
       distributed.on_primary(on_create, out)
-  notes = learner.notes(config) if learner.notes else []
+  notes = view.notes(config) if view.notes else []
   for note in notes if distributed.is_primary() else ():
     print(f"note: {note}.", file=sys.stderr)
   with jax.set_mesh(device_mesh(settings)):
-    return _run(learner, config, out, settings, data, diff, resume,
+    return _run(learner, view, config, out, settings, data, diff, resume,
                 tensorboard, progress, stop_after, on_assess, finish)
 
 
-def _run(learner, config, out, settings, data, diff, resume, tensorboard,
-         progress, stop_after, on_assess, finish) -> RunResult:
+def _run(learner, view, config, out, settings, data, diff, resume,
+         tensorboard, progress, stop_after, on_assess, finish) -> RunResult:
   """:func:`run` once the run directory is ready, under its device mesh."""
-  progs = programs.for_run(learner, config, settings)
+  progs = programs.for_run(learner, config, settings, data)
   store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
                                   settings.keep)
   try:
@@ -228,7 +234,7 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
               if tensorboard and distributed.is_primary() else None)
     try:
       states, interrupted, first_s, wall = _train(
-          learner, config, settings, progs, data, out, store, states, done,
+          learner, view, config, settings, progs, data, out, store, states, done,
           writer, progress, stop_after, on_assess)
     finally:
       if writer is not None:
@@ -243,8 +249,8 @@ def _run(learner, config, out, settings, data, diff, resume, tensorboard,
   finally:
     store.close()
     progs.close()
-  summary = _summary(learner, config, settings, out, states, evaluation,
-                     first_s, wall, finish, start)
+  summary = _summary(learner, view, config, settings, out, states,
+                     evaluation, first_s, wall, finish, start)
   return RunResult(states, evaluation, summary, False)
 
 
@@ -294,8 +300,8 @@ def _chunk_metrics(learner, config, progs, data, states, done, n, assessed):
   return states, metrics
 
 
-def _train(learner, config, settings, progs, data, out, store, states, done,
-           writer, progress, stop_after, on_assess):
+def _train(learner, view, config, settings, progs, data, out, store, states,
+           done, writer, progress, stop_after, on_assess):
   """The chunk loop: ``(states, interrupted, first chunk seconds, wall)``."""
   n = learner.num_updates(config)
   assessed = (sorted(jax.eval_shape(progs.assess, config, states, data)[1])
@@ -334,7 +340,7 @@ def _train(learner, config, settings, progs, data, out, store, states, done,
         if on_assess is not None and _assessed(learner, config, progs, done,
                                                n):
           on_assess(done, states)
-        monitor.show(bar, metrics, learner.progress_metric,
+        monitor.show(bar, metrics, view.progress_metric,
               settings.chunk * per_update)
         # a Ctrl-C on any process stops them all after this chunk
         stop = distributed.any_process(interrupt.requested) or (
@@ -361,13 +367,12 @@ def _metrics_file(out: str):
   return contextlib.nullcontext(None)
 
 
-def _summary(learner, config, settings, out, states, evaluation, first_s,
-             wall, finish=None, start=0) -> dict[str, Any]:
+def _summary(learner, view, config, settings, out, states, evaluation,
+             first_s, wall, finish=None, start=0) -> dict[str, Any]:
   """Writes ``summary.json`` (after ``finish``, if given) and the learning
   curve (process 0); returns the summary (on every process). Each seed's
   last metrics are its last values (nulls skipped); ``start``: updates
   done before this session (a resumed run)."""
-  host_states = distributed.to_host(states)  # every process: a collective
   distributed.barrier("metrics written")
   last: list[dict[str, Any]] = [{} for _ in range(settings.seeds)]
   for row in read_metrics(out):
@@ -375,7 +380,7 @@ def _summary(learner, config, settings, out, states, evaluation, first_s,
   n = learner.num_updates(config)
   summary = {"algo": learner.name, "seeds": settings.seeds, "updates": n,
              learner.units: n * learner.units_per_update(config),
-             **learner.summarize(config, host_states, evaluation, last),
+             **view.summarize(config, evaluation, last),
              "wall_seconds_this_session": wall,
              "updates_this_session": n - start,
              "first_chunk_seconds": first_s}  # with compilation, if any

@@ -11,6 +11,7 @@ import jax
 
 from jaxrl_align import parallel
 from jaxrl_align.host import distributed
+from jaxrl_align.host import stepping
 from jaxrl_align.host.errors import RunError
 from jaxrl_align.learner import Learner
 
@@ -113,7 +114,7 @@ def check_devices(learner: Learner, config, settings: RunnerSettings):
     raise RunError(
         f"--devices {d}: there are {have} (on CPU, XLA_FLAGS="
         f"--xla_force_host_platform_device_count={d} makes {d}).")
-  if learner.programs is not None and learner.programs(config, 1, 1):
+  if stepping.host_stepped(learner, config):
     raise RunError(f"{getattr(config, 'env_id', learner.name)} steps its "
                    f"environments on the host, one device only: drop "
                    f"--devices.")

@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
@@ -290,7 +289,8 @@ def evaluate(config: RMConfig, state: RMState, key: Array, data: RMData,
              size: int) -> dict[str, Array]:
   """With the kept parameters: the held-out pairs' rewards and the mean
   and standard deviation of the rewards of every response in the data set
-  (the reference policy's samples)."""
+  (the reference policy's samples); the kept parameters' development
+  accuracy and step."""
   del key, size
   params, model = state.best_params, config.model
   every = jnp.concatenate([
@@ -304,7 +304,9 @@ def evaluate(config: RMConfig, state: RMState, key: Array, data: RMData,
           "valid_rejected": scores(model, params, valid.rejected,
                                    valid.rejected_mask),
           "valid_gold_margin": data.valid_gold_margin,
-          "reference_mean": jnp.mean(every), "reference_std": jnp.std(every)}
+          "reference_mean": jnp.mean(every), "reference_std": jnp.std(every),
+          "dev_accuracy": state.best_dev_accuracy,
+          "best_step": state.best_step}
 
 
 def normalize_head(params, mean: float, std: float):
@@ -318,42 +320,10 @@ def normalize_head(params, mean: float, std: float):
   return {**params, "params": {**params["params"], "score": new_head}}
 
 
-def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
-  del config, last_metrics
-  per_seed = []
-  for i in range(np.shape(states.best_step)[0]):
-    first = evaluation["valid_chosen"][i] > evaluation["valid_rejected"][i]
-    margin = evaluation["valid_gold_margin"][i]
-    decided = margin != 0
-    per_seed.append({
-        "valid_accuracy_vs_annotators": float(np.mean(first)),
-        "valid_accuracy_vs_gold": learner.finite_mean(
-            first[decided] == (margin[decided] > 0)),
-        "annotator_labels_vs_gold": learner.finite_mean(margin[decided] > 0),
-        "dev_accuracy": float(states.best_dev_accuracy[i]),
-        "best_step": int(states.best_step[i]),
-        "reference_reward_mean_before": float(
-            evaluation["reference_mean"][i]),
-        "reference_reward_std_before": float(evaluation["reference_std"][i])})
-  return {"per_seed": per_seed}
-
-
-def _report(summary: dict[str, Any]) -> str:
-  def pct(x):
-    return "n/a" if x is None else f"{x:.1%}"
-  return "\n".join(
-      f"seed {i}: held-out accuracy {pct(s['valid_accuracy_vs_annotators'])} "
-      f"against the annotators, {pct(s['valid_accuracy_vs_gold'])} against "
-      f"the gold reward; parameters of step {s['best_step']} (development "
-      f"accuracy {s['dev_accuracy']:.1%})"
-      for i, s in enumerate(summary["per_seed"]))
-
-
 LEARNER = learner.Learner(
     name="rm", config_type=RMConfig, init=init, update=update,
     evaluate=evaluate, assess=assess,
     assess_every=lambda config: config.eval_every,
     num_updates=lambda config: config.num_updates, units="pairs",
     units_per_update=lambda config: config.batch_size,
-    progress_metric="train_loss", finite_metrics=("train_loss",),
-    summarize=_summarize, report=_report)
+    finite_metrics=("train_loss",))

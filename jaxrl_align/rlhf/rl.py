@@ -1,9 +1,10 @@
 """KL-regularised reinforcement learning on the language model: the
 iteration every algorithm shares, and its learner. The config, data and
 state are in :mod:`.rl_config` (re-exported here), the rollout and sample
-metrics in :mod:`.rollout`, the credit stages in :mod:`.credit`, the
-report in :mod:`.rl_report`. An algorithm is an :class:`Algorithm`: its
-credit stage, its optimiser's state and its update; ``make_learner`` makes
+metrics in :mod:`.rollout`, the credit stages in :mod:`.credit` (the
+summary is the host's: :mod:`jaxrl_align.host.summaries`). An algorithm is
+an :class:`Algorithm`: its credit stage, its optimiser's state and its
+update; ``make_learner`` makes
 it a learner of the runner (:mod:`.ppo` and :mod:`.trpo` are two).
 
 One iteration, for a batch of ``batch_size / group_size`` prompts:
@@ -63,7 +64,6 @@ from jaxrl_align import losses
 from jaxrl_align import parallel
 from jaxrl_align import sgd
 from jaxrl_align.rlhf import credit as credit_lib
-from jaxrl_align.rlhf import rl_report
 from jaxrl_align.rlhf import rollout as rollout_lib
 from jaxrl_align.rlhf.rl_config import KL_CONTROLS
 from jaxrl_align.rlhf.rl_config import RewardModelScore
@@ -208,9 +208,9 @@ def evaluate(config: RLConfig, state: RLState, key: Array, data: RLData,
              size: int) -> dict[str, Array]:
   """Held-out prompts, policy and reference side by side: scores, gold
   scores and the policy's exact KL (``size`` is ignored: every held-out
-  prompt is used once)."""
+  prompt is used once); the KL coefficient the run ended with."""
   del size
-  out = {}
+  out = {"kl_coef": state.kl.coef}
   for name, params in (("policy", state.params),
                        ("reference", data.ref_params)):
     gen = rollout_lib.sample(config, params, data.eval_prompts,
@@ -243,7 +243,5 @@ def make_learner(name: str, config_type: type, algorithm: Algorithm,
       assess_every=lambda config: config.eval_every,
       num_updates=lambda config: config.iterations, units="episodes",
       units_per_update=lambda config: config.batch_size,
-      progress_metric="objective/rlhf_reward",
-      finite_metrics=("objective/kl", "objective/scores") + finite_metrics,
-      summarize=rl_report.summarize, report=rl_report.report)
+      finite_metrics=("objective/kl", "objective/scores") + finite_metrics)
 

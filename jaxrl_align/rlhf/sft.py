@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
@@ -186,26 +185,20 @@ def assess(config: SFTConfig, state: SFTState, data: SFTData):
   return state, {"valid_loss": loss}
 
 
-def _summarize(config, states, evaluation, last_metrics) -> dict[str, Any]:
-  del config, evaluation, last_metrics
-  return {"per_seed": [
-      {"valid_loss_initial": float(states.initial_valid_loss[i]),
-       "valid_loss_best": float(states.best_valid_loss[i]),
-       "best_step": int(states.best_step[i])}
-      for i in range(np.shape(states.best_step)[0])]}
-
-
-def _report(summary: dict[str, Any]) -> str:
-  return "\n".join(
-      f"seed {i}: validation loss {s['valid_loss_initial']:.3f} -> "
-      f"{s['valid_loss_best']:.3f} nats/token (best at step "
-      f"{s['best_step']})" for i, s in enumerate(summary["per_seed"]))
+def evaluate(config: SFTConfig, state: SFTState, key: Array, data: SFTData,
+             size: int) -> dict[str, Array]:
+  """The validation loss before training and the lowest reached, and the
+  step of the kept parameters (``key`` and ``size`` unused)."""
+  del config, key, data, size
+  return {"valid_loss_initial": state.initial_valid_loss,
+          "valid_loss_best": state.best_valid_loss,
+          "best_step": state.best_step}
 
 
 LEARNER = learner.Learner(
     name="sft", config_type=SFTConfig, init=init, update=update,
-    assess=assess, assess_every=lambda config: config.eval_every,
+    evaluate=evaluate, assess=assess,
+    assess_every=lambda config: config.eval_every,
     num_updates=lambda config: config.steps, units="tokens",
     units_per_update=lambda config: config.batch_size * config.model.max_len,
-    progress_metric="train_loss", finite_metrics=("train_loss",),
-    summarize=_summarize, report=_report)
+    finite_metrics=("train_loss",))

@@ -34,7 +34,7 @@ from jaxrl_align import rlhf as pure_rlhf
 from jaxrl_align.host.rlhf import _common
 from jaxrl_align.host.rlhf import stages
 from jaxrl_align.rlhf import rl
-from jaxrl_align.rlhf import rl_report
+from jaxrl_align.host import summaries
 from jaxrl_align.rlhf import rollout
 
 PREFIX = "rlhf-"
@@ -237,7 +237,7 @@ def _finish(out, prepared, states, evaluation, summary):
 
 def _report(s: dict[str, Any]) -> str:
   per_seed = s.get("per_seed") or [s]
-  text = rl_report.report({"per_seed": per_seed})
+  text = summaries.rl_report({"per_seed": per_seed})
   if s.get("episodes_per_second") is not None:
     text += f"; {s['episodes_per_second']:.1f} episodes/s"
   return text

@@ -1,13 +1,13 @@
-"""The same learners on host-stepped Gymnasium environments.
+"""Learners on host-stepped Gymnasium environments.
 
 Any Gymnasium id whose observations are a ``Box`` and whose actions are a
 ``Box`` or ``Discrete`` trains through :class:`HostPrograms`: the rollout
 runs on the host through :class:`~jaxrl_align.envs.GymnasiumVecEnv` (one per
-seed), the policy is built from the run's
-:class:`~jaxrl_align.agents.tasks.Task` (that environment's own spaces),
-and the jitted ``learn`` is the one of the JAX-native path, vmapped over
-seeds, so the learning is the same code. The runner uses these programs for
-every environment that is not JAX-native. The environments' state lives in
+seed), and the learner's pure :class:`~jaxrl_align.learner.Stepping`
+functions (``act``, ``learn``, ``mode``), jitted and vmapped over seeds, do
+the rest, so the learning is the code of the JAX-native path and the host
+never reads a learner's state. The runner uses these programs for every
+environment that is not JAX-native. The environments' state lives in
 Gymnasium, outside the learner state: a resumed run continues from the
 checkpoint's parameters with freshly reset environments, so it is not
 bit-identical to an uninterrupted one. Observation normalisation, reward
@@ -17,15 +17,15 @@ task's check refuse them).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_align import envs
-from jaxrl_align.agents import on_policy
 from jaxrl_align.agents import tasks
+from jaxrl_align.learner import Learner
 
 
 def _env_seed(key: jax.Array) -> int:
@@ -34,8 +34,19 @@ def _env_seed(key: jax.Array) -> int:
                                 2 ** 31 - 1))
 
 
+def host_stepped(learner: Learner, config, data=None) -> bool:
+  """Whether a run of ``learner`` steps its environments on the host:
+  it has :class:`~jaxrl_align.learner.Stepping` and its task (``data``,
+  else ``config.env_id``) is not JAX-native."""
+  if learner.stepping is None:
+    return False
+  if isinstance(data, tasks.Task):
+    return not data.jax_native
+  return not envs.is_jax_native(config.env_id)
+
+
 class HostPrograms:
-  """``(init, chunk, evaluate)`` of an on-policy learner over seeds, with the
+  """``(init, chunk, evaluate)`` of a learner over seeds, with the
   environments stepped on the host: the runner's programs for an
   environment that is not JAX-native.
 
@@ -44,8 +55,7 @@ class HostPrograms:
   ``config.env_id``, stepped on the host), kept for the run.
 
   Args:
-    init: the learner's ``init(config, key, task)``.
-    learn: its ``learn(config, state, trajectory, policy)``.
+    learner: a learner with :class:`~jaxrl_align.learner.Stepping`.
     chunk: updates per :meth:`chunk` call.
     eval_episodes: episodes per seed in :meth:`evaluate`.
     env_seed: the Gymnasium seed of seed ``i``'s environments is
@@ -55,10 +65,12 @@ class HostPrograms:
 
   assess = None
 
-  def __init__(self, init: Callable, learn: Callable, chunk: int,
-               eval_episodes: int, *, env_seed: int | None = None,
-               **env_kwargs: Any):
-    self._init, self._learn = init, learn
+  def __init__(self, learner: Learner, chunk: int, eval_episodes: int, *,
+               env_seed: int | None = None, **env_kwargs: Any):
+    if learner.stepping is None:
+      raise ValueError(f"{learner.name} cannot learn from host-stepped "
+                       f"environments (it has no `stepping`).")
+    self._learner, self._stepping = learner, learner.stepping
     self._chunk, self._eval_episodes = chunk, eval_episodes
     self._env_seed = env_seed
     self._env_kwargs = env_kwargs
@@ -66,28 +78,16 @@ class HostPrograms:
     self._compiled: dict[Any, Any] = {}
     self._task: tasks.Task | None = None
 
-  def _policy(self, config):
-    key = ("policy", config)
-    if key not in self._compiled:
-      self._compiled[key] = self._task.policy(config)
-    return self._compiled[key]
-
   def _programs(self, config):
     """``(act, learn)`` jitted and vmapped over seeds, once per config."""
     key = ("programs", config)
     if key not in self._compiled:
-      policy = self._policy(config)
-
-      def act(params, key, obs):
-        key, policy_key = jax.random.split(key)
-        action, extras = policy.act(params)(policy_key, obs)
-        return action, extras, key
-
-      def learn(config, state, trajectory):
-        return self._learn(config, state, trajectory, policy)
-
-      self._compiled[key] = (jax.jit(jax.vmap(act)),
-                             jax.jit(jax.vmap(learn, in_axes=(None, 0, 0))))
+      task, stepping = self._task, self._stepping
+      self._compiled[key] = (
+          jax.jit(jax.vmap(lambda c, s, o: stepping.act(c, s, o, task),
+                           in_axes=(None, 0, 0))),
+          jax.jit(jax.vmap(lambda c, s, t: stepping.learn(c, s, t, task),
+                           in_axes=(None, 0, 0))))
     return self._compiled[key]
 
   def init(self, config, keys: jax.Array, data=None):
@@ -102,8 +102,8 @@ class HostPrograms:
     self._envs = [envs.GymnasiumVecEnv(config.env_id, config.num_envs,
                                        seed=seed, **self._env_kwargs)
                   for seed in seeds]
-    return jax.jit(jax.vmap(lambda k: self._init(config, k, self._task)))(
-        keys)
+    init, task = self._learner.init, self._task
+    return jax.jit(jax.vmap(lambda k: init(config, k, task)))(keys)
 
   def chunk(self, config, states, data=None):
     """``chunk`` updates: a host rollout of ``num_steps`` per seed, then the
@@ -115,19 +115,14 @@ class HostPrograms:
     for _ in range(self._chunk):
       trajectory, states = self._rollout(config, act, states)
       states, metrics = learn(config, states, trajectory)
-      metrics = dict(metrics, **on_policy.finished_episodes(trajectory,
-                                                            axis=(1, 2)))
-      metrics["env_steps"] = (states.update * config.num_envs
-                              * config.num_steps).astype(jnp.float32)
       rows.append(metrics)
     return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
 
   def _rollout(self, config, act, states):
-    keys = states.rollout.key
     steps, actions, extras = [], [], []
     for _ in range(config.num_steps):
       obs = jnp.asarray(np.stack([env.obs for env in self._envs]))
-      action, extra, keys = act(states.params, keys, obs)
+      action, extra, states = act(config, states, obs)
       host_action = np.asarray(action)
       steps.append([env.step(a) for env, a in zip(self._envs, host_action)])
       actions.append(action)
@@ -139,26 +134,25 @@ class HostPrograms:
         action=jnp.stack(actions, axis=1),
         extras=jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *extras),
         **fields)
-    return trajectory, states._replace(
-        rollout=states.rollout._replace(key=keys))
+    return trajectory, states
 
   def evaluate(self, config, states, keys: jax.Array, data=None):
     """``[seeds, eval_episodes]`` returns of the deterministic policy, one
     episode per env; NaN for an episode that did not end within the
     environment's time limit (or 10,000 steps without one)."""
     del data
-    policy = self._policy(config)
-    mode = jax.jit(policy.mode)
+    task, stepping = self._task, self._stepping
+    mode = jax.jit(lambda c, s, o: stepping.mode(c, s, o, task))
     returns = []
     for i, key in enumerate(keys):
-      params = jax.tree.map(lambda x: x[i], states.params)
+      state = jax.tree.map(lambda x: x[i], states)
       env = envs.GymnasiumVecEnv(config.env_id, self._eval_episodes,
                                  seed=_env_seed(key), **self._env_kwargs)
       limit = env.envs.spec.max_episode_steps if env.envs.spec else None
       done = np.zeros(self._eval_episodes, bool)
       result = np.full(self._eval_episodes, np.nan)
       for _ in range(limit or 10_000):
-        step = env.step(np.asarray(mode(params, jnp.asarray(env.obs))))
+        step = env.step(np.asarray(mode(config, state, jnp.asarray(env.obs))))
         ended = (step["terminated"] | step["truncated"]) & ~done
         result[ended] = step["episode_return"][ended]
         done |= ended
@@ -174,23 +168,15 @@ class HostPrograms:
     self._envs = []
 
 
-def programs(init: Callable, learn: Callable):
-  """The ``programs`` field of an on-policy :class:`~jaxrl_align.learner.
-  Learner`: :class:`HostPrograms` for an environment that is not
-  JAX-native, None (compile the learner) for one that is."""
-  def for_run(config, chunk: int, eval_episodes: int):
-    if envs.is_jax_native(config.env_id):
-      return None
-    return HostPrograms(init, learn, chunk, eval_episodes)
-  return for_run
-
-
-def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
+def train(learner: Any, config, key: jax.Array, *, env_id: str | None = None,
           seed: int = 0, **env_kwargs: Any):
-  """Trains ``algo`` (:mod:`~jaxrl_align.agents.ppo` or ``trpo``) on the host.
+  """Trains a learner on host-stepped Gymnasium environments, from Python
+  (the runner does the same with progress, checkpoints and evaluation).
 
   Args:
-    algo: the learner module.
+    learner: a :class:`~jaxrl_align.learner.Learner` with ``stepping``, or
+      a learner module with one as ``LEARNER``
+      (:mod:`~jaxrl_align.agents.ppo`, :mod:`~jaxrl_align.agents.trpo`).
     config: its config (batch sizes, hyperparameters).
     key: PRNG key.
     env_id: the Gymnasium id to step (defaults to ``config.env_id``); the
@@ -203,14 +189,14 @@ def train(algo: Any, config, key: jax.Array, *, env_id: str | None = None,
     metric dicts (host floats; NaN episode statistics in an update where no
     episode ended).
   """
+  learner = getattr(learner, "LEARNER", learner)
   if env_id is not None and env_id != config.env_id:
     config = config.replace(env_id=env_id)
-  run = HostPrograms(algo.init, algo.learn, 1, 1, env_seed=seed,
-                     **env_kwargs)
+  run = HostPrograms(learner, 1, 1, env_seed=seed, **env_kwargs)
   states = run.init(config, key[None], tasks.make(config.env_id, host=True))
   history = []
   try:
-    for _ in range(on_policy.num_updates(config)):
+    for _ in range(learner.num_updates(config)):
       states, metrics = run.chunk(config, states)
       history.append({k: float(v[0, 0]) for k, v in metrics.items()})
   finally:
