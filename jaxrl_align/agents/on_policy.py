@@ -280,7 +280,7 @@ def advantages_and_targets(policy: Policy, params, trajectory, gamma, lam):
                         trajectory.truncated, gamma=gamma, lam=lam)
 
 
-def update(config, state, learn, task: tasks.Task | None = None):
+def rollout_and_learn(config, state, learn, task: tasks.Task | None = None):
   """One JAX-native rollout of ``num_steps`` and ``learn`` on it."""
   task = _task(config, task)
   env, env_params = task.training_env(config), task.env_params
@@ -360,7 +360,7 @@ def functions(init: Callable, learn: Callable):
       length of the episodes that ended in this update (NaN when none did),
       their count, and the env steps so far.
     """
-    return update(config, state, learn, task)
+    return rollout_and_learn(config, state, learn, task)
 
   def train(config, key: Array, task: tasks.Task | None = None):
     """A whole run: ``init`` then ``lax.scan`` of ``update``, on one task.
@@ -371,8 +371,9 @@ def functions(init: Callable, learn: Callable):
     """
     task = _task(config, task)
     state = init(config, key, task)
-    return jax.lax.scan(lambda s, _: update(config, s, learn, task), state,
-                        None, length=num_updates(config))
+    return jax.lax.scan(
+        lambda s, _: rollout_and_learn(config, s, learn, task), state, None,
+        length=num_updates(config))
 
   def evaluate_fn(config, state, key: Array, num_episodes: int,
                   task: tasks.Task | None = None) -> Array:
