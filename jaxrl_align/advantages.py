@@ -35,8 +35,11 @@ def _prepare(reward, value, next_value, terminated, truncated):
     arrays["value"] = value
   _checks.check_same_shape(**arrays)
   _checks.check_min_rank("reward", reward, 1)
+  _checks.check_non_empty("reward", reward, axis=0)
   for name in ("reward", "next_value") + (("value",) if value is not None else ()):
     _checks.check_floating(name, arrays[name])
+  _checks.check_flags("terminated", terminated)
+  _checks.check_flags("truncated", truncated)
   dtype = jnp.result_type(*(arrays[n] for n in ("reward", "next_value")))
   cast = lambda x: jnp.asarray(x).astype(dtype)
   return (cast(reward), None if value is None else cast(value),
@@ -86,8 +89,11 @@ def gae(
     with ``returns = advantages + value``.
 
   Raises:
-    ValueError: shapes differ, ``reward`` has no time axis, or a concrete
-      ``gamma``/``lam`` is outside ``[0, 1]``.
+    ValueError: shapes differ; ``reward`` has no time axis or ``T = 0``;
+      ``terminated``/``truncated`` are not bool or integer 0/1 (a float
+      flag is refused at trace time too, a concrete 2 before it is used);
+      ``gamma``/``lam`` is not a real number, or a concrete one is outside
+      ``[0, 1]``.
 
   References:
     Schulman et al., 2016, "High-Dimensional Continuous Control Using
@@ -147,8 +153,8 @@ def lambda_returns(
   Args:
     reward: ``[T, *B]`` float rewards.
     next_value: ``[T, *B]`` float, ``V(s_{t+1})`` of the true successor.
-    terminated: ``[T, *B]`` bool, the successor is terminal.
-    truncated: ``[T, *B]`` bool, the episode was cut after ``t``.
+    terminated: ``[T, *B]`` bool (or 0/1), the successor is terminal.
+    truncated: ``[T, *B]`` bool (or 0/1), the episode was cut after ``t``.
     gamma: scalar discount in ``[0, 1]``.
     lam: scalar λ in ``[0, 1]``.
 
@@ -198,8 +204,8 @@ def discounted_returns(
   Args:
     reward: ``[T, *B]`` float rewards.
     next_value: ``[T, *B]`` float, ``V(s_{t+1})`` of the true successor.
-    terminated: ``[T, *B]`` bool, the successor is terminal.
-    truncated: ``[T, *B]`` bool, the episode was cut after ``t``.
+    terminated: ``[T, *B]`` bool (or 0/1), the successor is terminal.
+    truncated: ``[T, *B]`` bool (or 0/1), the episode was cut after ``t``.
     gamma: scalar discount in ``[0, 1]``.
 
   Returns:
@@ -269,7 +275,7 @@ def grpo_advantages(reward: Array, *, scale: bool = True,
   Args:
     reward: ``[G, *B]``, ``G ≥ 2`` samples per prompt on axis 0.
     scale: divide by the group's standard deviation (static).
-    eps: added to the standard deviation.
+    eps: added to the standard deviation, ≥ 0.
 
   Returns:
     ``[G, *B]`` advantages.
@@ -286,6 +292,7 @@ def grpo_advantages(reward: Array, *, scale: bool = True,
     [-0.7071067690849304, 0.7071067690849304]
   """
   _check_group(reward)
+  _checks.check_scalar_in_range("eps", eps, 0.0, float("inf"))
   centred = reward - jnp.mean(reward, axis=0, keepdims=True)
   if not scale:
     return centred

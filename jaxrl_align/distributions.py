@@ -33,6 +33,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 def _check_logits(logits):
   _checks.check_min_rank("logits", logits, 1)
   _checks.check_floating("logits", logits)
+  _checks.check_non_empty("logits", logits, axis=-1)
 
 
 def categorical_sample(key: Array, logits: Array) -> Array:
@@ -58,11 +59,18 @@ def categorical_log_prob(logits: Array, action: Array) -> Array:
 
   Returns:
     ``[*B]`` log-probabilities in the dtype of ``logits``.
+
+  Raises:
+    ValueError: ``action`` is not of an integer dtype (a float would be
+      truncated; refused under ``jit`` too), a concrete action is outside
+      ``[0, A)`` (``-1`` would read the last class, ``A`` NaN), or the
+      shapes do not match.
   """
   _check_logits(logits)
   if jnp.shape(action) != jnp.shape(logits)[:-1]:
     raise ValueError(f"`action` must have shape {jnp.shape(logits)[:-1]} "
                      f"(logits without the last axis), got {jnp.shape(action)}.")
+  _checks.check_index("action", action, jnp.shape(logits)[-1])
   log_p = jax.nn.log_softmax(logits, axis=-1)
   index = jnp.asarray(action).astype(jnp.int32)[..., None]
   return jnp.take_along_axis(log_p, index, axis=-1)[..., 0]
@@ -253,7 +261,7 @@ def gsde_log_std(features: Array, log_std: Array, *, eps: float = 1e-6
     features: ``[*B, F]`` latent features ``f(s)`` (gSDE stops their
       gradient; that is the caller's choice).
     log_std: ``[F, D]`` log-stds of the exploration matrix's entries.
-    eps: added to the variance.
+    eps: added to the variance, ≥ 0.
 
   Returns:
     ``[*B, D]`` log-stds.
@@ -268,6 +276,7 @@ def gsde_log_std(features: Array, log_std: Array, *, eps: float = 1e-6
   if jnp.ndim(log_std) != 2 or jnp.shape(log_std)[0] != jnp.shape(features)[-1]:
     raise ValueError(f"`log_std` must be [F, D] with F = {jnp.shape(features)[-1]}"
                      f" (the features' last axis), got {jnp.shape(log_std)}.")
+  _checks.check_scalar_in_range("eps", eps, 0.0, float("inf"))
   variance = jnp.square(features) @ jnp.exp(2.0 * log_std)
   return 0.5 * jnp.log(variance + eps)
 

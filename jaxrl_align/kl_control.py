@@ -51,6 +51,15 @@ def _coef(value) -> Array:
   return jnp.asarray(value, dtype=float)
 
 
+def _check_measured(kl, num_steps) -> None:
+  """``update``'s inputs: a real scalar KL (any value: an estimate may be
+  negative) and ``num_steps ≥ 0``."""
+  _checks.check_real_number("kl", kl)
+  if jnp.ndim(kl) != 0:
+    raise ValueError(f"`kl` must be a scalar, got shape {jnp.shape(kl)}.")
+  _checks.check_scalar_in_range("num_steps", num_steps, 0.0, float("inf"))
+
+
 def fixed_kl_controller(coef: float | Array) -> KLController:
   """A constant coefficient: ``update`` returns its state unchanged.
 
@@ -110,6 +119,7 @@ def adaptive_kl_controller(
     return KLControllerState(coef=_coef(init_coef))
 
   def update(state, kl, num_steps=1):
+    _check_measured(kl, num_steps)
     dtype = state.coef.dtype
     kl = jnp.asarray(kl, dtype)
     error = jnp.clip(kl / jnp.asarray(target, dtype) - 1, -0.2, 0.2)
@@ -163,6 +173,7 @@ def ppo_kl_controller(
     return KLControllerState(coef=_coef(init_coef))
 
   def update(state, kl, num_steps=1):
+    _check_measured(kl, num_steps)
     del num_steps
     dtype = state.coef.dtype
     kl = jnp.asarray(kl, dtype)

@@ -1,9 +1,11 @@
 """Policy-gradient objectives, value losses and their diagnostics.
 
 Every loss is a scalar to *minimise*. Inputs share one shape ``[*N]`` (any
-batch of samples: ``[T, B]``, a flat minibatch, tokens...). An optional boolean
-``mask`` of the same shape selects the entries that count (padding tokens,
-for instance); the mean is over selected entries, and is 0 when none is.
+batch of samples: ``[T, B]``, a flat minibatch, tokens...) with at least one
+entry. An optional boolean (or integer 0/1) ``mask`` of the same shape
+selects the entries that count (padding tokens, for instance); the mean is
+over selected entries, and is 0 when none is. A float mask is refused: it
+would weigh entries instead of selecting them.
 
 KL estimators follow Schulman (2020), "Approximating KL Divergence",
 http://joschu.net/blog/kl-approx.html. With samples ``x ~ old`` and
@@ -24,9 +26,12 @@ Array = jax.Array
 
 
 def _check_mask(mask, shape):
-  if mask is not None and jnp.shape(mask) != tuple(shape):
+  if mask is None:
+    return
+  if jnp.shape(mask) != tuple(shape):
     raise ValueError(f"`mask` must have shape {tuple(shape)}, got "
                      f"{jnp.shape(mask)}.")
+  _checks.check_flags("mask", mask)
 
 
 def masked_mean(x: Array, mask: Array | None = None) -> Array:
@@ -38,7 +43,12 @@ def masked_mean(x: Array, mask: Array | None = None) -> Array:
 
   Returns:
     Scalar in the dtype of ``x``; 0 when the mask selects nothing.
+
+  Raises:
+    ValueError: ``x`` has no entries (its mean is undefined), or ``mask``
+      has another shape or is not bool (or integer 0/1).
   """
+  _checks.check_non_empty("x", x)
   if mask is None:
     return jnp.mean(x)
   _check_mask(mask, jnp.shape(x))
@@ -53,6 +63,14 @@ def _log_ratio(log_prob, old_log_prob, mask, **others):
   _checks.check_floating("log_prob", log_prob)
   _check_mask(mask, jnp.shape(log_prob))
   return log_prob - old_log_prob
+
+
+def _check_batch(name, x, mask):
+  """A loss's first input: floating, with entries (a loss over none is
+  undefined), and its mask."""
+  _checks.check_floating(name, x)
+  _checks.check_non_empty(name, x)
+  _check_mask(mask, jnp.shape(x))
 
 
 def ppo_clip_loss(
@@ -87,6 +105,7 @@ def ppo_clip_loss(
     https://arxiv.org/abs/1707.06347, eq. (7).
   """
   log_ratio = _log_ratio(log_prob, old_log_prob, mask, advantage=advantage)
+  _checks.check_non_empty("log_prob", log_prob)
   _checks.check_scalar_in_range("clip_eps", clip_eps, 0.0, float("inf"),
                                 low_inclusive=False)
   eps = jnp.asarray(clip_eps, log_ratio.dtype)
@@ -115,6 +134,7 @@ def clip_fraction(
     Scalar in ``[0, 1]``.
   """
   log_ratio = _log_ratio(log_prob, old_log_prob, mask)
+  _checks.check_non_empty("log_prob", log_prob)
   _checks.check_scalar_in_range("clip_eps", clip_eps, 0.0, float("inf"),
                                 low_inclusive=False)
   clipped = jnp.abs(jnp.exp(log_ratio) - 1) > jnp.asarray(clip_eps,
@@ -179,7 +199,7 @@ def approx_kl(log_prob: Array, old_log_prob: Array, *,
   Returns:
     Scalar.
   """
-  _check_mask(mask, jnp.shape(log_prob))
+  _check_batch("log_prob", log_prob, mask)
   return masked_mean(kl_k3(log_prob, old_log_prob), mask)
 
 
@@ -222,6 +242,7 @@ def ppo_kl_penalty_loss(
   """
   log_ratio = _log_ratio(log_prob, old_log_prob, mask, advantage=advantage,
                          kl=kl)
+  _checks.check_non_empty("log_prob", log_prob)
   _checks.check_scalar_in_range("beta", beta, 0.0, float("inf"))
   beta = jnp.asarray(beta, log_ratio.dtype)
   return -masked_mean(jnp.exp(log_ratio) * advantage - beta * kl, mask)
@@ -245,8 +266,7 @@ def value_loss(value: Array, target: Array, *,
     Scalar loss.
   """
   _checks.check_same_shape(value=value, target=target)
-  _checks.check_floating("value", value)
-  _check_mask(mask, jnp.shape(value))
+  _check_batch("value", value, mask)
   error = value - target
   return 0.5 * masked_mean(error * error, mask)
 
@@ -297,8 +317,7 @@ def clipped_value_loss(
   if form not in ("max", "prediction"):
     raise ValueError(f"`form` must be 'max' or 'prediction', got {form!r}.")
   _checks.check_same_shape(value=value, old_value=old_value, target=target)
-  _checks.check_floating("value", value)
-  _check_mask(mask, jnp.shape(value))
+  _check_batch("value", value, mask)
   _checks.check_scalar_in_range("clip_eps", clip_eps, 0.0, float("inf"),
                                 low_inclusive=False)
   eps = jnp.asarray(clip_eps, jnp.result_type(value))
@@ -321,5 +340,5 @@ def entropy_loss(entropy: Array, *, mask: Array | None = None) -> Array:
   Returns:
     Scalar.
   """
-  _checks.check_floating("entropy", entropy)
+  _check_batch("entropy", entropy, mask)
   return -masked_mean(entropy, mask)

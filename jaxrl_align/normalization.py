@@ -42,13 +42,23 @@ def running_mean_std_init(shape: tuple[int, ...] = (),
   ``normalize`` of an empty state is the identity up to ``eps``: mean 0, var 1.
 
   Args:
-    shape: the shape ``[*S]`` of one sample.
-    dtype: float dtype of the statistics.
+    shape: the shape ``[*S]`` of one sample (non-negative ints).
+    dtype: float dtype of the statistics (an integer one is refused).
 
   Returns:
     A :class:`RunningMeanStd` with count 0.
   """
   shape = tuple(shape)
+  for size in shape:
+    _checks.check_positive_int("shape", size, allow_zero=True)
+  try:
+    floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+  except TypeError:
+    floating = False
+  if not floating:
+    raise ValueError(f"`dtype` must be a floating dtype, got "
+                     f"{getattr(dtype, '__name__', dtype)}: the statistics "
+                     f"are fractions.")
   return RunningMeanStd(mean=jnp.zeros(shape, dtype),
                         var=jnp.ones(shape, dtype),
                         count=jnp.zeros((), dtype))
@@ -92,6 +102,7 @@ def running_mean_std_update(state: RunningMeanStd, x: Array, *,
     if jnp.shape(mask) != batch_shape:
       raise ValueError(f"`mask` must have shape {batch_shape}, got "
                        f"{jnp.shape(mask)}.")
+    _checks.check_flags("mask", mask)
     weight = jnp.asarray(mask).astype(dtype).reshape(-1)
   weight = weight.reshape((-1,) + (1,) * sample_rank)
 
@@ -172,7 +183,7 @@ def whiten(x: Array, mask: Array | None = None, *, ddof: int = 0,
     mask: optional ``[*N]`` bool; at least ``ddof + 1`` true entries.
     ddof: 0 or 1 (static).
     shift_mean: subtract the mean (static).
-    eps: added to the standard deviation.
+    eps: added to the standard deviation, ≥ 0.
 
   Returns:
     ``[*N]`` in the dtype of ``x``.
@@ -182,9 +193,10 @@ def whiten(x: Array, mask: Array | None = None, *, ddof: int = 0,
     >>> whiten(jnp.array([1.0, 3.0, 100.0]), jnp.array([True, True, False]))
     Array([-1.,  1., 98.], dtype=float32)
   """
-  if ddof not in (0, 1):
+  if isinstance(ddof, bool) or ddof not in (0, 1):
     raise ValueError(f"`ddof` must be 0 or 1, got {ddof!r}.")
   _checks.check_floating("x", x)
+  _checks.check_scalar_in_range("eps", eps, 0.0, float("inf"))
   if mask is None:
     mean = jnp.mean(x)
     white = (x - mean) / (jnp.std(x, ddof=ddof) + eps)
@@ -192,6 +204,7 @@ def whiten(x: Array, mask: Array | None = None, *, ddof: int = 0,
     if jnp.shape(mask) != jnp.shape(x):
       raise ValueError(f"`mask` must have shape {jnp.shape(x)}, got "
                        f"{jnp.shape(mask)}.")
+    _checks.check_flags("mask", mask)
     m = jnp.asarray(mask).astype(x.dtype)
     count = jnp.sum(m)
     mean = jnp.sum(x * m) / jnp.maximum(count, 1)

@@ -47,6 +47,8 @@ def bradley_terry_loss(chosen_reward: Array, rejected_reward: Array, *,
   _checks.check_same_shape(chosen_reward=chosen_reward,
                            rejected_reward=rejected_reward)
   _checks.check_floating("chosen_reward", chosen_reward)
+  _checks.check_floating("rejected_reward", rejected_reward)
+  _checks.check_non_empty("chosen_reward", chosen_reward)
   return losses.masked_mean(-jax.nn.log_sigmoid(chosen_reward
                                                 - rejected_reward), mask)
 
@@ -89,7 +91,12 @@ def dpo_loss(log_prob_chosen: Array, log_prob_rejected: Array,
                            log_prob_rejected=log_prob_rejected,
                            ref_log_prob_chosen=ref_log_prob_chosen,
                            ref_log_prob_rejected=ref_log_prob_rejected)
-  _checks.check_floating("log_prob_chosen", log_prob_chosen)
+  for name, x in (("log_prob_chosen", log_prob_chosen),
+                  ("log_prob_rejected", log_prob_rejected),
+                  ("ref_log_prob_chosen", ref_log_prob_chosen),
+                  ("ref_log_prob_rejected", ref_log_prob_rejected)):
+    _checks.check_floating(name, x)
+  _checks.check_non_empty("log_prob_chosen", log_prob_chosen)
   _checks.check_scalar_in_range("beta", beta, 0.0, float("inf"),
                                 low_inclusive=False)
   _checks.check_scalar_in_range("label_smoothing", label_smoothing, 0.0, 0.5,

@@ -56,12 +56,15 @@ def last_step(mask: Array) -> Array:
   (nowhere in a column with none).
 
   Args:
-    mask: ``[T, *B]`` bool, the steps that exist.
+    mask: ``[T, *B]`` bool (or integer 0/1), the steps that exist;
+      ``T ≥ 1``.
 
   Returns:
     ``[T, *B]`` bool.
   """
   _checks.check_min_rank("mask", mask, 1)
+  _checks.check_non_empty("mask", mask, axis=0)
+  _checks.check_flags("mask", mask)
   mask = jnp.asarray(mask, bool)
   t = mask.shape[0]
   index = t - 1 - jnp.argmax(mask[::-1], axis=0)
@@ -100,7 +103,8 @@ def kl_penalized_rewards(score: Array, log_prob: Array, ref_log_prob: Array,
     log_prob: ``[T, *B]`` log-probabilities of the sampled tokens under the
       sampling policy (the temperature applied as when sampling).
     ref_log_prob: ``[T, *B]`` under the reference (same temperature).
-    mask: ``[T, *B]`` bool, response tokens (false at padding).
+    mask: ``[T, *B]`` bool (or integer 0/1), response tokens (false at
+      padding); ``T ≥ 1``.
     kl_coef: ``β ≥ 0``.
     estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (static).
 
@@ -124,7 +128,10 @@ def kl_penalized_rewards(score: Array, log_prob: Array, ref_log_prob: Array,
   if jnp.shape(score) != jnp.shape(log_prob)[1:]:
     raise ValueError(f"`score` must have shape {jnp.shape(log_prob)[1:]} "
                      f"(the batch of `log_prob`), got {jnp.shape(score)}.")
+  _checks.check_non_empty("log_prob", log_prob, axis=0)
   _checks.check_floating("log_prob", log_prob)
+  _checks.check_floating("ref_log_prob", ref_log_prob)
+  _checks.check_flags("mask", mask)
   _checks.check_scalar_in_range("kl_coef", kl_coef, 0.0, float("inf"))
   fn = {"k1": losses.kl_k1, "k2": losses.kl_k2, "k3": losses.kl_k3}[estimator]
   dtype = jnp.result_type(log_prob)
