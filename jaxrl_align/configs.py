@@ -80,12 +80,40 @@ def is_python_number(x) -> bool:
 def check_range(config, name: str, low: float, high: float, *,
                 low_inclusive: bool = True, high_inclusive: bool = True):
   """Range check of a field when it holds a Python number (a traced or
-  batched sweep value passes unchecked)."""
+  batched sweep value, an array of numbers, passes unchecked). Anything
+  else (None, a string, a bool, a list) is refused: it would pass here and
+  fail, or be misread, inside JAX."""
   value = getattr(config, name)
   if is_python_number(value):
     _checks.check_scalar_in_range(name, value, low, high,
                                   low_inclusive=low_inclusive,
                                   high_inclusive=high_inclusive)
+  else:
+    _checks.check_real_number(name, value)
+
+
+def check_types(config, owner: str) -> None:
+  """Each static field annotated ``bool``, ``int`` or ``str`` holds one
+  (``ValueError`` naming ``owner.field``; a derived field may still be
+  None, until the run fills it in). A string where a bool is meant would
+  read as true; ``True`` where an int is meant as 1."""
+  hints = typing.get_type_hints(type(config))
+  for field in dataclasses.fields(config):
+    want = hints.get(field.name)
+    value = getattr(config, field.name)
+    if not is_static(field) or want not in (bool, int, str) or (
+        value is None and is_derived(field)):
+      continue
+    if want is int:
+      ok = isinstance(value, (int, np.integer)) and not isinstance(
+          value, (bool, np.bool_))
+    elif want is bool:
+      ok = isinstance(value, (bool, np.bool_))
+    else:
+      ok = isinstance(value, str)
+    if not ok:
+      raise ValueError(f"`{owner}.{field.name}` must be {want.__name__}, got "
+                       f"{type(value).__name__} ({value!r}).")
 
 
 def check_finite_positive(config, *names: str) -> None:

@@ -110,8 +110,9 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
     top_k: sample among the k most likely tokens (0: all), a Python int.
     top_p: sample within the nucleus of this probability (1: all), a
       Python float (see :func:`sampling_logits`).
-    stop_token: ends a row's response (``None``: never).
-    pad_token: written after a row has stopped.
+    stop_token: ends a row's response (``None``: never), a token id.
+    pad_token: written after a row has stopped: a token id other than
+      ``stop_token`` (unused, and may be None, without a stop token).
     greedy: take the most likely token instead of sampling (the limit of
       ``temperature -> 0``); ``log_probs`` are then under the
       temperature-1 distribution.
@@ -127,6 +128,13 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
   # Its limit at 0 is greedy=True.
   _checks.check_scalar_in_range("temperature", temperature, 0, math.inf,
                                 low_inclusive=False)
+  if stop_token is not None:
+    for name, token in (("stop_token", stop_token), ("pad_token", pad_token)):
+      _checks.check_positive_int(name, token, allow_zero=True)
+      _checks.check_scalar_in_range(name, token, 0, config.vocab_size - 1)
+    if pad_token == stop_token:
+      raise ValueError(f"`pad_token` must differ from `stop_token` "
+                       f"({stop_token}): padding would read as a stop.")
   if p + max_new_tokens > config.max_len:
     raise ValueError(f"prompt length {p} + max_new_tokens {max_new_tokens} "
                      f"exceeds the model's max_len {config.max_len}.")
@@ -145,7 +153,9 @@ def generate(apply_fn, params, config: model_lib.TransformerConfig,
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1),
                                    token[:, None], axis=-1)[:, 0]
     live = ~done
-    token = jnp.where(live, token, pad_token).astype(prompt.dtype)
+    if stop_token is not None:  # without one, every row is live throughout
+      token = jnp.where(live, token, pad_token)
+    token = token.astype(prompt.dtype)
     log_prob = jnp.where(live, log_prob, 0.0)
     if stop_token is not None:
       done = done | (token == stop_token)

@@ -77,6 +77,7 @@ class RMConfig:
         self.model, model_lib.TransformerConfig):
       raise ValueError(f"`RMConfig.model` must be a TransformerConfig, got "
                        f"{type(self.model).__name__}.")
+    configs.check_types(self, "RMConfig")
     if self.train_pairs is not None:
       _checks.check_positive_int("RMConfig.train_pairs", self.train_pairs)
     _checks.check_positive_int("RMConfig.epochs", self.epochs)

@@ -32,7 +32,9 @@ class RLConfig:
     model: *static* the policy's (and reference's) transformer shape.
     stop_token: *static* the token that ends a response (``None``: none;
       responses then always run to ``response_length``).
-    pad_token: *static* written after the stop token (must differ from it).
+    pad_token: *static* written after the stop token (must differ from it;
+      required with a stop token once ``model`` is set, unused without
+      one).
     iterations: *static* rollouts (each followed by one update).
     batch_size: *static* responses per iteration: ``batch_size /
       group_size`` prompts, each answered ``group_size`` times.
@@ -133,15 +135,27 @@ def check_config(config: RLConfig, owner: str) -> None:
   if config.batch_size % config.num_minibatches:
     raise ValueError(f"`{owner}.num_minibatches` ({config.num_minibatches}) "
                      f"must divide batch_size ({config.batch_size}).")
+  configs.check_types(config, owner)
+  for name in ("pad_token", "stop_token"):
+    if getattr(config, name) is not None:
+      _checks.check_positive_int(f"{owner}.{name}", getattr(config, name),
+                                 allow_zero=True)
   if config.model is not None:
     for name in ("pad_token", "stop_token"):
       token = getattr(config, name)
       if token is not None:
         _checks.check_scalar_in_range(f"{owner}.{name}", token, 0,
                                       config.model.vocab_size - 1)
+    if config.stop_token is not None and config.pad_token is None:
+      raise ValueError(f"`{owner}.pad_token` must be set with stop_token "
+                       f"({config.stop_token}): it is written after a stop.")
     if config.top_k > config.model.vocab_size:
       raise ValueError(f"`{owner}.top_k` ({config.top_k}) exceeds the "
                        f"vocabulary ({config.model.vocab_size}).")
+    if config.response_length >= config.model.max_len:
+      raise ValueError(f"`{owner}.response_length` ({config.response_length})"
+                       f" leaves no room for a prompt in the model's max_len "
+                       f"({config.model.max_len}).")
   if config.stop_token is not None and config.stop_token == config.pad_token:
     raise ValueError(f"`{owner}.pad_token` must differ from stop_token "
                      f"({config.stop_token}): padding would read as a stop.")

@@ -61,6 +61,11 @@ class SFTConfig:
     if not isinstance(self.model, model_lib.TransformerConfig):
       raise ValueError(f"`SFTConfig.model` must be a TransformerConfig, got "
                        f"{type(self.model).__name__}.")
+    configs.check_types(self, "SFTConfig")
+    if self.model.max_len < 2:
+      raise ValueError(f"`SFTConfig.model.max_len` must be at least 2, got "
+                       f"{self.model.max_len}: a window of one token has no "
+                       f"next token to learn.")
     _checks.check_positive_int("SFTConfig.steps", self.steps)
     _checks.check_positive_int("SFTConfig.warmup_steps", self.warmup_steps,
                                allow_zero=True)
