@@ -272,6 +272,15 @@ def test_checkpoints_restore_into_the_templates_shardings(tmp_path):
 # ------------------------------------------------- the RLHF stage runner
 
 
+def _tree_hashes(root) -> dict[str, str]:
+  """Every file under ``root`` by its SHA-256."""
+  import hashlib
+
+  return {os.path.join(d, n): hashlib.sha256(
+      open(os.path.join(d, n), "rb").read()).hexdigest()
+          for d, _, names in os.walk(root) for n in names}
+
+
 def _reg_stage(tmp_path, refuse=None):
   """The regression learner as a pipeline stage: it reads a run directory
   (``--src``), writes a file of its own once the run exists, and a product
@@ -345,6 +354,18 @@ def test_a_stage_runs_resumes_and_writes_its_summary_once(tmp_path,
   assert resumed["updates_this_session"] == 12 - 6
   assert stages.per_second(resumed, "samples") == pytest.approx(
       6 * 4 / resumed["wall_seconds_this_session"])
+  # A finished run resumed is left byte for byte as it was: its summary is
+  # returned, its inputs not even read (the source is gone).
+  os.rename(src, tmp_path / "moved")
+  before = _tree_hashes(part)
+  again = stages.run_stage(stage, part, resume=True, progress=False)
+  assert again == resumed == json.load(open(os.path.join(part,
+                                                         "summary.json")))
+  assert _tree_hashes(part) == before and calls["created"] == 2
+  os.rename(tmp_path / "moved", src)
+  # A run that saved its last checkpoint but not its summary (killed
+  # while evaluating) trains no update when resumed: it has no rate.
+  os.remove(os.path.join(part, "summary.json"))
   again = stages.run_stage(stage, part, resume=True, progress=False)
   assert again["updates_this_session"] == 0
   assert stages.per_second(again, "samples") is None
@@ -371,8 +392,10 @@ def test_rlhf_commands_and_run_files_derive_from_the_stages():
     command = rlhf.COMMANDS[name]
     assert command.learner == stage.learner.name
     assert command.groups[-1] == ("run", stage.settings_type, None)
-    assert set(stage.files) <= files.run_entries()
-  assert files.run_entries() == files.RUN_ENTRIES | rlhf.FILES
+    assert files.entries(stage.learner.name) == (
+        files.RUN_ENTRIES | set(stage.files))
+  assert files.entries("prefs") == {files.MARKER, "summary.json",
+                                    "prefs.jsonl"}
 
 
 @pytest.mark.parametrize("name", ["ppo", "trpo"])

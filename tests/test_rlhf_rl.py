@@ -618,7 +618,7 @@ def test_small_pipeline_raises_proxy_and_gold_inside_the_kl_band(small):
   out, summaries, lines = small
   assert len(lines) == 5 and "gold" in lines[-1]
   # One run directory of runs: a second demo may replace it.
-  assert files.is_run_dir(str(out)) and not files._foreign(str(out))
+  assert files.is_run_dir(str(out)) and not files.foreign(str(out))
   target = pipeline.RL["kl_target"]
   for algo in ("ppo", "trpo"):
     s = summaries[algo]

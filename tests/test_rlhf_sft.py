@@ -165,6 +165,17 @@ def test_sft_run_resumes_bit_for_bit(documents, tmp_path):
   _, b, _ = rlhf_runs.load_sft(whole)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
+  # Finished, resumed again through the command line: reported, and left
+  # byte for byte as it was (its documents are not even read again).
+  from jaxrl_align.host import cli
+
+  def hashes():
+    return {os.path.join(d, n): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(part) for n in names}
+
+  before = hashes()
+  assert cli.main(["rlhf", "sft", "--resume", part, "--no-progress"]) == 0
+  assert hashes() == before
 
 
 def test_pipeline_sft_prefs_rm_end_to_end(documents, tmp_path, capsys):

@@ -16,15 +16,19 @@ def _rlhf(args: argparse.Namespace) -> int:
 
   command = rlhf.COMMANDS[args.rlhf_command]
   resume = getattr(args, "resume", None)
-  if resume and args.out is not None:
-    raise runner.RunError("--out and --resume exclude each other: --resume "
-                          "continues the run where it is.")
+  inputs = {name: getattr(args, name) for name, _ in command.inputs}
+  given_with_resume = [options.flag(n) for n, v in (
+      ("out", args.out), ("overwrite", args.overwrite), *inputs.items())
+      if v not in (None, False)]
+  if resume and given_with_resume:
+    raise runner.RunError(f"--resume continues the run where it is, with the "
+                          f"inputs it was made from: it takes no "
+                          f"{', '.join(given_with_resume)}.")
   out = resume or args.out
   if out is None:
     raise runner.RunError("--out RUN_DIR is required"
                           + (" (or --resume RUN_DIR)." if command.resumable
                              else "."))
-  inputs = {name: getattr(args, name) for name, _ in command.inputs}
   missing = [options.flag(n) for n, v in inputs.items() if v is None]
   if missing and not resume:
     raise runner.RunError(f"{', '.join(missing)} RUN_DIR is required.")

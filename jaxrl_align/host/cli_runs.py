@@ -5,22 +5,30 @@ finished runs (:mod:`.evaluation`, :mod:`.plotting`) and the main job
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
+from jaxrl_align.host import files
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
 
 
 def _eval(args: argparse.Namespace) -> int:
-  import numpy as np
-
-  from jaxrl_align.host import evaluation
-
   if args.video:
     options.require_extra(("pygame",), "video", "--video")
   elif args.seed_index:
     raise runner.RunError("--seed-index chooses the seed a --video shows; "
                           "give --video too.")
+  # The video is written into the run directory: as its one writer.
+  with files.lock(args.run_dir) if args.video else contextlib.nullcontext():
+    return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+  import numpy as np
+
+  from jaxrl_align.host import evaluation
+
   returns, step = evaluation.evaluate_run(args.run_dir, args.episodes)
   _, config, _ = runner.load_config(args.run_dir)
   run = runner.read_run(args.run_dir)
@@ -55,7 +63,11 @@ def _plot(args: argparse.Namespace) -> int:
   if os.path.exists(out) and not _is_png(out):
     raise runner.RunError(f"--out {out!r} exists and is not a PNG image; "
                           f"refusing to replace it.")
-  plotting.plot_runs(args.run_dirs, out, metric=args.metric)
+  into = os.path.dirname(os.path.abspath(out))
+  # A figure written into a run directory: as its one writer.
+  with files.lock(into) if files.is_run_dir(into) else (
+      contextlib.nullcontext()):
+    plotting.plot_runs(args.run_dirs, out, metric=args.metric)
   print(f"wrote {out}")
   return 0
 

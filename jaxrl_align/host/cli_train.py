@@ -13,6 +13,7 @@ from jaxrl_align import agents
 from jaxrl_align import envs
 from jaxrl_align.agents import tasks
 from jaxrl_align.host import distributed
+from jaxrl_align.host import files
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
 from jaxrl_align.host import views
@@ -115,18 +116,20 @@ def _train(args: argparse.Namespace) -> int:
   if distributed.count() > 1 and not args.resume:
     settings.setdefault("devices", distributed.devices())  # all of them
   learner, config, out = _train_config(args, given, settings)
-  task = tasks.for_config(config)  # built once for the run, and checked
-  path = ("JAX-native: rollouts compiled with the learner" if task.jax_native
-          else "a Gymnasium environment stepped on the host (a resumed run "
-          "restarts its episodes)")
+  finished = bool(args.resume) and files.read_summary(out) is not None
+  # built once for the run, and checked (a finished run builds nothing)
+  task = None if finished else tasks.for_config(config)
+  path = None if finished else (
+      "JAX-native: rollouts compiled with the learner" if task.jax_native
+      else "a Gymnasium environment stepped on the host (a resumed run "
+      "restarts its episodes)")
   primary = distributed.is_primary()  # process 0 speaks for the job
-  if primary:
-    print(f"{config.env_id}: {path}.", file=sys.stderr)
   result = runner.run(learner, config, out,
                       runner.RunnerSettings(**settings), data=task,
                       resume=bool(args.resume), overwrite=args.overwrite,
                       tensorboard=args.tensorboard,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress,
+                      announce=path and f"{config.env_id}: {path}")
   if result.interrupted and primary:
     print(f"Stopped; checkpoint saved. Resume with: jaxrl-align train "
           f"--resume {out}", file=sys.stderr)

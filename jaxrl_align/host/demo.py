@@ -17,6 +17,10 @@ from jaxrl_align import primer
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
 from jaxrl_align.host import views
+from jaxrl_align.host.rlhf import pipeline  # noqa: F401  (its kind declared)
+
+KIND = "demo"  # its run directory holds a run per learner, and rlhf/
+files.declare(KIND, ("learning_curves.png",), runner=False, nests=True)
 
 
 def main(out: str, seeds: int, total_timesteps: int | None = None, *,
@@ -27,18 +31,24 @@ def main(out: str, seeds: int, total_timesteps: int | None = None, *,
   ``total_timesteps``: per seed (default: each learner's preset).
   ``rlhf_iterations``: of each RL learner on the language model (0: no
   RLHF part)."""
-  from jaxrl_align.host import plotting
-
   given = {} if total_timesteps is None else {
       "total_timesteps": total_timesteps}
   configs = {name: learner.config_type(env_id="CartPole-v1", **given)
              for name, learner in agents.LEARNERS.items()}
   replacing = files.is_run_dir(out)
-  files.prepare_run_dir(out, "demo", overwrite=overwrite)
+  with files.prepare_run_dir(out, KIND, overwrite=overwrite):
+    return _main(out, seeds, configs, progress, rlhf_iterations,
+                 replacing and overwrite)
+
+
+def _main(out, seeds, configs, progress, rlhf_iterations, replaced) -> int:
+  """:func:`main` once its run directory is made (and locked)."""
+  from jaxrl_align.host import plotting
+
   print(f"jaxrl_align demo: JAX {jax.__version__} on "
         f"{jax.default_backend()}, {os.cpu_count()} cores"
-        + (f"; replaced the earlier demo in {out}/" if replacing
-           and overwrite else "") + "\n")
+        + (f"; replaced the earlier demo in {out}/" if replaced else "")
+        + "\n")
   correct, wrong = jax.jit(primer.time_limit_advantages)()
   print("1. GAE on a time-limited task (reward 1 forever, cut every 50 "
         "steps; true value 1/(1-γ) = 100): mean |advantage| should be 0.")

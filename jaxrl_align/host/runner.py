@@ -11,7 +11,8 @@ gives bit-identical parameters and metrics.
 
 A run directory holds::
 
-    .jaxrl-align-run    marker: the directory is a run (host.files)
+    .jaxrl-align-run    marker: the directory is a run, and its lock: one
+                        writer at a time (host.files)
     config.json         learner, every config field, runner settings
     metrics.jsonl       one JSON object per update per seed (null: no value)
     checkpoints/<step>  orbax checkpoints (atomic; the last ``keep`` kept)
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -41,11 +41,12 @@ from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 from jaxrl_align.host import monitor
 from jaxrl_align.host import programs
+from jaxrl_align.host import resuming
 from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host import views
 from jaxrl_align.learner import Learner
 
-CHECKPOINTS = "checkpoints"
+CHECKPOINTS = resuming.CHECKPOINTS
 LEARNERS: dict[str, Learner] = {**agents.LEARNERS, **rlhf.LEARNERS}
 RunError = files.RunError
 read_run = files.read_run
@@ -87,11 +88,16 @@ class RunResult(NamedTuple):
       learner has none or the run was interrupted).
     summary: the dict written to ``summary.json``.
     interrupted: True when stopped early (a checkpoint was saved).
+    finished: True when a run resumed had finished already: nothing ran
+      or changed, ``summary`` is its ``summary.json`` and ``states`` and
+      ``evaluation`` are None (:func:`jaxrl_align.host.evaluation.
+      restore_run` reads its states).
   """
   states: Any
   evaluation: Any
   summary: dict[str, Any] | None
   interrupted: bool
+  finished: bool = False
 
   @property
   def eval_returns(self):
@@ -100,23 +106,6 @@ class RunResult(NamedTuple):
 
 
 # ----------------------------------------------------------------- running
-
-
-def _resume_config(out: str, learner: Learner, config):
-  """The stored run's settings; refuses a change of learner or static
-  field, and records (and warns about) a change of hyperparameter."""
-  _, stored, settings = load_config(out, learner)
-  diff = configs.diff(stored, config)
-  static = {k: v for k, v in diff.items() if k in configs.static_fields(config)}
-  if static:
-    raise RunError(
-        "Cannot resume with different static fields (they change the "
-        "program):\n" + "\n".join(f"  {k}: {a!r} (stored) -> {b!r}"
-                                  for k, (a, b) in static.items()))
-  for k, (a, b) in diff.items() if distributed.is_primary() else ():
-    print(f"warning: resuming with {k} = {b!r} (was {a!r}); the result "
-          f"will differ from an uninterrupted run.", file=sys.stderr)
-  return settings, diff
 
 
 def create(learner: Learner, config, out: str,
@@ -130,26 +119,44 @@ def create(learner: Learner, config, out: str,
   Returns:
     The resolved runner settings.
   """
+  settings, held = _create(learner, config, out, settings, overwrite, record,
+                           view or views.of(learner))
+  with held:  # made and written: its lock goes
+    return settings
+
+
+def _create(learner, config, out, settings, overwrite, record, view):
+  """``(settings, lock)``: :func:`create`, the run directory's lock held
+  (on process 0; a context that holds nothing elsewhere)."""
   settings = resolve_settings(learner, config, settings)
-  distributed.on_primary(_write_run_dir, learner, config, out, settings,
-                         overwrite, record, view or views.of(learner))
-  return settings
+  held = distributed.on_primary(_write_run_dir, learner, config, out,
+                                settings, overwrite, record, view)
+  return settings, held or contextlib.nullcontext()
 
 
 def _write_run_dir(learner, config, out, settings, overwrite, record, view):
-  files.prepare_run_dir(out, learner.name, overwrite=overwrite,
-                        hint="pass --resume to continue that run or "
-                             "--overwrite to replace it")
-  files.write_json(os.path.join(out, "config.json"), {
-      "format": files.FORMAT_VERSION, "algo": learner.name,
-      "config": configs.to_dict(config),
-      "runner": dataclasses.asdict(settings), "units": learner.units,
-      "progress_metric": view.progress_metric,
-      "updates": learner.num_updates(config),
-      learner.units: learner.num_updates(config)
-                     * learner.units_per_update(config),
-      "jax": jax.__version__, "processes": distributed.count(),
-      **(record or {})})
+  """Makes the run directory (process 0); returns its lock. A run of any
+  environment learner replaces another (``train --overwrite``); any other
+  learner's, only its own kind's."""
+  family = agents.LEARNERS if learner.name in agents.LEARNERS else ()
+  held = files.prepare_run_dir(
+      out, learner.name, overwrite=overwrite, replaces=family,
+      hint="pass --resume to continue that run or --overwrite to replace it")
+  try:
+    files.write_json(os.path.join(out, "config.json"), {
+        "format": files.FORMAT_VERSION, "algo": learner.name,
+        "config": configs.to_dict(config),
+        "runner": dataclasses.asdict(settings), "units": learner.units,
+        "progress_metric": view.progress_metric,
+        "updates": learner.num_updates(config),
+        learner.units: learner.num_updates(config)
+                       * learner.units_per_update(config),
+        "jax": jax.__version__, "processes": distributed.count(),
+        **(record or {})})
+  except BaseException:
+    held.release()
+    raise
+  return held
 
 
 def run(learner: Learner | str, config, out: str,
@@ -160,8 +167,14 @@ def run(learner: Learner | str, config, out: str,
         on_assess: Callable[[int, Any], None] | None = None,
         on_create: Callable[[str], None] | None = None,
         finish: Callable[[Any, Any, dict], dict] | None = None,
-        view: views.View | None = None) -> RunResult:
+        view: views.View | None = None,
+        announce: str | None = None) -> RunResult:
   """Trains, logs, checkpoints and evaluates one run.
+
+  The process holds the run directory's lock throughout (process 0: it
+  writes the files), so a second writer is refused
+  (:func:`jaxrl_align.host.files.lock`). Everything that can refuse a run
+  does so before anything is compiled or changed.
 
   Args:
     learner: a :class:`~jaxrl_align.learner.Learner` or its registry name
@@ -176,7 +189,11 @@ def run(learner: Learner | str, config, out: str,
     resume: continue the run in ``out`` from its newest readable checkpoint
       (from the start if it has none yet); ``config`` must equal the stored
       one in every static field, and the stored runner settings are used
-      (``settings`` and ``record`` are ignored).
+      (``settings`` and ``record`` are ignored). Metrics lines written
+      after that checkpoint are dropped (and said to be). A finished run
+      (it has its ``summary.json``) is left as it is and its summary
+      returned; a changed hyperparameter or ``tensorboard`` is refused
+      then. A run whose metrics show a checkpoint that is gone is refused.
     overwrite: replace an existing run directory (see
       :func:`jaxrl_align.host.files.prepare_run_dir`).
     tensorboard: also write TensorBoard events (needs ``tensorboardX``).
@@ -195,6 +212,8 @@ def run(learner: Learner | str, config, out: str,
     view: how the run is shown (progress metric, summary, notes); by
       default the learner's registered :class:`~jaxrl_align.host.views.
       View`.
+    announce: a line for stderr (process 0) once the run is accepted,
+      before anything compiles (what the caller built for it).
 
   Returns:
     A :class:`RunResult`.
@@ -203,20 +222,32 @@ def run(learner: Learner | str, config, out: str,
     learner = learner_of(learner)
   view = view or views.of(learner)
   diff = {}
-  if resume:
-    settings, diff = _resume_config(out, learner, config)
-    settings_lib.check_devices(learner, config, settings)  # as made
-  else:
-    settings = create(learner, config, out, settings, overwrite=overwrite,
-                      record=record, view=view)
-    if on_create is not None:
-      distributed.on_primary(on_create, out)
-  notes = view.notes(config) if view.notes else []
-  for note in notes if distributed.is_primary() else ():
-    print(f"note: {note}.", file=sys.stderr)
-  with jax.set_mesh(device_mesh(settings)):
-    return _run(learner, view, config, out, settings, data, diff, resume,
-                tensorboard, progress, stop_after, on_assess, finish)
+  with contextlib.ExitStack() as held:
+    if resume:
+      held.enter_context(distributed.on_primary(files.lock, out)
+                         or contextlib.nullcontext())
+      _, stored, settings = load_config(out, learner)
+      diff = resuming.changes(out, learner, stored, config)
+      summary = files.read_summary(out)
+      if summary is not None:
+        resuming.finished(out, diff, tensorboard, summary)
+        return RunResult(None, None, summary, False, finished=True)
+      settings_lib.check_devices(learner, config, settings)  # as made
+      distributed.on_primary(resuming.check, out, learner, config, settings)
+      resuming.warn(diff)
+    else:
+      settings, lock = _create(learner, config, out, settings, overwrite,
+                               record, view)
+      held.enter_context(lock)
+      if on_create is not None:
+        distributed.on_primary(on_create, out)
+    notes = (view.notes(config) if view.notes else []) + (
+        [announce] if announce else [])
+    for note in notes if distributed.is_primary() else ():
+      print(f"note: {note}.", file=sys.stderr)
+    with jax.set_mesh(device_mesh(settings)):
+      return _run(learner, view, config, out, settings, data, diff, resume,
+                  tensorboard, progress, stop_after, on_assess, finish)
 
 
 def _run(learner, view, config, out, settings, data, diff, resume,
@@ -227,8 +258,8 @@ def _run(learner, view, config, out, settings, data, diff, resume,
                                   settings.keep)
   try:
     states = progs.init(config, programs.seed_keys(settings), data)
-    done, states = (_restore(out, config, store, states, diff) if resume
-                    else (0, states))
+    done, states = (resuming.restore(out, config, store, states, diff)
+                    if resume else (0, states))
     start = done
     writer = (monitor.tensorboard_writer(out)
               if tensorboard and distributed.is_primary() else None)
@@ -252,28 +283,6 @@ def _run(learner, view, config, out, settings, data, diff, resume,
   summary = _summary(learner, view, config, settings, out, states,
                      evaluation, first_s, wall, finish, start)
   return RunResult(states, evaluation, summary, False)
-
-
-def _restore(out, config, store, states, diff):
-  """``(done, states)`` of a run being resumed; drops the metrics of
-  updates after its checkpoint and records changed hyperparameters."""
-  done = 0
-  if store.steps():  # else it stopped before its first checkpoint
-    done, states = store.restore(states)
-  distributed.on_primary(_rewind_files, out, config, done, diff)
-  return done, states
-
-
-def _rewind_files(out, config, done, diff):
-  kept = [m for m in read_metrics(out) if m["update"] <= done]
-  files.atomic_write(os.path.join(out, "metrics.jsonl"),
-                     "".join(json.dumps(m) + "\n" for m in kept))
-  if diff:  # the run's record says which hyperparameters changed, when
-    stored_run = read_run(out)
-    stored_run["config"] = configs.to_dict(config)
-    stored_run.setdefault("changes", []).append(
-        {"at_update": done, "changes": {k: list(v) for k, v in diff.items()}})
-    files.write_json(os.path.join(out, "config.json"), stored_run)
 
 
 def _assessed(learner, config, progs, end: int, n: int) -> bool:

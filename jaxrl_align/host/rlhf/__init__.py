@@ -42,7 +42,8 @@ COMMANDS: dict[str, Command] = {"sft": stages.command(sft_stage.STAGE),
                                 **rl_stages.COMMANDS}
 # What the run directories of these commands hold besides the runner's.
 FILES = frozenset(prefs.FILES).union(*(s.files for s in STAGES.values()))
-files.declare(FILES)
+for _stage in STAGES.values():
+  files.declare(_stage.learner.name, _stage.files)
 
 __all__ = ["COMMANDS", "Command", "FILES", "STAGES", "load_sft",
            "PrefsSettings", "run_prefs", "RLRunSettings", "run_rl", "RMRunSettings", "run_rm",

@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from jaxrl_align import _checks
+from jaxrl_align.host.errors import RunError
 
 SOURCE = {
     "name": "Lee Background Corpus",
@@ -94,7 +95,12 @@ def load_tokenizer(path: str):
   """A tokenizer saved with ``tokenizer.save(path)``."""
   from tokenizers import Tokenizer  # rlhf extra
 
-  return Tokenizer.from_file(path)
+  if not os.path.isfile(path):
+    raise RunError(f"{path}: no such tokenizer file.")
+  try:
+    return Tokenizer.from_file(path)
+  except Exception as e:  # noqa: BLE001 - the library raises bare Exception
+    raise RunError(f"{path}: not a tokenizer ({e}).") from None
 
 
 def special_ids(tokenizer) -> tuple[int, int]:

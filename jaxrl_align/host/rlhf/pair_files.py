@@ -49,14 +49,18 @@ def read(prefs_dir: str, option: str = "--prefs") -> list[dict[str, Any]]:
   _common.require_run(prefs_dir, "prefs", option)
   path = os.path.join(prefs_dir, FILE)
   records = []
-  with open(path) as f:
+  with open(path, "rb") as f:
     for number, line in enumerate(f, 1):
       try:
         records.append(json.loads(line))
-      except json.JSONDecodeError as e:
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise runner.RunError(
+            f"{option} {prefs_dir!r}: line {number} of {FILE} is not JSON "
+            f"({getattr(e, 'msg', 'not UTF-8 text')}); rebuild the run with "
+            f"`jaxrl-align rlhf prefs`.") from None
+      if not isinstance(records[-1], dict):
         raise runner.RunError(f"{option} {prefs_dir!r}: line {number} of "
-                              f"{FILE} is not JSON ({e.msg}); rebuild the "
-                              f"run with `jaxrl-align rlhf prefs`.") from None
+                              f"{FILE} is not a pair (a JSON object).")
   if any(not all(k in r for k in IDS) for r in records):
     raise runner.RunError(
         f"{option} {prefs_dir!r}: its pairs are text only (written before "

@@ -29,6 +29,8 @@ from jaxrl_align.rlhf import reward_model
 from jaxrl_align.rlhf import sft
 from jaxrl_align.rlhf import trpo
 
+KIND = "rlhf-pipeline"  # its run directory holds one run per step
+files.declare(KIND, runner=False, nests=True)
 PROMPT, RESPONSE = 8, 24
 MODEL = model_lib.TransformerConfig(vocab_size=1024, max_len=PROMPT + RESPONSE,
                                     num_layers=2, num_heads=2, width=64)
@@ -60,7 +62,12 @@ def run_small(out: str, *, iterations: int = 40, progress: bool = True,
   """Runs the five steps into ``out/{sft,prefs,rm,ppo,trpo}`` (``out`` is a
   run directory of them, replaced as one with ``overwrite``), prints a line
   after each; returns each step's summary."""
-  files.prepare_run_dir(out, "rlhf-pipeline", overwrite=overwrite)
+  with files.prepare_run_dir(out, KIND, overwrite=overwrite):
+    return _steps(out, iterations, progress, overwrite)
+
+
+def _steps(out, iterations, progress, overwrite) -> dict[str, Any]:
+  """:func:`run_small`'s steps, its run directory made."""
   paths = {name: os.path.join(out, name)
            for name in ("sft", "prefs", "rm", "ppo", "trpo")}
   flags = dict(progress=progress, overwrite=overwrite)

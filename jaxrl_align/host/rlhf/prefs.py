@@ -29,6 +29,8 @@ from jaxrl_align.rlhf import model as model_lib
 
 
 FILES = (pair_files.FILE,)  # besides summary.json
+KIND = "prefs"  # of its run directories
+files.declare(KIND, FILES + ("summary.json",), runner=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,16 +97,16 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
                                sft_settings["seed"])
   prompts = corpus.prompts(tokenizer, train_docs, settings.num_prompts,
                            settings.prompt_tokens, settings.seed)
-  files.prepare_run_dir(out, "prefs", overwrite=overwrite)
-  start = time.perf_counter()
-  responses, generated = _sample(model_config, params, tokenizer, prompts,
-                                 settings, progress)
-  summary = _label(out, tokenizer, prompts, responses, settings)
-  summary.update(generated_tokens_per_second=generated
-                 / (time.perf_counter() - start),
-                 sft_run=os.path.abspath(sft_dir),
-                 settings=dataclasses.asdict(settings))
-  files.write_json(os.path.join(out, "summary.json"), summary)
+  with files.prepare_run_dir(out, KIND, overwrite=overwrite):
+    start = time.perf_counter()
+    responses, generated = _sample(model_config, params, tokenizer, prompts,
+                                   settings, progress)
+    summary = _label(out, tokenizer, prompts, responses, settings)
+    summary.update(generated_tokens_per_second=generated
+                   / (time.perf_counter() - start),
+                   sft_run=os.path.abspath(sft_dir),
+                   settings=dataclasses.asdict(settings))
+    files.write_json(os.path.join(out, "summary.json"), summary)
   train = summary["pairs"] - summary["valid_pairs"]
   if not train or not summary["valid_pairs"]:
     raise runner.RunError(

@@ -190,12 +190,11 @@ def _sample_table(config, data, tokenizer, settings, out):
     # Rows of updates after this one (a run resumed from an earlier
     # checkpoint) are replaced, not repeated.
     path = os.path.join(out, SAMPLES)
-    kept = []
-    if os.path.exists(path):
-      with open(path) as f:
-        kept = [line for line in f if json.loads(line)["update"] < done]
-    files.atomic_write(path, "".join(kept) + "".join(
-        json.dumps(r) + "\n" for r in rows))
+    kept = files.read_lines(path, ("update",))[0] if os.path.exists(
+        path) else []
+    files.atomic_write(path, "".join(
+        json.dumps(r) + "\n" for r in kept if r["update"] < done) + "".join(
+            json.dumps(r) + "\n" for r in rows))
     print(f"\nsamples after {done} iterations (score | gold | prompt ... "
           f"response):", file=sys.stderr)
     for r in rows:

@@ -14,11 +14,14 @@ products and add its summary fields, and writes ``summary.json`` once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 from typing import Any, Callable
 
+from jaxrl_align.host import distributed
+from jaxrl_align.host import files
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
@@ -113,7 +116,9 @@ def run_stage(stage: Stage, out: str, config=None, settings=None,
     seeds: runs in one ``vmap``.
     documents: texts to use instead of the corpus (tests; again to resume).
     overwrite: replace an earlier run in ``out``.
-    resume: continue the run in ``out`` from its newest checkpoint.
+    resume: continue the run in ``out`` from its newest checkpoint (the
+      lock of ``out`` held throughout); a finished run is left as it is
+      and its summary returned, its inputs not even read.
     tensorboard: also write TensorBoard events.
     progress: show a progress bar.
     stop_after: stop with a checkpoint after this many updates, as Ctrl-C
@@ -123,9 +128,25 @@ def run_stage(stage: Stage, out: str, config=None, settings=None,
     RunError: an input is missing or is not a finished run of its kind,
       the inputs do not fit the config, or the stage refuses its result.
   """
+  with contextlib.ExitStack() as held:
+    if resume:  # held while the run is read back and runs
+      held.enter_context(distributed.on_primary(files.lock, out)
+                         or contextlib.nullcontext())
+      _, config, _ = runner.load_config(out, stage.learner)
+      if files.read_summary(out) is not None:  # finished: nothing to build
+        return _result(stage, runner.run(
+            stage.learner, config, out, resume=True, tensorboard=tensorboard,
+            progress=progress))
+    return _result(stage, _run(stage, out, config, settings, inputs, seeds,
+                               documents, overwrite, resume, tensorboard,
+                               progress, stop_after))
+
+
+def _run(stage, out, config, settings, inputs, seeds, documents, overwrite,
+         resume, tensorboard, progress, stop_after) -> runner.RunResult:
+  """:func:`run_stage` of a run that is not finished."""
   inputs = dict(inputs or {})
   if resume:
-    _, config, _ = runner.load_config(out, stage.learner)
     stored = runner.read_run(out)
     settings = stage.settings_type(**stored["run_settings"])
     inputs = {name: stored[f"{name}_run"] for name, _ in stage.inputs}
@@ -145,13 +166,18 @@ def run_stage(stage: Stage, out: str, config=None, settings=None,
       return _common.one_seed(summary, **more)
     return {**summary, **more}
 
-  result = runner.run(
+  return runner.run(
       stage.learner, prepared.config, out, runner.RunnerSettings(
           seeds=seeds, seed=settings.seed, devices=settings.devices,
           shard="data"), data=prepared.data, record=record, resume=resume,
       overwrite=overwrite, tensorboard=tensorboard, progress=progress,
       stop_after=stop_after, on_assess=prepared.on_assess,
       on_create=prepared.on_create, finish=finish)
+
+
+def _result(stage: Stage, result: runner.RunResult) -> dict[str, Any]:
+  """The summary of a run (empty when interrupted), or the stage's reason
+  to refuse it."""
   if result.interrupted:
     return {}
   reason = stage.refuse(result.summary) if stage.refuse else None
