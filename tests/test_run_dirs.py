@@ -159,6 +159,21 @@ def test_a_torn_metrics_line_is_dropped_on_resume(made, tmp_path, capsys):
   assert files.read_metrics(part) == files.read_metrics(made[0])
 
 
+def test_a_run_resumes_past_its_unreadable_checkpoint(made, tmp_path,
+                                                      capsys):
+  # The newest checkpoint cut short (a disk filled up): the resume starts
+  # from the one before, and saving that step again replaces the
+  # unreadable one (it failed: 'Checkpoint for step 2 already exists').
+  part = copy(made[1], tmp_path, "part")
+  for root, _, names in os.walk(os.path.join(part, "checkpoints", "2")):
+    for name in names:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(os.path.getsize(f.name) // 3)
+  code, _, err = run_cli(capsys, "train", "--resume", part, "--no-progress")
+  assert code == 0 and "update 2 is unreadable" in err, err
+  assert files.read_metrics(part) == files.read_metrics(made[0])
+
+
 def test_unreadable_run_files_are_named_with_their_line(made, tmp_path,
                                                         capsys, no_compile):
   part = copy(made[1], tmp_path, "part")

@@ -60,6 +60,11 @@ class Checkpoints:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, states) -> None:
+    """Saves ``states`` as the checkpoint of ``step``. One already there is
+    one a resume skipped as unreadable (a run resumes from its newest
+    readable checkpoint, so only those lie ahead of it): replaced."""
+    if step in self.steps():
+      self._manager.delete(step)
     self._manager.save(step, args=self._ocp.args.StandardSave(
         _to_saveable(states)), force=True)
     self._manager.wait_until_finished()
