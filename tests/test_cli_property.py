@@ -1,8 +1,12 @@
 """The command line under random use (hypothesis): commands, options and
-values, good and bad, in scratch directories that hold a user's files. For
-every case: exit code 0 or 2, no traceback, and nothing outside the run
-directory the command names is created, changed or removed (a ``plot``
-also writes the PNG it was asked for)."""
+values, good and bad, in scratch directories that hold a user's files and
+run directories, finished and damaged (a torn metrics line, no marker,
+checkpoints deleted, a user's file among the checkpoints). For every case:
+exit code 0 or 2, no traceback, nothing outside the run directory the
+command names is created, changed or removed (a ``plot`` also writes the
+PNG it was asked for), a user's file is never touched, a finished run is
+left byte for byte unless replaced with ``--overwrite``, and a refusal
+changes nothing at all."""
 
 import contextlib
 import hashlib
@@ -45,7 +49,26 @@ def _snapshot(root: str) -> dict[str, str]:
   return seen
 
 
-PLACES = ["new", "run", "mine", "notes.tex", "missing/deeper", "mine/sub"]
+PLACES = ["new", "run", "mine", "notes.tex", "missing/deeper", "mine/sub",
+          "torn", "nomarker", "nockpt", "foreign"]
+# A user's files, planted in every case's scratch directory.
+USER_FILES = ("notes.tex", "mine/notes.tex", "mine/sub/data.csv",
+              "foreign/checkpoints/notes.txt")
+
+
+def _damaged_runs(scratch: str) -> None:
+  """Copies of the finished run in ``scratch/run``, each damaged as a
+  crash or a user may leave it: a torn last metrics line (unfinished), no
+  marker, checkpoints deleted (unfinished), a user's file among the
+  checkpoints."""
+  for name in ("torn", "nomarker", "nockpt", "foreign"):
+    shutil.copytree(os.path.join(scratch, "run"), os.path.join(scratch, name))
+  for name in ("torn", "nockpt"):
+    os.remove(os.path.join(scratch, name, "summary.json"))
+  with open(os.path.join(scratch, "torn", "metrics.jsonl"), "a") as f:
+    f.write('{"update": 3, "seed": 0, "episode_ret')
+  os.remove(os.path.join(scratch, "nomarker", ".jaxrl-align-run"))
+  shutil.rmtree(os.path.join(scratch, "nockpt", "checkpoints"))
 VALUES = {
     "--learning-rate": ["1e-3", "-1", "inf", "nan", "abc", "1e30"],
     "--total-timesteps": ["32", "48", "0", "1000"],
@@ -62,14 +85,23 @@ VALUES = {
 
 @st.composite
 def commands(draw):
-  kind = draw(st.sampled_from(["train", "train", "train", "resume", "eval",
-                               "plot", "rlhf", "junk"]))
+  kind = draw(st.sampled_from(["train", "train", "train", "resume", "resume",
+                               "eval", "plot", "rlhf", "rlhf-resume",
+                               "junk"]))
   if kind == "junk":
     return draw(st.sampled_from([[], ["train"], ["nonsense"], ["--x"],
                                  ["eval"], ["plot"], ["rlhf", "sft"]]))
   if kind == "eval":
     return ["eval", "@" + draw(st.sampled_from(PLACES)), "--episodes",
             draw(st.sampled_from(["1", "0", "x"]))]
+  if kind == "rlhf-resume":  # every place is refused: none is an rlhf run
+    command = draw(st.sampled_from(["sft", "rm", "ppo", "trpo"]))
+    args = ["rlhf", command, "--resume", "@" + draw(st.sampled_from(PLACES))]
+    if command != "sft" and draw(st.booleans()):
+      args += ["--sft", "@" + draw(st.sampled_from(PLACES))]
+    if draw(st.booleans()):
+      args += ["--overwrite"]
+    return args + ["--no-progress"]
   if kind == "plot":
     return ["plot", "@" + draw(st.sampled_from(PLACES)), "--out",
             "@" + draw(st.sampled_from(["fig.png", "notes.tex",
@@ -112,10 +144,11 @@ def test_cli_exits_0_or_2_and_touches_only_its_run(tmp_path_factory,
   conftest.release_compiled_programs()  # examples compile many programs
   scratch = str(tmp_path_factory.mktemp("scratch"))
   os.makedirs(os.path.join(scratch, "mine", "sub"))
-  for name in ("notes.tex", "mine/notes.tex", "mine/sub/data.csv"):
+  shutil.copytree(made_run, os.path.join(scratch, "run"))
+  _damaged_runs(scratch)
+  for name in USER_FILES:
     with open(os.path.join(scratch, name), "w") as f:
       f.write("a user's file\n")
-  shutil.copytree(made_run, os.path.join(scratch, "run"))
   argv = [os.path.join(scratch, a[1:]) if a.startswith("@") else a
           for a in argv]
   before = _snapshot(scratch)
@@ -149,3 +182,14 @@ def test_cli_exits_0_or_2_and_touches_only_its_run(tmp_path_factory,
   assert not outside, (argv, sorted(outside))
   if argv and argv[0] == "plot":
     assert not any(p.endswith(".tex") for p in changed), argv
+  assert not {os.path.join(scratch, n) for n in USER_FILES} & changed, argv
+  finished = os.path.join(scratch, "run")
+  if "--overwrite" not in argv:  # resumed, evaluated, plotted: untouched
+    assert not {p for p in changed if p == finished
+                or p.startswith(finished + os.sep)}, argv
+  if code == 2 and "diverged" not in err.getvalue():
+    assert not changed, (argv, err.getvalue(), sorted(changed))
+  for damaged in ("nomarker", "nockpt"):
+    if "--resume" in argv and argv[argv.index("--resume") + 1] == (
+        os.path.join(scratch, damaged)):
+      assert code == 2, (argv, err.getvalue())
