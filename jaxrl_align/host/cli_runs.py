@@ -64,9 +64,14 @@ def _plot(args: argparse.Namespace) -> int:
     raise runner.RunError(f"--out {out!r} exists and is not a PNG image; "
                           f"refusing to replace it.")
   into = os.path.dirname(os.path.abspath(out))
-  # A figure written into a run directory: as its one writer.
-  with files.lock(into) if files.is_run_dir(into) else (
-      contextlib.nullcontext()):
+  held = contextlib.nullcontext()
+  if files.is_run_dir(into):  # a figure written into a run directory: as
+    try:  # its one writer
+      held = files.lock(into)
+    except runner.RunError as e:
+      raise runner.RunError(f"{e} Or draw the figure elsewhere: --out "
+                            f"FILE.png.") from None
+  with held:
     plotting.plot_runs(args.run_dirs, out, metric=args.metric)
   print(f"wrote {out}")
   return 0
