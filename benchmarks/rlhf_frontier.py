@@ -175,8 +175,8 @@ def main():
   common = dict(model=model_config, stop_token=eos, pad_token=pad,
                 iterations=args.iterations, batch_size=args.batch_size,
                 response_length=args.response_length, kl_control="fixed")
-  ppo_config = ppo.PPOConfig(learning_rate=args.ppo_learning_rate, **common)
-  trpo_config = trpo.TRPOConfig(**common)
+  ppo_config = ppo.RLHFPPOConfig(learning_rate=args.ppo_learning_rate, **common)
+  trpo_config = trpo.RLHFTRPOConfig(**common)
   result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                        f"jax {jax.__version__} {jax.default_backend()}",
             "args": vars(args)}

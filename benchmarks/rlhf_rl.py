@@ -117,8 +117,8 @@ def setup(batch):
                    params[1], params[2], rl.RewardModelScore(model))
   common = dict(model=model, stop_token=0, pad_token=1, batch_size=batch,
                 response_length=RESPONSE, iterations=100)
-  return data, {"ppo": ppo.PPOConfig(**common),
-                "trpo": trpo.TRPOConfig(**common)}
+  return data, {"ppo": ppo.RLHFPPOConfig(**common),
+                "trpo": trpo.RLHFTRPOConfig(**common)}
 
 
 def phases(name, config, data, repeats):

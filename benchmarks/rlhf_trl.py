@@ -14,7 +14,7 @@ stop token (id 0, TRL's ``stop_token_id`` and the tokenizer's eos; the pad
 id is 1) with ``missing_eos_penalty`` 1, 4 PPO epochs of one minibatch of
 64, a fixed ``kl_coef`` (our default, 0.2; k1), no reward whitening, ``vf_coef`` 0.1, both
 clip ranges 0.2, γ 1, λ 0.95, Adam at a constant 1e-4 with ε 1e-5: our
-``PPOConfig``'s defaults (``kl_control="fixed"``, ``anneal_lr=False``),
+``RLHFPPOConfig``'s defaults (``kl_control="fixed"``, ``anneal_lr=False``),
 handed to TRL's ``PPOConfig`` field by field. TRL runs in
 fp32 (``bf16=False``, ``fp16=False``) without gradient checkpointing; the
 script prints the policy's parameter dtype and the flag to show it.
@@ -148,8 +148,8 @@ def setup(args):
   return model, to_np(policy), to_np(reward), prompts
 
 
-def config_of(args, model) -> ppo.PPOConfig:
-  return ppo.PPOConfig(
+def config_of(args, model) -> ppo.RLHFPPOConfig:
+  return ppo.RLHFPPOConfig(
       model=model, stop_token=STOP, pad_token=PAD,
       iterations=args.warmup + args.iterations, batch_size=args.batch,
       response_length=args.response_length, epochs=args.epochs,

@@ -66,11 +66,11 @@ def pieces(x) -> int:
 # ------------------------------------------------------------- learners
 
 
-PPO = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=8 * 16 * 3,
+PPO = ppo.RLHFPPOConfig(env_id="CartPole-v1", total_timesteps=8 * 16 * 3,
                     num_envs=8, num_steps=16, num_minibatches=2,
                     update_epochs=2, normalize_obs=True, scale_reward=True,
                     target_kl=0.02)
-TRPO = trpo.TRPOConfig(env_id="Pendulum-v1", total_timesteps=8 * 16 * 3,
+TRPO = trpo.RLHFTRPOConfig(env_id="Pendulum-v1", total_timesteps=8 * 16 * 3,
                        num_envs=8, num_steps=16, num_minibatches=2,
                        update_epochs=2, normalize_obs=True)
 
@@ -333,9 +333,9 @@ def rlhf_checks():
           model=model, train_pairs=32, batch_size=16, warmup_steps=1),
           reward_model.RMData(params, pairs, pairs, pairs, jnp.zeros(32)), 3,
           "train_loss"),
-      "rl_ppo": (rl_ppo.LEARNER, rl_config(rl_ppo.PPOConfig), rl_data, 2,
+      "rl_ppo": (rl_ppo.LEARNER, rl_config(rl_ppo.RLHFPPOConfig), rl_data, 2,
                  "objective/kl"),
-      "rl_trpo": (rl_trpo.LEARNER, rl_config(rl_trpo.TRPOConfig), rl_data, 2,
+      "rl_trpo": (rl_trpo.LEARNER, rl_config(rl_trpo.RLHFTRPOConfig), rl_data, 2,
                   "objective/kl")}
   apply_fn = model_lib.Transformer(model).apply
   grad = jax.jit(lambda t: jax.grad(lambda p: sft.next_token_loss(

@@ -187,3 +187,39 @@ def test_the_check_catches_each_violation(tmp_path, files, expected):
     (root / rel).write_text(text)
   found = violations(root)
   assert any(expected in v for v in found), found
+
+
+def _public_classes(root: pathlib.Path) -> dict[str, list[str]]:
+  found: dict[str, list[str]] = {}
+  for path in sorted(root.rglob("*.py")):
+    for node in ast.parse(path.read_text()).body:
+      if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+        found.setdefault(node.name, []).append(
+            str(path.relative_to(root.parent)))
+  return found
+
+
+def test_no_two_public_classes_share_a_name(tmp_path):
+  """One name, one thing: two ``PPOConfig``s (the classic-control learner's
+  and the language model's) collided; the language model's are
+  ``RLHFPPOConfig`` and ``RLHFTRPOConfig`` (the old names still resolve,
+  with a warning). A package with the old collision fails the check."""
+  twice = {k: v for k, v in _public_classes(PACKAGE).items() if len(v) > 1}
+  assert not twice, twice
+  for name in ("a", "b"):
+    (tmp_path / "pkg" / name).mkdir(parents=True)
+    (tmp_path / "pkg" / name / "ppo.py").write_text("class PPOConfig: ...\n")
+  assert len(_public_classes(tmp_path / "pkg")["PPOConfig"]) == 2
+
+
+@pytest.mark.parametrize("module, old, new", [
+    ("ppo", "PPOConfig", "RLHFPPOConfig"), ("ppo", "update", "learn"),
+    ("trpo", "TRPOConfig", "RLHFTRPOConfig"), ("trpo", "update", "learn")])
+def test_renamed_names_still_resolve_with_a_warning(module, old, new):
+  import importlib
+
+  mod = importlib.import_module(f"jaxrl_align.rlhf.{module}")
+  with pytest.warns(DeprecationWarning, match=f"{old} is now {new}"):
+    assert getattr(mod, old) is getattr(mod, new)
+  with pytest.raises(AttributeError):
+    getattr(mod, "no_such_name")

@@ -30,24 +30,24 @@ BASE = dict(model=MODEL, stop_token=STOP, pad_token=PAD, response_length=N,
 
 
 def _ppo(**kw):
-  return ppo.PPOConfig(**{**BASE, **kw})
+  return ppo.RLHFPPOConfig(**{**BASE, **kw})
 
 
 def _trpo(**kw):
-  return trpo.TRPOConfig(**{**BASE, **kw})
+  return trpo.RLHFTRPOConfig(**{**BASE, **kw})
 
 
 RL = [
-    ("stop set, pad None", lambda: _ppo(pad_token=None), "PPOConfig.pad_token"),
-    ("pad equals stop", lambda: _ppo(pad_token=STOP), "PPOConfig.pad_token"),
-    ("float stop", lambda: _ppo(stop_token=4.0), "PPOConfig.stop_token"),
-    ("float pad", lambda: _ppo(pad_token=0.0), "PPOConfig.pad_token"),
-    ("bool pad", lambda: _ppo(pad_token=True), "PPOConfig.pad_token"),
-    ("string stop", lambda: _ppo(stop_token="4"), "PPOConfig.stop_token"),
+    ("stop set, pad None", lambda: _ppo(pad_token=None), "RLHFPPOConfig.pad_token"),
+    ("pad equals stop", lambda: _ppo(pad_token=STOP), "RLHFPPOConfig.pad_token"),
+    ("float stop", lambda: _ppo(stop_token=4.0), "RLHFPPOConfig.stop_token"),
+    ("float pad", lambda: _ppo(pad_token=0.0), "RLHFPPOConfig.pad_token"),
+    ("bool pad", lambda: _ppo(pad_token=True), "RLHFPPOConfig.pad_token"),
+    ("string stop", lambda: _ppo(stop_token="4"), "RLHFPPOConfig.stop_token"),
     ("stop outside the vocabulary", lambda: _ppo(stop_token=V),
-     "PPOConfig.stop_token"),
+     "RLHFPPOConfig.stop_token"),
     ("response_length = max_len", lambda: _ppo(response_length=1 + N),
-     "PPOConfig.response_length"),
+     "RLHFPPOConfig.response_length"),
     ("string gamma", lambda: _ppo(gamma="1.0"), "gamma"),
     ("None kl_coef", lambda: _ppo(kl_coef=None), "kl_coef"),
     ("bool lam", lambda: _ppo(lam=True), "lam"),
@@ -56,14 +56,14 @@ RL = [
      "learning_rate"),
     ("None max_grad_norm", lambda: _ppo(max_grad_norm=None), "max_grad_norm"),
     ("string whiten_rewards", lambda: _ppo(whiten_rewards="no"),
-     "PPOConfig.whiten_rewards"),
-    ("int anneal_lr", lambda: _ppo(anneal_lr=0), "PPOConfig.anneal_lr"),
-    ("bool epochs", lambda: _ppo(epochs=True), "PPOConfig.epochs"),
+     "RLHFPPOConfig.whiten_rewards"),
+    ("int anneal_lr", lambda: _ppo(anneal_lr=0), "RLHFPPOConfig.anneal_lr"),
+    ("bool epochs", lambda: _ppo(epochs=True), "RLHFPPOConfig.epochs"),
     ("None clip_eps", lambda: _ppo(clip_eps=None), "clip_eps"),
     ("string max_kl", lambda: _trpo(max_kl="0.01"), "max_kl"),
     ("list cg_damping", lambda: _trpo(cg_damping=[0.1]), "cg_damping"),
     ("trpo float stop", lambda: _trpo(stop_token=4.0),
-     "TRPOConfig.stop_token"),
+     "RLHFTRPOConfig.stop_token"),
 ]
 
 PRETRAINING = [
@@ -169,9 +169,9 @@ def test_sweeps_and_derived_fields_still_build():
   assert swept.kl_coef.shape == (2,)
   lams = jax.vmap(lambda lam: _ppo(lam=lam).lam)(jnp.asarray([0.9, 0.95]))
   np.testing.assert_allclose(lams, [0.9, 0.95])
-  bare = ppo.PPOConfig()
+  bare = ppo.RLHFPPOConfig()
   assert bare.model is None and bare.pad_token is None
-  with pytest.raises(ValueError, match="`PPOConfig.pad_token`"):
+  with pytest.raises(ValueError, match="`RLHFPPOConfig.pad_token`"):
     bare.replace(model=MODEL, stop_token=STOP, response_length=N)
   assert bare.replace(model=MODEL, stop_token=STOP, pad_token=PAD,
                       response_length=N).pad_token == PAD

@@ -26,9 +26,9 @@ from test_rlhf_rl import toy_data
 
 # The recipe of docs/architecture.md: a critic-free RL step is a credit
 # stage and an update (here PPO's, clipping the token ratio), one learner.
-RLOO = rl.Algorithm(init_opt=ppo.init_opt, update=ppo.update,
+RLOO = rl.Algorithm(init_opt=ppo.init_opt, learn=ppo.learn,
                     credit=credit.group_baseline(advantages.rloo_advantages))
-RLOO_LEARNER = rl.make_learner("rlhf-rloo", ppo.PPOConfig, RLOO,
+RLOO_LEARNER = rl.make_learner("rlhf-rloo", ppo.RLHFPPOConfig, RLOO,
                                ("loss/policy_avg",))
 
 
@@ -42,7 +42,7 @@ def _experience(key, b=12, n=5, g=4):
   exp = rollout.Experience(
       None, None, None, mask, log_probs, ref, zeros, scores,
       jnp.ones((b,), bool), None, None, None, None)
-  config = ppo.PPOConfig(batch_size=b, group_size=g, value_model="none")
+  config = ppo.RLHFPPOConfig(batch_size=b, group_size=g, value_model="none")
   return config, exp
 
 
@@ -125,7 +125,7 @@ def test_iterate_answers_each_prompt_group_size_times():
     seen["exp"] = exp
     return RLOO.credit(config, exp, kl_coef)
 
-  spied = rl.Algorithm(RLOO.init_opt, RLOO.update, spy)
+  spied = rl.Algorithm(RLOO.init_opt, RLOO.learn, spy)
   _, metrics = rl.iterate(spied, config, state, data)
   exp = seen["exp"]
   first = np.asarray(exp.tokens[:, 0]).reshape(b // g, g)
@@ -204,7 +204,7 @@ def test_rl_commands_derive_from_the_learner_registry():
   assert set(more) == {"ppo", "trpo", "rloo"}
   command = more["rloo"]
   assert command.learner == "rlhf-rloo"
-  assert command.groups[0] == ("rloo", ppo.PPOConfig, None)
+  assert command.groups[0] == ("rloo", ppo.RLHFPPOConfig, None)
   assert "critic" in host_rl.COMMANDS["ppo"].description
 
 

@@ -50,7 +50,7 @@ def toy_config(algo, beta, **more):
                 response_length=N, kl_control="fixed", kl_coef=beta,
                 missing_eos_penalty=0.5)
   fields.update(more)
-  return (ppo.PPOConfig if algo == "ppo" else trpo.TRPOConfig)(**fields)
+  return (ppo.RLHFPPOConfig if algo == "ppo" else trpo.RLHFTRPOConfig)(**fields)
 
 
 # ------------------------------------------------- the exact optimum
@@ -651,7 +651,7 @@ def test_rlhf_commands_show_samples_resume_and_refuse(small, tmp_path, capsys):
   # Stopped after 2 iterations and resumed: the same parameters, bit for bit.
   part = str(tmp_path / "part")
   assert rlhf_runs.run_rl(
-      "trpo", part, sft_dir, rm_dir, trpo.TRPOConfig(
+      "trpo", part, sft_dir, rm_dir, trpo.RLHFTRPOConfig(
           iterations=4, batch_size=8, response_length=8, eval_every=2),
       rlhf_runs.RLRunSettings(num_prompts=16, eval_prompts=4, samples=2),
       progress=False, stop_after=2) == {}

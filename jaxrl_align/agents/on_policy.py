@@ -396,7 +396,8 @@ def stepping(learn: Callable) -> learner.Stepping:
     ``extras``: values and log-probabilities, as the JAX-native rollout
     records them."""
     key, policy_key = jax.random.split(state.rollout.key)
-    action, extras = _task(config, task).policy(config).act(state.params)(policy_key, obs)
+    policy = _task(config, task).policy(config)
+    action, extras = policy.act(state.params)(policy_key, obs)
     return action, extras, state._replace(
         rollout=state.rollout._replace(key=key))
 

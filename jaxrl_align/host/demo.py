@@ -86,8 +86,6 @@ def _rlhf(out: str, iterations: int, progress: bool) -> None:
     print(f"   skipped: it needs the rlhf extra (pip install "
           f"'jaxrl_align[rlhf]'; missing: {', '.join(missing)}).")
     return
-  from jaxrl_align.host.rlhf import pipeline
-
   pipeline.run_small(out, iterations=iterations, progress=progress)
   print(f"   runs in {out}/ (samples: jaxrl-align rlhf ppo --help; "
         f"docs/rlhf.md)")

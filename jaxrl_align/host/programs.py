@@ -1,7 +1,7 @@
 """The programs a run executes: a learner's ``init``, chunks of ``update``,
 ``assess`` and ``evaluate``, compiled under ``jit(vmap(...))`` over seeds
-(or host-stepped ones, for environments Gymnasium steps on the host), and the check that
-stops a run whose numbers stop being finite."""
+(or host-stepped ones, for environments Gymnasium steps on the host), and
+the check that stops a run whose numbers stop being finite."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def gae_advantages(config, score: Array, log_probs: Array,
   return kl, bm(reward), bm(white), bm(jnp.where(live, returns, 0.0))
 
 
-def gae(config, exp, kl_coef: Array):
+def critic_gae(config, exp, kl_coef: Array):
   """The credit stage of PPO and TRPO: :func:`gae_advantages` on the
   experience's score, log-probabilities and values."""
   kl, reward, advantage, returns = gae_advantages(

@@ -18,6 +18,7 @@ Metrics, named as TRL names them: ``policy/approxkl_avg`` (the mean of
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -35,7 +36,7 @@ masked_mean = losses.masked_mean
 
 
 @struct.dataclass
-class PPOConfig(rl.RLConfig):
+class RLHFPPOConfig(rl.RLConfig):
   """PPO on the language model: :class:`~jaxrl_align.rlhf.rl.RLConfig`'s
   fields and these.
 
@@ -48,7 +49,7 @@ class PPOConfig(rl.RLConfig):
   target_kl: Any = 0.0
 
   def __post_init__(self):
-    rl.check_config(self, "PPOConfig")
+    rl.check_config(self, "RLHFPPOConfig")
     configs.check_finite_positive(self, "clip_eps")
     configs.check_finite_nonnegative(self, "target_kl")
 
@@ -58,7 +59,7 @@ def init_opt(config, params, critic):
     return rl.optimizer(config).init((params, critic))
 
 
-def minibatch_loss(config: PPOConfig, trainable, mb: rollout.Experience):
+def minibatch_loss(config: RLHFPPOConfig, trainable, mb: rollout.Experience):
   """PPO's loss on a minibatch, and its diagnostics."""
   params, critic = trainable
   logits, own_scalar = rollout.response_outputs(config, params, mb.tokens, mb.mask)
@@ -86,7 +87,7 @@ def minibatch_loss(config: PPOConfig, trainable, mb: rollout.Experience):
   return pg + config.vf_coef * vf, aux
 
 
-def update(config: PPOConfig, state: rl.RLState, exp: rollout.Experience,
+def learn(config: RLHFPPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
   """Epochs of minibatch Adam steps on the policy and the critic."""
   tx = rl.optimizer(config)
@@ -115,6 +116,20 @@ def update(config: PPOConfig, state: rl.RLState, exp: rollout.Experience,
   return params, critic, opt_state, metrics
 
 
-ALGORITHM = rl.Algorithm(init_opt=init_opt, update=update)
-LEARNER = rl.make_learner("rlhf-ppo", PPOConfig, ALGORITHM,
+ALGORITHM = rl.Algorithm(init_opt=init_opt, learn=learn)
+LEARNER = rl.make_learner("rlhf-ppo", RLHFPPOConfig, ALGORITHM,
                           ("loss/policy_avg", "loss/value_avg"))
+
+
+_RENAMED = {"PPOConfig": "RLHFPPOConfig", "update": "learn"}
+
+
+def __getattr__(name: str):
+  """The old names, kept working with a warning: ``PPOConfig`` (the
+  classic-control learner's config has that name) and ``update`` (a
+  learner's ``update`` is the whole iteration; this is its ``learn``)."""
+  if name in _RENAMED:
+    warnings.warn(f"jaxrl_align.rlhf.ppo.{name} is now "
+                  f"{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
+    return globals()[_RENAMED[name]]
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

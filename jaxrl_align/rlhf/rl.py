@@ -27,7 +27,7 @@ One iteration, for a batch of ``batch_size / group_size`` prompts:
    (:func:`jaxrl_align.kl_penalized_rewards`; ``k1`` by default, the only
    estimator that gives an unbiased gradient of the regularised objective);
    optionally whitened (scale only) over the response tokens.
-4. **Advantages** (the credit stage). PPO and TRPO (:func:`.credit.gae`):
+4. **Advantages** (the credit stage). PPO and TRPO (:func:`.credit.critic_gae`):
    :func:`jaxrl_align.gae` with γ = 1, λ = 0.95 over the response, each
    response an episode that terminates at its last token (padding steps
    carry nothing); advantages whitened over response tokens. A critic-free
@@ -118,16 +118,16 @@ class Algorithm(NamedTuple):
 
   Attributes:
     init_opt: ``(config, params, critic) -> opt_state``.
-    update: ``(config, state, exp, key) -> (params, critic, opt_state,
-      metrics)``: the update on one iteration's experience (after the
-      credit stage).
+    learn: ``(config, state, exp, key) -> (params, critic, opt_state,
+      metrics)``: the step on one iteration's experience (after the
+      credit stage); the learner's ``update`` is the whole iteration.
     credit: ``(config, exp, kl_coef) -> exp``: how the samples become
       rewards and advantages (:mod:`jaxrl_align.rlhf.credit`; GAE with the
       value model by default).
   """
   init_opt: Callable[..., Any]
-  update: Callable[..., Any]
-  credit: Callable[..., Any] = credit_lib.gae
+  learn: Callable[..., Any]
+  credit: Callable[..., Any] = credit_lib.critic_gae
 
 
 def init(algorithm: Algorithm, config: RLConfig, key: Array,
@@ -175,7 +175,7 @@ def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
   exp = rollout_lib.rollout(config, state, data, *parallel.shard_batch(
       (prompts, mask)), k_sample, credit=algorithm.credit)
   metrics = rollout_lib.rollout_metrics(config, state, data, exp)
-  params, critic, opt_state, update_metrics = algorithm.update(
+  params, critic, opt_state, update_metrics = algorithm.learn(
       config, state, exp, k_update)
   kl_state = kl_controller(config).update(
       state.kl, metrics["objective/kl"], config.batch_size)

@@ -180,7 +180,7 @@ def experience(config, state, data, prompt: Array, prompt_mask: Array,
 
 
 def rollout(config, state, data, prompt: Array, prompt_mask: Array,
-            key: Array, credit=credit_lib.gae) -> Experience:
+            key: Array, credit=credit_lib.critic_gae) -> Experience:
   """Steps 1–4: :func:`experience`, then the ``credit`` stage (GAE with the
   value model by default) at the KL controller's coefficient."""
   exp = experience(config, state, data, prompt, prompt_mask, key)

@@ -17,6 +17,7 @@ constraint, at most ``max_kl`` when a step is taken).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -38,7 +39,7 @@ masked_mean = losses.masked_mean
 
 
 @struct.dataclass
-class TRPOConfig(rl.RLConfig):
+class RLHFTRPOConfig(rl.RLConfig):
   """TRPO on the language model: :class:`~jaxrl_align.rlhf.rl.RLConfig`'s
   fields (``learning_rate``, ``epochs`` and ``num_minibatches`` are the
   value's) and these.
@@ -63,10 +64,11 @@ class TRPOConfig(rl.RLConfig):
   backtrack_coeff: Any = 0.8
 
   def __post_init__(self):
-    rl.check_config(self, "TRPOConfig")
+    rl.check_config(self, "RLHFTRPOConfig")
     for name in ("cg_iters", "backtrack_iters"):
-      _checks.check_positive_int(f"TRPOConfig.{name}", getattr(self, name))
-    _checks.check_scalar_in_range("TRPOConfig.fisher_fraction",
+      _checks.check_positive_int(f"RLHFTRPOConfig.{name}",
+                                 getattr(self, name))
+    _checks.check_scalar_in_range("RLHFTRPOConfig.fisher_fraction",
                                   self.fisher_fraction, 0, 1,
                                   low_inclusive=False)
     configs.check_finite_positive(self, "max_kl")
@@ -93,12 +95,12 @@ def init_opt(config, params, critic):
     return rl.optimizer(config).init(_value_params(config, params, critic))
 
 
-def fisher_rows(config: TRPOConfig) -> int:
+def fisher_rows(config: RLHFTRPOConfig) -> int:
   """Responses in the Fisher-vector products (at least one)."""
   return max(1, round(config.fisher_fraction * config.batch_size))
 
 
-def objectives(config: TRPOConfig, params, exp: rollout.Experience):
+def objectives(config: RLHFTRPOConfig, params, exp: rollout.Experience):
   """What the trust-region step reads, at the rollout policy ``params``:
   ``(surrogate, kl, fisher_kl)``, each ``params -> scalar``: the negated
   surrogate advantage and the mean per-token ``KL(π_old || π)`` over the
@@ -127,7 +129,7 @@ def objectives(config: TRPOConfig, params, exp: rollout.Experience):
   return surrogate, lambda p: kl_over(p, slice(None)), fisher
 
 
-def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
+def policy_step(config: RLHFTRPOConfig, params, exp: rollout.Experience):
   """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
   surrogate, kl, fisher = objectives(config, params, exp)
   return trust_region.trpo_step(
@@ -137,7 +139,7 @@ def policy_step(config: TRPOConfig, params, exp: rollout.Experience):
       backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher)
 
 
-def value_step(config: TRPOConfig, params, critic, opt_state,
+def value_step(config: RLHFTRPOConfig, params, critic, opt_state,
                exp: rollout.Experience, key: Array, lr: Array):
   """Epochs of Adam on the clipped value loss: ``(params, critic,
   opt_state, loss, clip fraction)``."""
@@ -167,7 +169,7 @@ def value_step(config: TRPOConfig, params, critic, opt_state,
   return params, critic, opt_state, jnp.mean(loss), jnp.mean(frac)
 
 
-def update(config: TRPOConfig, state: rl.RLState, exp: rollout.Experience,
+def learn(config: RLHFTRPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
   """The trust-region step on the policy, then the value's epochs (none
   with ``value_model="none"``)."""
@@ -191,6 +193,20 @@ def update(config: TRPOConfig, state: rl.RLState, exp: rollout.Experience,
   return params, critic, opt_state, metrics
 
 
-ALGORITHM = rl.Algorithm(init_opt=init_opt, update=update)
-LEARNER = rl.make_learner("rlhf-trpo", TRPOConfig, ALGORITHM,
+ALGORITHM = rl.Algorithm(init_opt=init_opt, learn=learn)
+LEARNER = rl.make_learner("rlhf-trpo", RLHFTRPOConfig, ALGORITHM,
                           ("loss/policy_avg", "loss/value_avg"))
+
+
+_RENAMED = {"TRPOConfig": "RLHFTRPOConfig", "update": "learn"}
+
+
+def __getattr__(name: str):
+  """The old names, kept working with a warning: ``TRPOConfig`` (the
+  classic-control learner's config has that name) and ``update`` (a
+  learner's ``update`` is the whole iteration; this is its ``learn``)."""
+  if name in _RENAMED:
+    warnings.warn(f"jaxrl_align.rlhf.trpo.{name} is now "
+                  f"{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
+    return globals()[_RENAMED[name]]
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,9 +48,9 @@ RL_RUN = rl_lib.RLRunSettings(num_prompts=256, eval_prompts=128,
 
 
 def rl_configs(iterations: int) -> dict[str, Any]:
-  return {"ppo": ppo.PPOConfig(iterations=iterations, learning_rate=3e-4,
+  return {"ppo": ppo.RLHFPPOConfig(iterations=iterations, learning_rate=3e-4,
                                **RL),
-          "trpo": trpo.TRPOConfig(iterations=iterations, max_kl=0.02, **RL)}
+          "trpo": trpo.RLHFTRPOConfig(iterations=iterations, max_kl=0.02, **RL)}
 
 
 def report(text: str) -> None:
