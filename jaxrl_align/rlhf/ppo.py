@@ -18,7 +18,6 @@ Metrics, named as TRL names them: ``policy/approxkl_avg`` (the mean of
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
@@ -121,15 +120,8 @@ LEARNER = rl.make_learner("rlhf-ppo", RLHFPPOConfig, ALGORITHM,
                           ("loss/policy_avg", "loss/value_avg"))
 
 
-_RENAMED = {"PPOConfig": "RLHFPPOConfig", "update": "learn"}
-
-
-def __getattr__(name: str):
-  """The old names, kept working with a warning: ``PPOConfig`` (the
-  classic-control learner's config has that name) and ``update`` (a
-  learner's ``update`` is the whole iteration; this is its ``learn``)."""
-  if name in _RENAMED:
-    warnings.warn(f"jaxrl_align.rlhf.ppo.{name} is now "
-                  f"{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
-    return globals()[_RENAMED[name]]
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The old names: ``PPOConfig`` (the classic-control learner's config has
+# that name) and ``update`` (a learner's ``update`` is the whole iteration;
+# this is its ``learn``).
+__getattr__ = rl.renamed(__name__, {"PPOConfig": "RLHFPPOConfig",
+                                    "update": "learn"}, globals())

@@ -54,6 +54,7 @@ TRL's arithmetic that reproduces both variants.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -245,3 +246,16 @@ def make_learner(name: str, config_type: type, algorithm: Algorithm,
       units_per_update=lambda config: config.batch_size,
       finite_metrics=("objective/kl", "objective/scores") + finite_metrics)
 
+
+def renamed(module: str, names: dict[str, str], namespace: dict[str, Any]):
+  """A module ``__getattr__`` under which each old name in ``names`` still
+  resolves, to ``namespace[new name]``, with a ``DeprecationWarning``
+  (how an algorithm module keeps a renamed public name working)."""
+
+  def __getattr__(name: str):
+    if name in names:
+      warnings.warn(f"{module}.{name} is now {names[name]}",
+                    DeprecationWarning, stacklevel=2)
+      return namespace[names[name]]
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+  return __getattr__
