@@ -183,8 +183,10 @@ def _check_step_args(max_kl, cg_iters, cg_damping, cg_tol):
 
 
 def _natural_step(loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters,
-                  cg_damping, cg_tol, fisher_output=None):
-  """Full step ``sqrt(2 δ / sᵀFs) s`` with ``F s = -g``, and its diagnostics."""
+                  cg_damping, cg_tol, fisher_output=None, kl_penalty=0.0):
+  """Full step ``t s`` with ``F s = -g``, ``t = sqrt(2 δ / sᵀFs)`` capped at
+  ``-gᵀs / (kl_penalty · sᵀFs)`` when ``kl_penalty`` is not a literal 0, and
+  its diagnostics."""
   if fisher_output is not None and fisher_kl_fn is not None:
     raise ValueError("give fisher_kl_fn or fisher_output, not both.")
   loss, grad = jax.value_and_grad(loss_fn)(params)
@@ -200,6 +202,11 @@ def _natural_step(loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters,
   scale = jnp.where(
       valid,
       jnp.sqrt(2 * jnp.asarray(max_kl, dtype) / jnp.where(valid, sfs, 1)), 0)
+  if not (isinstance(kl_penalty, (int, float)) and kl_penalty == 0):
+    c = jnp.asarray(kl_penalty, dtype)
+    capped = valid & (c > 0)
+    cap = rate / jnp.where(capped, c * sfs, 1)
+    scale = jnp.where(capped, jnp.minimum(scale, cap), scale)
   full_step = _scale(scale, direction)
   expected = jnp.where(valid, scale * rate, 0)
   return loss, full_step, expected, valid, cg
@@ -219,15 +226,29 @@ def trpo_step(
     fisher_kl_fn: Callable[[PyTree], Array] | None = None,
     fisher_output: tuple[Callable[[PyTree], PyTree],
                          Callable[[PyTree], Array]] | None = None,
+    kl_penalty: float | Array = 0.0,
 ) -> tuple[PyTree, TRPOInfo]:
   r"""One TRPO update: natural-gradient direction and a KL-checked line search.
 
   1. ``g = ∇loss_fn(params)``; solve ``(F + damping·I) s = -g`` by CG, with
      ``F`` the Hessian of the KL at ``params`` (never formed).
-  2. Scale to the trust region: ``Δ = sqrt(2·max_kl / sᵀFs) · s``.
+  2. Scale to the trust region: ``Δ = sqrt(2·max_kl / sᵀFs) · s``; with
+     ``kl_penalty = ν > 0``, at most the minimiser along ``s`` of the model
+     ``loss + t·gᵀs + ½·ν·t²·sᵀFs``: ``Δ = min(sqrt(2·max_kl / sᵀFs),
+     -gᵀs / (ν·sᵀFs)) · s``.
   3. Try ``params + c^i Δ`` for ``i = 0, 1, ...`` (``c = backtrack_coeff``)
      and accept the first with ``kl_fn ≤ max_kl`` and a lower, finite loss;
      after ``backtrack_iters`` failures return ``params`` unchanged.
+
+  ``kl_penalty`` is for an objective regularised by ``ν·KL(π || π_0)`` to a
+  fixed ``π_0`` whose ``loss_fn`` leaves the penalty out (folded into fixed
+  advantages, as RLHF folds ``-β·log(π/π_ref)`` into the reward): the
+  penalty's curvature, ``≈ ν·F``, is what the linear surrogate lacks, and
+  without it every step runs to the trust region's edge, past the
+  regularised optimum and back (TRPO on the language model cycled about
+  π*: ``docs/rlhf.md``). For a tabular softmax policy with exact
+  advantages in the loss's units, the capped step ``t = 1/ν`` is soft
+  policy iteration (Cen et al. 2021).
 
   sb3-contrib's ``TRPO`` accepts ``KL(new || old) < δ`` instead; the
   Fisher matrix is the same, and passing that KL as ``kl_fn`` reproduces
@@ -252,21 +273,27 @@ def trpo_step(
       (:func:`gauss_newton_vector_product`), where ``output_kl_fn ∘
       output_fn`` is the KL they stand for (``kl_fn`` or a sub-sample of
       it); not with ``fisher_kl_fn``.
+    kl_penalty: ``ν ≥ 0`` (may be traced), the coefficient, in the loss's
+      units, of a KL penalty the loss leaves out; 0 (the default): no cap,
+      the step of Schulman et al.
 
   Returns:
     ``(new_params, TRPOInfo)``.
 
   References:
     Schulman et al., 2015, "Trust Region Policy Optimization",
-    https://arxiv.org/abs/1502.05477, section 6 and appendix C.
+    https://arxiv.org/abs/1502.05477, section 6 and appendix C; Cen et al.,
+    2021, "Fast Global Convergence of Natural Policy Gradient Methods with
+    Entropy Regularization", https://arxiv.org/abs/2007.06558, section 3.
   """
   _check_step_args(max_kl, cg_iters, cg_damping, cg_tol)
   _checks.check_scalar_in_range("backtrack_coeff", backtrack_coeff, 0.0, 1.0,
                                 low_inclusive=False, high_inclusive=False)
   _checks.check_positive_int("backtrack_iters", backtrack_iters)
+  _checks.check_scalar_in_range("kl_penalty", kl_penalty, 0.0, float("inf"))
   loss, full_step, expected, valid, cg = _natural_step(
       loss_fn, kl_fn, fisher_kl_fn, params, max_kl, cg_iters, cg_damping,
-      cg_tol, fisher_output)
+      cg_tol, fisher_output, kl_penalty)
   dtype = jnp.result_type(loss)
   max_kl = jnp.asarray(max_kl, dtype)
   coeff = jnp.asarray(backtrack_coeff, dtype)

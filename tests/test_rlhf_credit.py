@@ -20,6 +20,7 @@ from jaxrl_align.rlhf import rollout
 from jaxrl_align.rlhf import trpo
 
 from test_rlhf_rl import exact
+from test_rlhf_rl import last_iterates
 from test_rlhf_rl import optimum
 from test_rlhf_rl import toy_config
 from test_rlhf_rl import toy_data
@@ -154,17 +155,6 @@ def test_no_value_model_trains_without_a_critic(algo):
   assert max(jax.tree.leaves(moved)) > 0
 
 
-def _last_iterates(learner, config, data, last):
-  """The parameters after each of the last ``last`` iterations."""
-  state = learner.init(config, jax.random.key(0), data)
-  body = lambda s, _: (learner.update(config, s, data)[0], None)  # noqa
-  step = lambda s, _: (learner.update(config, s, data)[0],) * 2  # noqa: E731
-  run = jax.jit(lambda s: jax.lax.scan(
-      step, jax.lax.scan(body, s, None, config.iterations - last)[0], None,
-      last)[1])
-  return run(state).params
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("beta", [0.2, 0.5])
 def test_critic_free_rloo_from_the_recipe_reaches_the_exact_optimum(beta):
@@ -182,15 +172,15 @@ def test_critic_free_rloo_from_the_recipe_reaches_the_exact_optimum(beta):
   best, best_kl = optimum(config, data)
   start, _, _, _ = exact(config, data, data.ref_params)
   assert best > start + 0.05
-  params = _last_iterates(RLOO_LEARNER, config, data, last)
+  params, _ = last_iterates(RLOO_LEARNER, config, data, last)
   for i in range(last):
     got, kl, _, _ = exact(config, data, jax.tree.map(lambda x: x[i], params))
     assert abs(got - best) <= 0.02 * abs(best), (i, got, best)
     assert abs(kl - best_kl) <= 0.10 * best_kl, (i, kl, best_kl)
   if beta != 0.5:
     return
-  wrong = _last_iterates(RLOO_LEARNER, config.replace(kl_coef=beta / 2),
-                         data, 1)
+  wrong, _ = last_iterates(RLOO_LEARNER, config.replace(kl_coef=beta / 2),
+                           data, 1)
   _, kl, _, _ = exact(config, data, jax.tree.map(lambda x: x[-1], wrong))
   assert abs(kl - best_kl) > 0.10 * best_kl, (kl, best_kl)
 

@@ -4,6 +4,7 @@ of TRL's post-rollout arithmetic, the ratio and KL invariants, padding,
 temperature, ``jit``/``vmap``, the runner, the commands and the small
 pipeline."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -26,6 +27,8 @@ from jaxrl_align.rlhf import trpo
 V, N, STOP, PAD = 5, 3, 4, 0  # vocabulary, response length, special tokens
 MODEL = model_lib.TransformerConfig(vocab_size=V, max_len=1 + N,
                                     num_layers=1, num_heads=2, width=32)
+# Room for the post-rollout arithmetic's longer responses (no model runs).
+LONG = dataclasses.replace(MODEL, max_len=16)
 
 
 def table_score(table, tokens, mask):
@@ -106,26 +109,105 @@ def train(learner, config, data, key=0):
                                         config.iterations)[0])(state)
 
 
+def last_iterates(learner, config, data, last, key=0):
+  """``(params, metrics)`` after each of the last ``last`` iterations
+  (leading axis ``last``; ``[-1]`` is the final iterate)."""
+  state = learner.init(config, jax.random.key(key), data)
+  body = lambda s, _: (learner.update(config, s, data)[0], None)  # noqa
+
+  def step(s, _):
+    s, metrics = learner.update(config, s, data)
+    return s, (s.params, metrics)
+
+  return jax.jit(lambda s: jax.lax.scan(
+      step, jax.lax.scan(body, s, None, config.iterations - last)[0], None,
+      last)[1])(state)
+
+
+def centred(config, data):
+  """The toy with its reward table shifted so that the reference's expected
+  reward (missing-stop penalty included) is 0: ``J(π_ref) = 0`` and ``J* =
+  β log E_ref[exp(r/β)]`` is the gain alone (0.35 at β = 0.2, 0.14 at
+  0.5), so 2% of J* is 2% of the gain (uncentred, the reference itself is
+  within 16% of J* at β = 0.5). π* and the KL are unchanged."""
+  _, _, r, log_ref = exact(config, data, data.ref_params)
+  return data.replace(reward_params=data.reward_params
+                      - float(np.sum(np.exp(log_ref) * r)))
+
+
+# Measured (docs/rlhf.md): PPO needs 150 iterations for its annealed
+# learning rate to settle inside the bands on every one of the last 10.
+OPTIMUM_RUNS = {
+    "ppo": dict(iterations=150, learning_rate=1e-3, epochs=4,
+                num_minibatches=4),
+    "trpo": dict(iterations=100, learning_rate=1e-3, max_kl=0.01)}
+
+
+def errors_of_last_iterates(algo, beta, last=10, **more):
+  """The run of ``OPTIMUM_RUNS[algo]`` (``more`` replaced) on the centred
+  toy: ``(J errors, KL errors, metrics)``: each of the last ``last``
+  iterates' ``(J - J*) / J*`` and ``(KL - KL*) / KL*``, exactly by
+  enumeration, and the update's metrics over them."""
+  batch = 512
+  config = toy_config(algo, beta, batch_size=batch,
+                      **{**OPTIMUM_RUNS[algo], **more})
+  data = centred(config, toy_data(batch))
+  best, best_kl = optimum(config, data)
+  assert best > 0.1  # J(π_ref) = 0: the gain to find
+  learner = ppo.LEARNER if algo == "ppo" else trpo.LEARNER
+  params, metrics = last_iterates(learner, config, data, last)
+  got = [exact(config, data, jax.tree.map(lambda x: x[i], params))[:2]
+         for i in range(last)]
+  j = np.asarray([(g - best) / best for g, _ in got])
+  kl = np.asarray([(k - best_kl) / best_kl for _, k in got])
+  return j, kl, metrics
+
+
 @pytest.mark.parametrize("beta", [0.2, 0.5])
 @pytest.mark.parametrize("algo", ["ppo", "trpo"])
 def test_reaches_the_exact_kl_regularised_optimum(algo, beta):
   """Through the whole token-level pipeline (cached sampling with a stop
   token and padding, the missing-stop penalty, per-token k1 rewards, GAE,
-  whitening, the update): objective within 2% and KL(π || π_ref) within
-  10% of the enumerated optimum's."""
-  batch = 512
-  data = toy_data(batch)
-  more = (dict(learning_rate=1e-3, epochs=4, num_minibatches=4)
-          if algo == "ppo" else dict(learning_rate=1e-3, max_kl=0.01))
-  config = toy_config(algo, beta, iterations=100, batch_size=batch, **more)
-  learner = ppo.LEARNER if algo == "ppo" else trpo.LEARNER
-  best, best_kl = optimum(config, data)
-  start, _, _, _ = exact(config, data, data.ref_params)
-  assert best > start + 0.05  # the reference is far from optimal
-  state = train(learner, config, data)
-  got, kl, _, _ = exact(config, data, state.params)
-  assert abs(got - best) <= 0.02 * abs(best), (got, best)
-  assert abs(kl - best_kl) <= 0.10 * best_kl, (kl, best_kl)
+  whitening, the update), on a non-uniform reference and a random reward
+  table over whole responses, centred so that J* is the gain over the
+  reference: objective within 2% and KL(π || π_ref) within 10% of the
+  enumerated optimum's, on each of the last 10 iterates (the final one
+  among them). Measured worst (key 0 and 1): PPO J 1.2%, KL 3.0%; TRPO J
+  1.1%, KL 0.8%. TRPO's steps near π* are a small fraction of its trust
+  region (its cap on the step, ``optimum_fraction``)."""
+  j, kl, metrics = errors_of_last_iterates(algo, beta)
+  assert np.all(np.abs(j) <= 0.02), j
+  assert np.all(np.abs(kl) <= 0.10), kl
+  if algo == "trpo":
+    assert np.mean(metrics["policy/trust_region_kl"]) < 0.2 * 0.01, metrics
+
+
+def test_trpo_without_its_step_cap_cycles_about_the_optimum():
+  """The wrong variant: TRPO as published (``optimum_fraction=0``: the
+  trust region alone) takes every step at the trust region's edge — its
+  surrogate, linear in the ratio with fixed advantages, has no maximiser
+  short of it — and jumps across π* and back: the last iterates leave the
+  bands (measured worst: J 5.0% and KL 14.9% off at key 0, J 10.6% at
+  key 1) that the capped step keeps to within 1.1% and 0.7%."""
+  j, kl, metrics = errors_of_last_iterates("trpo", 0.5,
+                                           optimum_fraction=0.0)
+  assert np.max(np.abs(j)) > 0.02 or np.max(np.abs(kl)) > 0.10, (j, kl)
+  assert np.all(metrics["policy/trust_region_kl"] > 0.5 * 0.01), metrics
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.5])
+def test_ppo_with_a_constant_learning_rate_hovers_about_the_optimum(beta):
+  """PPO lands on π* because its learning rate anneals to 0. With a
+  constant one (1e-3) it does not land: Adam's steps stay near the
+  learning rate in size when the gradient is only noise, so the iterates
+  wander about π*, each below J* (π* is the maximum) — measured over 4
+  keys and the last 10 iterates of 150: J 1.4–6.3% of J* below it and KL
+  within ±20% at β = 0.2; J 4.8–15.7% below and KL within ±34% at β =
+  0.5 (2e-4 does no better). This holds what it does: inside a band of
+  30% on J and 50% on KL, outside the 2% band somewhere."""
+  j, kl, _ = errors_of_last_iterates("ppo", beta, anneal_lr=False)
+  assert np.all(np.abs(j) <= 0.30) and np.all(np.abs(kl) <= 0.50), (j, kl)
+  assert np.max(np.abs(j)) > 0.02, j
 
 
 def test_the_optimum_test_fails_a_wrong_penalty():
@@ -318,7 +400,8 @@ def ours(response, mask, logprobs, ref_logprobs, values, scores, config):
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
 @pytest.mark.parametrize("whiten_rewards", [False, True])
 def test_post_rollout_arithmetic_matches_trl(estimator, whiten_rewards):
-  config = toy_config("ppo", 0.1, response_length=6, kl_estimator=estimator,
+  config = toy_config("ppo", 0.1, model=LONG, response_length=6,
+                      kl_estimator=estimator,
                       whiten_rewards=whiten_rewards, missing_eos_penalty=1.5,
                       gamma=0.99, lam=0.9)
   batch = random_batch(jax.random.key(3))
@@ -401,8 +484,8 @@ def test_first_minibatch_ratio_is_one_and_zero_learning_rate_moves_nothing():
 def test_padding_changes_no_metric():
   """Values at padding positions (any garbage) and extra padding columns
   change no reward, advantage, loss or metric."""
-  config = toy_config("ppo", 0.1, response_length=6, num_minibatches=1,
-                      batch_size=32)
+  config = toy_config("ppo", 0.1, model=LONG, response_length=6,
+                      num_minibatches=1, batch_size=32)
   response, mask, lp, ref_lp, values, scores = random_batch(jax.random.key(5))
   first = ours(response, mask, lp, ref_lp, values, scores, config)
   wide = config.replace(response_length=9)

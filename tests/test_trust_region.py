@@ -349,6 +349,58 @@ def test_trpo_fisher_subsample_kl_is_used_for_the_direction_only():
   assert kl_fn(new_b) <= 0.01
 
 
+def test_trpo_kl_penalty_caps_the_step_at_the_regularised_optimum():
+  """A bandit, softmax logits θ, objective ``E_π[r] - β KL(π || π_ref)``;
+  the loss is TRPO's surrogate with the penalty folded into fixed
+  advantages ``A = r - β log(π_old / π_ref)`` (so it is linear along the
+  step). With ``kl_penalty=β`` and a trust region too wide to bind, one
+  step lands on ``π* ∝ π_ref·exp(r/β)`` (the natural step of 1/β: soft
+  policy iteration, Cen et al. 2021), where the trust region alone goes to
+  its edge, far past it; ``kl_penalty=0`` is the step without the argument,
+  bit for bit; the penalty may be traced (``vmap``)."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(11)
+    n, beta = 6, 0.5
+    ref = jnp.asarray(rng.normal(size=n))
+    old = ref + jnp.asarray(rng.normal(size=n))
+    r = jnp.asarray(rng.normal(size=n))
+    pi_old = jax.nn.softmax(old)
+    adv = r - beta * (jax.nn.log_softmax(old) - jax.nn.log_softmax(ref))
+    loss_fn = lambda th: -jnp.sum(jax.nn.softmax(th) * adv)  # noqa: E731
+    kl_fn = lambda th: jnp.sum(pi_old * (  # noqa: E731
+        jnp.log(pi_old) - jax.nn.log_softmax(th)))
+    star = jax.nn.softmax(jax.nn.log_softmax(ref) + r / beta)
+    step = lambda c, max_kl=10.0: jra.trpo_step(  # noqa: E731
+        loss_fn, kl_fn, old, max_kl=max_kl, cg_iters=n - 1, cg_tol=0.0,
+        cg_damping=0.0, kl_penalty=c)  # F has rank n - 1: n - 1 are exact
+    capped, info = jax.jit(step)(beta)
+    assert bool(info.accepted) and float(info.step_fraction) == 1.0
+    np.testing.assert_allclose(jax.nn.softmax(capped), star, atol=1e-9)
+    assert float(info.kl) < 10.0
+    edge, info = step(0.0)
+    np.testing.assert_allclose(float(info.kl), 10.0, rtol=0.2)
+    assert float(jnp.abs(jax.nn.softmax(edge) - star).max()) > 0.1
+    # A larger penalty caps more: the step is the model's minimiser, 1/c
+    # (logits compared up to the constant a softmax ignores).
+    centre = lambda x: x - jnp.mean(x)  # noqa: E731
+    for kappa in (0.25, 0.5):
+      part, _ = step(beta / kappa)
+      np.testing.assert_allclose(centre(part - old),
+                                 kappa * centre(capped - old), rtol=1e-7,
+                                 atol=1e-10)
+  params, loss_fn, kl_fn, _ = categorical_problem(seed=12)
+  plain = jra.trpo_step(loss_fn, kl_fn, params, max_kl=0.01)
+  zero = jra.trpo_step(loss_fn, kl_fn, params, max_kl=0.01, kl_penalty=0.0)
+  assert tree_equal(plain, zero)
+  penalties = jnp.asarray([0.0, 1.0, 100.0])
+  swept, infos = jax.jit(jax.vmap(lambda c: jra.trpo_step(
+      loss_fn, kl_fn, params, max_kl=0.01, kl_penalty=c)))(penalties)
+  assert float(infos.kl[0]) > 0.5 * 0.01  # no cap: near the edge
+  assert float(infos.kl[2]) < float(infos.kl[1]) <= float(infos.kl[0])
+  with pytest.raises(ValueError, match="kl_penalty"):
+    jra.trpo_step(loss_fn, kl_fn, params, max_kl=0.01, kl_penalty=-1.0)
+
+
 def test_trpo_bad_input():
   params, loss_fn, kl_fn, _ = categorical_problem()
   bad = [({"max_kl": 0.0}, "max_kl"), ({"max_kl": -1.0}, "max_kl"),

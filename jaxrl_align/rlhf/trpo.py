@@ -6,9 +6,14 @@ one :func:`jaxrl_align.trpo_step` on the whole batch: the surrogate
 exact categorical ``KL(π_old || π)`` over the whole vocabulary (the sampling
 distributions, temperature and top-k applied), averaged over response
 tokens; Fisher-vector products on the KL of the first ``fisher_fraction``
-of the responses (cheaper, an estimate of the same matrix). The value —
-the critic, or the policy's scalar head alone — then takes epochs of Adam
-steps on the clipped value loss (none with ``value_model="none"``).
+of the responses (cheaper, an estimate of the same matrix). The step is
+capped short of the trust region's edge where the KL-regularised objective
+stops rising along it (``optimum_fraction``, :func:`kl_penalty`): without
+the cap every step has the trust region's size, and near π* the policy
+jumps across it and back (docs/rlhf.md, "The RL step near the optimum").
+The value — the critic, or the policy's scalar head alone — then takes
+epochs of Adam steps on the clipped value loss (none with
+``value_model="none"``).
 
 Two KLs are reported: ``objective/kl`` (to the reference: the penalty in
 the reward) and ``policy/trust_region_kl`` (to the rollout policy: the
@@ -55,6 +60,15 @@ class RLHFTRPOConfig(rl.RLConfig):
       policy).
     cg_damping: Fisher damping ≥ 0.
     backtrack_coeff: line-search shrink factor in (0, 1).
+    optimum_fraction: κ ≥ 0: the step goes at most this fraction of the
+      way to the maximiser, along the search direction, of the regularised
+      objective's quadratic model (the surrogate in reward units, less
+      ``β·KL(π || π_ref)`` with its curvature ``≈ β·F``): a natural step
+      of at most ``κ/β`` (:func:`policy_step`). 1 is the whole way (soft
+      policy iteration for a tabular policy); below 1 each step keeps part
+      of the last policy and so averages the sampling noise of several
+      batches; 0 turns the cap off, leaving the trust region alone
+      (Schulman et al.'s step, which cycles about π*: docs/rlhf.md).
   """
   cg_iters: int = static(10)
   backtrack_iters: int = static(10)
@@ -62,6 +76,7 @@ class RLHFTRPOConfig(rl.RLConfig):
   max_kl: Any = 0.01
   cg_damping: Any = 0.1
   backtrack_coeff: Any = 0.8
+  optimum_fraction: Any = 0.25
 
   def __post_init__(self):
     rl.check_config(self, "RLHFTRPOConfig")
@@ -75,6 +90,7 @@ class RLHFTRPOConfig(rl.RLConfig):
     configs.check_finite_nonnegative(self, "cg_damping")
     configs.check_range(self, "backtrack_coeff", 0.0, 1.0,
                         low_inclusive=False, high_inclusive=False)
+    configs.check_finite_nonnegative(self, "optimum_fraction")
 
 
 def _value_params(config, params, critic):
@@ -129,14 +145,57 @@ def objectives(config: RLHFTRPOConfig, params, exp: rollout.Experience):
   return surrogate, lambda p: kl_over(p, slice(None)), fisher
 
 
-def policy_step(config: RLHFTRPOConfig, params, exp: rollout.Experience):
-  """The trust-region step on the whole batch: ``(params, TRPOInfo)``."""
+def advantage_scale(exp: rollout.Experience) -> Array:
+  """The reward units of one whitened advantage: the standard deviation
+  (``ddof=1``) of the advantages before whitening, ``returns - values``,
+  over response tokens (what :func:`jaxrl_align.rlhf.credit.critic_gae`
+  divided them by)."""
+  live = exp.response_mask
+  raw = exp.returns - exp.values
+  mean = masked_mean(raw, live)
+  count = jnp.sum(live.astype(raw.dtype))
+  var = jnp.sum(jnp.where(live, (raw - mean) ** 2, 0.0)) / jnp.maximum(
+      count - 1, 1)
+  return jnp.sqrt(var)
+
+
+def kl_penalty(config: RLHFTRPOConfig, exp: rollout.Experience,
+               kl_coef: Array) -> Array:
+  """The KL-to-reference penalty's coefficient in the surrogate's units,
+  over ``optimum_fraction``: ``β / (κ·σ)``, with ``σ`` the
+  :func:`advantage_scale` (0, no cap, when κ, β or σ is 0).
+
+  The surrogate ``mean[π/π_old · A]`` has fixed advantages: the
+  ``-β·log(π/π_ref)`` in the reward enters at the rollout policy's value, so
+  the surrogate is linear along the search direction and has no maximiser
+  short of the trust region's edge. The regularised objective has one:
+  ``β·KL(π || π_ref)`` curves by ``≈ β·F`` (``F`` the Fisher matrix), and
+  the whitened advantages are the reward's divided by ``σ``. The step of
+  :func:`jaxrl_align.trpo_step` with this ``kl_penalty`` is then at most
+  ``κ`` times the maximiser's, a natural-gradient step of ``κ/β`` in
+  reward units (Cen et al. 2021: ``1/β`` is soft policy iteration).
+  """
+  sigma = advantage_scale(exp)
+  kappa = jnp.asarray(config.optimum_fraction, jnp.float32)
+  beta = jnp.asarray(kl_coef, jnp.float32)
+  on = (kappa > 0) & (beta > 0) & (sigma > 0)
+  return jnp.where(on, beta / jnp.where(on, kappa * sigma, 1.0), 0.0)
+
+
+def policy_step(config: RLHFTRPOConfig, params, exp: rollout.Experience,
+                kl_coef: Array | None = None):
+  """The trust-region step on the whole batch, capped by
+  :func:`kl_penalty` (``kl_coef``: the β of the rollout's rewards,
+  ``config.kl_coef`` when None): ``(params, TRPOInfo)``."""
+  if kl_coef is None:
+    kl_coef = config.kl_coef
   surrogate, kl, fisher = objectives(config, params, exp)
   return trust_region.trpo_step(
       surrogate, kl, params, max_kl=config.max_kl,
       cg_iters=config.cg_iters, cg_damping=config.cg_damping,
       backtrack_coeff=config.backtrack_coeff,
-      backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher)
+      backtrack_iters=config.backtrack_iters, fisher_kl_fn=fisher,
+      kl_penalty=kl_penalty(config, exp, kl_coef))
 
 
 def value_step(config: RLHFTRPOConfig, params, critic, opt_state,
@@ -173,7 +232,7 @@ def learn(config: RLHFTRPOConfig, state: rl.RLState, exp: rollout.Experience,
            key: Array):
   """The trust-region step on the policy, then the value's epochs (none
   with ``value_model="none"``)."""
-  params, info = policy_step(config, state.params, exp)
+  params, info = policy_step(config, state.params, exp, state.kl.coef)
   critic, opt_state, metrics = state.critic, state.opt_state, {}
   if config.value_model != "none":
     params, critic, opt_state, value_loss, value_clipfrac = value_step(
