@@ -108,7 +108,8 @@ def rlhf_fingerprints(tmp: str):
   from jaxrl_align.rlhf import ppo
   from jaxrl_align.rlhf import trpo
 
-  for algo, config_type in (("ppo", ppo.RLHFPPOConfig), ("trpo", trpo.RLHFTRPOConfig)):
+  for algo, config_type in (("ppo", ppo.RLHFPPOConfig),
+                            ("trpo", trpo.RLHFTRPOConfig)):
     out = os.path.join(tmp, f"rlhf-{algo}")
     summary = rlhf_runs.run_rl(algo, out, sft_dir, rm_dir, config_type(
         iterations=4, batch_size=8, response_length=8, eval_every=2),

@@ -66,11 +66,11 @@ def pieces(x) -> int:
 # ------------------------------------------------------------- learners
 
 
-PPO = ppo.RLHFPPOConfig(env_id="CartPole-v1", total_timesteps=8 * 16 * 3,
+PPO = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=8 * 16 * 3,
                     num_envs=8, num_steps=16, num_minibatches=2,
                     update_epochs=2, normalize_obs=True, scale_reward=True,
                     target_kl=0.02)
-TRPO = trpo.RLHFTRPOConfig(env_id="Pendulum-v1", total_timesteps=8 * 16 * 3,
+TRPO = trpo.TRPOConfig(env_id="Pendulum-v1", total_timesteps=8 * 16 * 3,
                        num_envs=8, num_steps=16, num_minibatches=2,
                        update_epochs=2, normalize_obs=True)
 

@@ -22,7 +22,6 @@ constraint, at most ``max_kl`` when a step is taken).
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
@@ -257,15 +256,8 @@ LEARNER = rl.make_learner("rlhf-trpo", RLHFTRPOConfig, ALGORITHM,
                           ("loss/policy_avg", "loss/value_avg"))
 
 
-_RENAMED = {"TRPOConfig": "RLHFTRPOConfig", "update": "learn"}
-
-
-def __getattr__(name: str):
-  """The old names, kept working with a warning: ``TRPOConfig`` (the
-  classic-control learner's config has that name) and ``update`` (a
-  learner's ``update`` is the whole iteration; this is its ``learn``)."""
-  if name in _RENAMED:
-    warnings.warn(f"jaxrl_align.rlhf.trpo.{name} is now "
-                  f"{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
-    return globals()[_RENAMED[name]]
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The old names: ``TRPOConfig`` (the classic-control learner's config has
+# that name) and ``update`` (a learner's ``update`` is the whole iteration;
+# this is its ``learn``).
+__getattr__ = rl.renamed(__name__, {"TRPOConfig": "RLHFTRPOConfig",
+                                    "update": "learn"}, globals())
