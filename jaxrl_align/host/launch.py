@@ -11,12 +11,14 @@ parses and checks everything (the three options included) as usual.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from jaxrl_align.host import distributed
 from jaxrl_align.host.errors import RunError
 
 JOB_OPTIONS = ("--coordinator", "--num-processes", "--process-id")
+MAX_INT = 2 ** 31 - 1  # options.MAX_INT (options imports JAX: not here)
 
 
 def job_options(argv: list[str]) -> dict[str, str]:
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                  for k in JOB_OPTIONS[1:]]
     except ValueError:
       numbers = None  # argparse names the bad value
+    if numbers is not None and any(n is not None and not 0 <= n <= MAX_INT
+                                   for n in numbers):
+      numbers = None  # as well
     if numbers is not None:
       try:
         distributed.initialize(given["--coordinator"], *numbers)
@@ -52,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxrl-align train: error: {e}", file=sys.stderr)
         return 2
   from jaxrl_align.host import cli
+  from jaxrl_align.host import monitor
 
-  return cli.main(argv)
+  monitor.QUIET_SECOND_CTRL_C = True  # this process is the command
+  code = cli.main(argv)
+  if code == 130:  # interrupted: a Ctrl-C while the process ends, quietly
+    signal.signal(signal.SIGINT, monitor.stop_at_once)
+  return code
 
 
 __all__ = ["main"]

@@ -18,9 +18,34 @@ from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 
 
+# Set by the command's entry point (host.launch): a second Ctrl-C ends the
+# process at once, quietly. Elsewhere (a notebook, a test) it raises
+# KeyboardInterrupt, which the caller handles.
+QUIET_SECOND_CTRL_C = False
+
+
+def stop_at_once(signum=None, frame=None) -> None:
+  """A second Ctrl-C in the command: one line, exit code 130, nothing
+  else. Not an exception: one raised while orbax writes or its threads
+  wait prints dozens of tracebacks from them. What is on disk is safe as
+  after ``kill -9``: checkpoints are written to a temporary directory and
+  renamed, and resuming drops metrics lines past the last checkpoint."""
+  del signum, frame
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):  # closed or gone: nothing more to say
+      pass
+  os.write(2, b"\nCtrl-C again: stopped at once; the last checkpoint is "
+              b"intact (--resume continues from it).\n")
+  os._exit(130)
+
+
 class Interrupt:
   """Turns the first Ctrl-C into a flag checked between chunks (and says
-  so at once); a second one interrupts at once."""
+  so at once); a second one stops at once: the process ends
+  (:func:`stop_at_once`) in the command, elsewhere it raises
+  KeyboardInterrupt."""
 
   def __init__(self):
     self.requested = False
@@ -38,9 +63,12 @@ class Interrupt:
     print("\nCtrl-C: stopping after this chunk with a checkpoint (Ctrl-C "
           "again stops at once, keeping the last checkpoint).",
           file=sys.stderr, flush=True)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, stop_at_once if QUIET_SECOND_CTRL_C
+                  else signal.default_int_handler)
 
   def __exit__(self, *exc):
+    if self.requested and QUIET_SECOND_CTRL_C:
+      return  # the process is stopping: a Ctrl-C while it saves, too
     if self._previous is not None:
       signal.signal(signal.SIGINT, self._previous)
 

@@ -89,13 +89,26 @@ def warn(diff: dict[str, Any]) -> None:
           f"will differ from an uninterrupted run.", file=sys.stderr)
 
 
+def readable(out: str) -> int | None:
+  """The update the run in ``out`` resumes from: its newest checkpoint that
+  reads back, found before anything compiles (a damaged one is refused in
+  one line then); None when it has none yet (it starts again from 0) or
+  runs over several processes (each reads its own shards: found when
+  restored)."""
+  directory = os.path.join(out, CHECKPOINTS)
+  if distributed.count() > 1 or not files.checkpoint_steps(directory):
+    return None
+  return checkpoints.newest_readable(directory)
+
+
 def restore(out: str, config, store: checkpoints.Checkpoints, states,
-            diff: dict[str, Any]):
-  """``(done, states)`` of a run being resumed; drops the metrics of
-  updates after its checkpoint and records changed hyperparameters."""
+            diff: dict[str, Any], step: int | None = None):
+  """``(done, states)`` of a run being resumed (from ``step``, else its
+  newest readable checkpoint); drops the metrics of updates after its
+  checkpoint and records changed hyperparameters."""
   done = 0
   if store.steps():  # else it stopped before its first checkpoint
-    done, states = store.restore(states)
+    done, states = store.restore(states, step)
   distributed.on_primary(_rewind_files, out, config, done, diff)
   return done, states
 
