@@ -74,7 +74,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
   assert os.path.getsize(png) > 1000
   # Resuming a finished run with a changed static field is refused.
   assert cli.main(["train", "--resume", out, "--num-envs", "8"]) == 2
-  assert "num_envs: 4 (stored) -> 8" in capsys.readouterr().err
+  assert "--num-envs: 4 (stored) -> 8" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -83,13 +83,13 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     (["--env", "CartPole-v9"], "Unknown `env_id` 'CartPole-v9'; known ids: "
                                "CartPole-v1, Acrobot-v1"),
     (["--gamma", "1.5"], "gamma"),
-    (["--num-minibatches", "3"], "`num_minibatches` (3) must divide"),
+    (["--num-minibatches", "3"], "--num-minibatches (3) must divide"),
     (["--algo", "ppo", "--max-kl", "0.1"], "--max-kl is not a PPO field"),
     (["--algo", "trpo", "--clip-eps", "0.1"], "--clip-eps is not a TRPO"),
     (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--chunk", "7"], "`chunk` must divide the number of updates"),
+    (["--chunk", "7"], "--chunk must divide the number of updates"),
     (["--devices", "64"], "--devices 64: there are "),
-    (["--devices", "0"], "`devices` must be an integer >= 1"),
+    (["--devices", "0"], "--devices must be >= 1, got 0."),
     # one run over several processes: the options go together
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2"],
      "--coordinator HOST:PORT, --num-processes and --process-id go "

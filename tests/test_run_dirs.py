@@ -279,7 +279,7 @@ def test_a_finished_run_resumed_is_left_byte_for_byte(made, tmp_path, capsys,
   assert "finished" in capsys.readouterr().err
   assert snapshot(whole) == before
   # What a finished run cannot use is refused, not ignored.
-  for extra, words in ((["--learning-rate", "1e-4"], "learning_rate"),
+  for extra, words in ((["--learning-rate", "1e-4"], "--learning-rate"),
                        (["--tensorboard"], "--tensorboard")):
     refused(capsys, whole, words, "train", "--resume", whole, *extra)
   for argv in (["rlhf", "rm", "--resume", whole, "--sft", whole],

@@ -137,7 +137,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(
     tmp_path, capsys):
   code, _, err = run_cli(capsys, "train", "--out", tmp_path / "inf",
                          "--learning-rate", "inf", *TINY)
-  assert code == 2 and "learning_rate" in one_error_line(err)
+  assert code == 2 and "--learning-rate" in one_error_line(err)
   assert not os.path.exists(tmp_path / "inf")
   out = str(tmp_path / "nan")
   config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=16 * 64,

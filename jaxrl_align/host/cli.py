@@ -14,11 +14,14 @@ in :mod:`.cli_runs`. The work is done by :mod:`.runner`,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from jaxrl_align.host import cli_rlhf
 from jaxrl_align.host import cli_runs
 from jaxrl_align.host import cli_train
+from jaxrl_align.host import errors
+from jaxrl_align.host import monitor
 from jaxrl_align.host import options
 
 config_fields = cli_train.config_fields
@@ -44,15 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _valid_options(parser: argparse.ArgumentParser, args) -> list[str]:
-  """Every ``--option`` of the (sub)command the user chose."""
+def _chosen(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+  """The parser of the (sub)command the user chose."""
   chosen = parser
   for dest in ("command", "rlhf_command"):
     name = getattr(args, dest, None)
     for action in chosen._actions:  # argparse keeps subparsers here
       if isinstance(action, argparse._SubParsersAction) and name:
         chosen = action.choices[name]
-  return [s for a in chosen._actions for s in a.option_strings
+  return chosen
+
+
+def _valid_options(parser: argparse.ArgumentParser, args) -> list[str]:
+  """Every ``--option`` of the (sub)command the user chose."""
+  return [s for a in _chosen(parser, args)._actions for s in a.option_strings
           if s.startswith("--")]
 
 
@@ -66,16 +74,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{options.unknown_message(unknown, _valid_options(parser, args))}",
           file=sys.stderr)
     return 2
-  for name in ("seeds", "episodes", "total_timesteps"):
-    value = getattr(args, name, None)
-    if value is not None and value < 1:
-      print(f"jaxrl-align {command}: error: {options.flag(name)} must be "
-            f">= 1, got {value}.", file=sys.stderr)
-      return 2
+  value = getattr(args, "total_timesteps", None)
+  refusal = options.out_of_range(_chosen(parser, args)._actions, args) or (
+      value is not None and value < 1
+      and f"--total-timesteps must be >= 1, got {value}.")
+  if refusal:  # before anything is read, built or written
+    print(f"jaxrl-align {command}: error: {refusal}", file=sys.stderr)
+    return 2
   try:
     return args.func(args)
   except ValueError as e:  # bad configs and run errors
     message = " ".join(str(e).split())
+    if not isinstance(e, errors.RunFileError):  # a value the user typed
+      message = options.as_flags(message, _valid_options(parser, args))
     print(f"jaxrl-align {command}: error: {message}", file=sys.stderr)
     return 2
   except OSError as e:  # a path that cannot be read or written
@@ -83,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f": {e.filename!r}" if e.filename else "") + ".", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
+    if monitor.QUIET_SECOND_CTRL_C:  # the command: another one ends it
+      signal.signal(signal.SIGINT, monitor.stop_at_once)
     print(f"\njaxrl-align {command}: interrupted; the last checkpoint is "
           f"intact (--resume continues from it).", file=sys.stderr)
     return 130

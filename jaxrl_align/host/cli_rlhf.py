@@ -71,15 +71,18 @@ def add_parser(sub) -> None:
     p = rsub.add_parser(name, allow_abbrev=False, help=command.help,
                         description=command.description)
     p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   type=options.text("a run directory"),
                    help="run directory to create")
     if command.resumable:
       p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                     type=options.text("a run directory"),
                      help="continue this run from its newest checkpoint")
       p.add_argument("--tensorboard", action="store_true",
                      help="also write TensorBoard events")
     for input_name, input_help in command.inputs:
       p.add_argument(options.flag(input_name), default=None,
-                     metavar=f"{input_name.upper()}_RUN", help=input_help)
+                     metavar=f"{input_name.upper()}_RUN", help=input_help,
+                     type=options.text("a run directory"))
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out")
     p.add_argument("--no-progress", action="store_true",

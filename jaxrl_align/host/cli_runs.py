@@ -19,6 +19,11 @@ def _eval(args: argparse.Namespace) -> int:
   elif args.seed_index:
     raise runner.RunError("--seed-index chooses the seed a --video shows; "
                           "give --video too.")
+  _, _, settings = runner.load_config(args.run_dir)  # checked before it runs
+  if args.seed_index >= settings.seeds:
+    raise runner.RunError(f"--seed-index {args.seed_index}: the run in "
+                          f"{args.run_dir!r} has {settings.seeds} seed(s), "
+                          f"0 to {settings.seeds - 1}.")
   # The video is written into the run directory: as its one writer.
   with files.lock(args.run_dir) if args.video else contextlib.nullcontext():
     return _evaluate(args)
@@ -53,7 +58,7 @@ def _plot(args: argparse.Namespace) -> int:
 
   out = args.out or os.path.join(args.run_dirs[0], "learning_curve.png")
   for run_dir in args.run_dirs:
-    runner.read_run(run_dir)  # each is a run, before anything is drawn
+    runner.load_config(run_dir)  # each is a run, before anything is drawn
   if not out.endswith(".png"):
     raise runner.RunError(f"--out {out!r}: the figure is a PNG file; name it "
                           f"*.png.")
@@ -87,9 +92,6 @@ def _is_png(path: str) -> bool:
 def _demo(args: argparse.Namespace) -> int:
   from jaxrl_align.host import demo
 
-  if args.rlhf_iterations < 0:
-    raise runner.RunError(f"--rlhf-iterations must be >= 0, got "
-                          f"{args.rlhf_iterations}.")
   return demo.main(args.out, args.seeds, args.total_timesteps,
                    progress=not args.no_progress, overwrite=args.overwrite,
                    rlhf_iterations=args.rlhf_iterations)
@@ -101,22 +103,25 @@ def add_parsers(sub, names: str) -> None:
   fmt = argparse.ArgumentDefaultsHelpFormatter
   evaluate = sub.add_parser("eval", help="evaluate a run's newest checkpoint",
                             formatter_class=fmt)
-  evaluate.add_argument("run_dir", metavar="RUN_DIR")
-  evaluate.add_argument("--episodes", type=int, default=16,
+  evaluate.add_argument("run_dir", metavar="RUN_DIR",
+                        type=options.text("a run directory"))
+  evaluate.add_argument("--episodes", type=options.integer(1), default=16,
                         help="deterministic episodes per seed")
   evaluate.add_argument("--video", action="store_true",
                         help="render one episode with Gymnasium to a GIF")
-  evaluate.add_argument("--seed-index", type=int, default=0,
+  evaluate.add_argument("--seed-index", type=options.integer(0), default=0,
                         help="which seed's policy the video shows")
   evaluate.set_defaults(func=_eval)
 
   plot = sub.add_parser("plot", help="learning curves of one or more runs",
                         formatter_class=fmt)
-  plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    type=options.text("a run directory"))
   plot.add_argument("--out", default=None, metavar="PNG",
+                    type=options.text("a PNG file"),
                     help="figure path (default: RUN_DIR/learning_curve.png "
                          "of the first run)")
-  plot.add_argument("--metric", default=None,
+  plot.add_argument("--metric", default=None, type=options.text("a metric"),
                     help="a key of metrics.jsonl (default: the run's "
                          "progress metric)")
   plot.set_defaults(func=_plot)
@@ -125,18 +130,21 @@ def add_parsers(sub, names: str) -> None:
       "demo", help=f"the main job: {names.replace(', ', ' and ')} on "
                    f"CartPole-v1, 8 seeds each; then RLHF at a small size",
       formatter_class=fmt)
-  demo.add_argument("--seeds", type=int, default=8,
+  demo.add_argument("--seeds", type=options.integer(1), default=8,
                     help="seeds per learner, in one vmap")
-  demo.add_argument("--total-timesteps", type=int, default=None,
+  demo.add_argument("--total-timesteps", type=options.integer(1),
+                    default=None,
                     help="env steps per seed (default: each learner's "
                          "CartPole-v1 preset, about 100,000)")
   demo.add_argument("--out", default="runs/demo", metavar="DIR",
+                    type=options.text("a directory"),
                     help="where the runs and the figure go")
   demo.add_argument("--overwrite", action="store_true",
                     help="replace an earlier demo in --out")
   demo.add_argument("--no-progress", action="store_true",
                     help="no progress bar")
-  demo.add_argument("--rlhf-iterations", type=int, default=40, metavar="INT",
+  demo.add_argument("--rlhf-iterations", type=options.integer(0), default=40,
+                    metavar="INT",
                     help="iterations of PPO and of TRPO on the language model "
                          "in the small RLHF run (0: no RLHF part)")
   demo.set_defaults(func=_demo)

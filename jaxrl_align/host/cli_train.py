@@ -11,15 +11,15 @@ from typing import Any
 
 from jaxrl_align import agents
 from jaxrl_align import envs
-from jaxrl_align.agents import tasks
 from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 from jaxrl_align.host import options
 from jaxrl_align.host import runner
+from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host import views
 
 ENV_LEARNERS = agents.LEARNERS
-RUNNER_OPTIONS = {
+RUNNER_OPTIONS = {  # each an integer >= 1 (`seed`: >= 0)
     "seeds": "seeds trained in one vmap (default 1)",
     "seed": "base seed (default 0)",
     "chunk": "updates per jitted call; divides the number of updates "
@@ -103,7 +103,8 @@ def _train_config(args, given, settings):
     raise runner.RunError("--out RUN_DIR is required (or --resume RUN_DIR).")
   learner = runner.learner_of(args.algo or next(iter(ENV_LEARNERS)))
   _check_fields(learner.name, given)
-  task = {"env_id": args.env} if args.env else {}  # else the config's
+  # no --env: the config's default task
+  task = {"env_id": args.env} if args.env is not None else {}
   return learner, learner.config_type(**task, **given), args.out
 
 
@@ -118,7 +119,7 @@ def _train(args: argparse.Namespace) -> int:
   learner, config, out = _train_config(args, given, settings)
   finished = bool(args.resume) and files.read_summary(out) is not None
   # built once for the run, and checked (a finished run builds nothing)
-  task = None if finished else tasks.for_config(config)
+  task = None if finished else settings_lib.task_for(config)
   path = None if finished else (
       "JAX-native: rollouts compiled with the learner" if task.jax_native
       else "a Gymnasium environment stepped on the host (a resumed run "
@@ -159,20 +160,24 @@ def add_parser(sub) -> None:
                         f"taken from the run with --resume)")
   default_env = next(iter(ENV_LEARNERS.values())).config_type().env_id
   run.add_argument("--env", default=None, metavar="ENV_ID",
+                   type=options.text("an environment id"),
                    help="task: " + ", ".join(envs.ENV_IDS) + " (JAX-native; "
                    f"default {default_env}), or any registered Gymnasium id "
                    "with Box observations and Box or Discrete actions "
                    "(stepped on the host)")
   run.add_argument("--out", default=None, metavar="RUN_DIR",
+                   type=options.text("a run directory"),
                    help="run directory to create")
   run.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   type=options.text("a run directory"),
                    help="continue this run from its newest readable "
                         "checkpoint")
   run.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in --out")
   for name, text in RUNNER_OPTIONS.items():
-    run.add_argument(options.flag(name), type=int, default=None,
-                     metavar="INT", help=text)
+    run.add_argument(options.flag(name), default=None, metavar="INT",
+                     type=options.integer(0 if name == "seed" else 1),
+                     help=text)
   run.add_argument("--shard", choices=runner.SHARDS, default=None,
                    help="with --devices: spread the seeds (default) or split "
                         "every seed's batch of environments (data parallel)")

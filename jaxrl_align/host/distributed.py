@@ -29,6 +29,7 @@ from typing import Any, Callable, TypeVar
 import jax
 import numpy as np
 
+from jaxrl_align.host import options
 from jaxrl_align.host.errors import RunError
 
 T = TypeVar("T")
@@ -88,11 +89,13 @@ def add_options(group) -> None:
   """The job options of a command (``--coordinator``, ``--num-processes``,
   ``--process-id``) on an argparse parser or group."""
   group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                     type=options.text("HOST:PORT or auto"),
                      help="process 0's address, the same for every process; "
                           "'auto' on SLURM, Open MPI or Cloud TPU")
-  group.add_argument("--num-processes", type=int, default=None,
-                     metavar="INT", help="processes in the job")
-  group.add_argument("--process-id", type=int, default=None, metavar="INT",
+  group.add_argument("--num-processes", type=options.integer(1),
+                     default=None, metavar="INT", help="processes in the job")
+  group.add_argument("--process-id", type=options.integer(0), default=None,
+                     metavar="INT",
                      help="this process's index, 0 to --num-processes - 1")
 
 

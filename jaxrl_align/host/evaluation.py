@@ -10,17 +10,19 @@ import numpy as np
 
 from jaxrl_align import agents
 from jaxrl_align.agents import on_policy
-from jaxrl_align.agents import tasks
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
 from jaxrl_align.host import programs
 from jaxrl_align.host import runner
+from jaxrl_align.host import settings as settings_lib
 
 
 def _restore(progs, run_dir, config, settings, step, data):
+  directory = os.path.join(run_dir, runner.CHECKPOINTS)
+  if step is None:  # found (or refused) before anything compiles
+    step = checkpoints.newest_readable(directory)
   template = progs.init(config, programs.seed_keys(settings), data)
-  store = checkpoints.Checkpoints(os.path.join(run_dir, runner.CHECKPOINTS),
-                                  settings.keep)
+  store = checkpoints.Checkpoints(directory, settings.keep)
   try:
     return store.restore(template, step)
   finally:
@@ -51,7 +53,7 @@ def evaluate_run(run_dir: str, episodes: int, seed: int = 0):
     raise files.RunError(f"{run_dir!r} is a {learner.name} run: its "
                          f"evaluation is in its summary.json (eval evaluates "
                          f"environment learners).")
-  task = tasks.for_config(config)  # once: the programs' data
+  task = settings_lib.task_for(config)  # once: the programs' data
   progs = programs.for_run(learner, config, dataclasses.replace(
       settings, eval_episodes=episodes), task)
   try:
@@ -80,7 +82,7 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
   import gymnasium
   from PIL import Image
 
-  task = tasks.for_config(runner.load_config(run_dir)[1])
+  task = settings_lib.task_for(runner.load_config(run_dir)[1])
   _, config, settings, _, states = restore_run(run_dir, data=task)
   if not 0 <= seed_index < settings.seeds:
     raise files.RunError(f"`seed_index` must be in [0, {settings.seeds}), got "

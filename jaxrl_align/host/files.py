@@ -25,10 +25,12 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 from typing import Any, NamedTuple
 
 from jaxrl_align.host.errors import RunError  # noqa: F401  (files.RunError)
+from jaxrl_align.host.errors import RunFileError
 
 try:
   import fcntl
@@ -118,32 +120,48 @@ def write_json(path: str, value: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-  """The JSON value in ``path``; a file that is not JSON is a RunError
+  """The JSON value in ``path``; a file that is not JSON is a RunFileError
   naming it and the line where it stops being JSON."""
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   except json.JSONDecodeError as e:
-    raise RunError(f"{path}: line {e.lineno} column {e.colno}: not JSON "
-                   f"({e.msg}).") from None
+    raise RunFileError(f"{path}: line {e.lineno} column {e.colno}: not JSON "
+                       f"({e.msg}).") from None
   except UnicodeDecodeError:
-    raise RunError(f"{path}: not text (not UTF-8).") from None
+    raise RunFileError(f"{path}: not text (not UTF-8).") from None
+  except PermissionError:
+    raise RunFileError(f"{path}: permission denied.") from None
+
+
+def is_file(path: str) -> bool:
+  """``os.path.isfile``, except that a path this process may not look at
+  is a RunFileError saying so (``isfile`` calls it missing: a run
+  directory we may not read is not "not a run directory")."""
+  try:
+    return stat.S_ISREG(os.stat(path).st_mode)
+  except (FileNotFoundError, NotADirectoryError):
+    return False
+  except PermissionError:
+    raise RunFileError(f"{path}: permission denied.") from None
 
 
 def is_run_dir(path: str) -> bool:
   """True for a directory that one of our runs created."""
-  return os.path.isfile(os.path.join(path, MARKER))
+  return is_file(os.path.join(path, MARKER))
 
 
 def kind_of(path: str) -> str | None:
   """The kind of run in ``path`` (``""`` when its marker is empty: the run
   never started), or None when it is no run directory of ours."""
+  marker = os.path.join(path, MARKER)
   try:
-    with open(os.path.join(path, MARKER), encoding="utf-8",
-              errors="replace") as f:
+    with open(marker, encoding="utf-8", errors="replace") as f:
       return f.read().strip()
   except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
     return None
+  except PermissionError:
+    raise RunFileError(f"{marker}: permission denied.") from None
 
 
 # ------------------------------------------------------------------ locks
@@ -410,31 +428,58 @@ def read_metrics(run_dir: str) -> list[dict[str, Any]]:
   return scan_metrics(run_dir)[0]
 
 
+# What a run's record holds, checked before anything reads it: its
+# sections (JSON objects) and its names (strings).
+RECORD_SECTIONS = ("config", "runner")
+RECORD_NAMES = ("algo", "units", "progress_metric")
+
+
 def read_run(run_dir: str) -> dict[str, Any]:
-  """A run directory's ``config.json``."""
+  """A run directory's ``config.json`` (its record), its sections and names
+  checked: anything hand-edited into another shape is a RunFileError
+  naming the file and the field."""
   path = os.path.join(run_dir, "config.json")
-  if not os.path.isfile(path):
+  if not is_file(path):
     raise RunError(f"{run_dir!r} is not a run directory (no config.json).")
   run = read_json(path)
   if not isinstance(run, dict):
-    raise RunError(f"{path}: not a run's record (a JSON object).")
+    raise RunFileError(f"{path}: not a run's record (a JSON object).")
   if run.get("format") not in (1, FORMAT_VERSION):
     raise RunError(f"{run_dir!r} was written by another version of "
                    f"jaxrl_align (format {run.get('format')}).")
-  # Format 1 held environment learners only.
-  run.setdefault("units", "env_steps")
-  run.setdefault("progress_metric", "episode_return")
+  if run["format"] == 1:  # it held environment learners only
+    run.setdefault("units", "env_steps")
+    run.setdefault("progress_metric", "episode_return")
+  for keys, kind, what in ((RECORD_SECTIONS, dict, "a JSON object"),
+                           (RECORD_NAMES, str, "a string")):
+    for key in keys:
+      if key not in run:
+        raise RunFileError(f"{path}: `{key}` is missing; the file was "
+                           f"edited or cut short.")
+      if not isinstance(run[key], kind):
+        raise RunFileError(f"{path}: `{key}` must be {what}, got "
+                           f"{describe(run[key])}.")
   return run
+
+
+def describe(value) -> str:
+  """What a JSON value is, in JSON's words."""
+  if isinstance(value, bool) or value is None:
+    return json.dumps(value)
+  if isinstance(value, str):
+    return f"the string {value[:40]!r}"
+  return {dict: "an object", list: "a list"}.get(type(value),
+                                                  f"the number {value!r}")
 
 
 def read_summary(run_dir: str) -> dict[str, Any] | None:
   """A finished run's ``summary.json`` (None while the run has none)."""
   path = os.path.join(run_dir, "summary.json")
-  if not os.path.exists(path):
+  if not is_file(path):
     return None
   summary = read_json(path)
   if not isinstance(summary, dict):
-    raise RunError(f"{path}: not a run's summary (a JSON object).")
+    raise RunFileError(f"{path}: not a run's summary (a JSON object).")
   return summary
 
 

@@ -14,14 +14,82 @@ import argparse
 import dataclasses
 import difflib
 import importlib.util
+import re
 from typing import Any, Iterable
 
 from jaxrl_align import configs
 from jaxrl_align.host.errors import RunError
 
+# The largest integer an option takes: JAX counts (steps, seeds, tokens) in
+# 32-bit integers, and a larger one fails deep inside it (an OverflowError
+# from a seed, a loop over a count's divisors that does not end).
+MAX_INT = 2 ** 31 - 1
+
 
 def flag(name: str) -> str:
   return "--" + name.replace("_", "-")
+
+
+def integer(low: int | None = None):
+  """An argparse ``type`` for an integer; its range, ``[low, MAX_INT]``
+  (``low`` None: ``[-MAX_INT - 1, MAX_INT]``), is checked once the command
+  line is parsed (:func:`out_of_range`), so the refusal is the command's
+  own one line and exit code."""
+
+  def parse(text: str) -> int:
+    try:
+      return int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"expected an integer, got {text!r}") from None
+
+  parse.low = low
+  return parse
+
+
+def text(what: str):
+  """An argparse ``type`` for a string that must not be empty (checked
+  once the command line is parsed, :func:`out_of_range`); ``what`` it
+  names, for the refusal (``"a run directory"``)."""
+
+  def parse(value: str) -> str:
+    return value
+
+  parse.what = what
+  return parse
+
+
+def out_of_range(actions, args: argparse.Namespace) -> str | None:
+  """The first value the user gave outside its option's range (an
+  :func:`integer` or :func:`text` type), as a refusal naming the option;
+  None when every one is in range."""
+  for action in actions:
+    values = getattr(args, action.dest, None)
+    if values is None or values is argparse.SUPPRESS:
+      continue
+    name = (action.option_strings[0] if action.option_strings
+            else action.metavar or action.dest)
+    for value in values if isinstance(values, list) else [values]:
+      message = _refusal(action.type, value)
+      if message:
+        return f"{name} {message}."
+  return None
+
+
+def _refusal(kind, value) -> str | None:
+  if hasattr(kind, "what") and not value.strip():
+    return f"must not be empty: give {kind.what}"
+  if not hasattr(kind, "low"):
+    return None
+  if kind.low is not None and value < kind.low:
+    return f"must be >= {kind.low}, got {value}"
+  if value > MAX_INT:
+    return (f"must be at most {MAX_INT} (JAX counts in 32-bit integers), "
+            f"got {value}")
+  if value < -MAX_INT - 1:
+    return (f"must be at least {-MAX_INT - 1} (JAX counts in 32-bit "
+            f"integers), got {value}")
+  return None
 
 
 def _str2bool(text: str) -> bool:
@@ -47,11 +115,11 @@ def _kwargs(field: dataclasses.Field, example: Any) -> dict[str, Any]:
   if isinstance(example, bool):
     return dict(type=_str2bool, metavar="BOOL")
   if isinstance(example, int):
-    return dict(type=int, metavar="INT")
+    return dict(type=integer(), metavar="INT")
   if isinstance(example, tuple):
-    return dict(type=int, nargs="+", metavar="INT")
+    return dict(type=integer(), nargs="+", metavar="INT")
   if isinstance(example, str):
-    return dict(type=str, metavar="TEXT")
+    return dict(type=text("a value"), metavar="TEXT")
   return dict(type=_float, metavar="X")
 
 
@@ -111,6 +179,27 @@ def add_options(group, cls, names: Iterable[str] | None = None, *,
                        help=help_text, **_kwargs(f, example))
     added.append(f.name)
   return added
+
+
+# A field's name in a message: backquoted (`name`, `Owner.name`,
+# `Owner.model.name`), class-qualified (TransformerConfig.width) or a bare
+# snake_case word (not part of a path or of a longer name).
+_NAMED = re.compile(r"`(?:[A-Za-z]\w*\.)*(\w+)`"
+                    r"|\b[A-Z][A-Za-z]*(?:\.[a-z]\w*)*\.([a-z]\w*)\b"
+                    r"|(?<![\w/.'-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![\w/'-])")
+
+
+def as_flags(message: str, valid: Iterable[str]) -> str:
+  """``message`` with each field it names that is one of the ``valid``
+  options (``--name``) written as that option: a refusal of a value the
+  user typed names what they typed, not the argument it became."""
+  valid = set(valid)
+
+  def sub(m: re.Match) -> str:
+    name = flag(next(g for g in m.groups() if g))
+    return name if name in valid else m.group(0)
+
+  return _NAMED.sub(sub, message)
 
 
 def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:

@@ -26,6 +26,16 @@ def curves(run_dir: str, metric: str | None = None):
     raise files.RunError(
         f"Unknown metric {metric!r}; this run logs: "
         f"{', '.join(k for k in rows[0] if k not in ('update', 'seed'))}.")
+  for r in rows:  # a hand-edited row: named, not a NumPy error
+    for key, value in ((run["units"], r.get(run["units"])),
+                       (metric, r.get(metric))):
+      if not (value is None and key == metric) and (
+          isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise files.RunFileError(
+            f"{os.path.join(run_dir, 'metrics.jsonl')}: the row of update "
+            f"{r['update']}, seed {r['seed']}: `{key}` must be a number"
+            + (" or null" if key == metric else "") + f", got "
+            f"{files.describe(value) if key in r else 'nothing'}.")
   seeds = sorted({r["seed"] for r in rows})
   by_update: dict[int, dict[int, dict]] = {}
   for r in rows:

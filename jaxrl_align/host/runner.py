@@ -41,6 +41,7 @@ from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 from jaxrl_align.host import monitor
 from jaxrl_align.host import programs
+from jaxrl_align.host import records
 from jaxrl_align.host import resuming
 from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host import views
@@ -75,8 +76,8 @@ def load_config(run_dir: str, learner: Learner | None = None):
   elif learner.name != run["algo"]:
     raise RunError(f"The run in {run_dir!r} is {run['algo']}, not "
                    f"{learner.name}.")
-  return (learner, configs.from_dict(learner.config_type, run["config"]),
-          RunnerSettings(**run["runner"]))
+  return (learner, records.learner_config(run, run_dir, learner.config_type),
+          records.runner_settings(run, run_dir))
 
 
 class RunResult(NamedTuple):
@@ -221,7 +222,7 @@ def run(learner: Learner | str, config, out: str,
   if isinstance(learner, str):
     learner = learner_of(learner)
   view = view or views.of(learner)
-  diff = {}
+  diff, step = {}, None
   with contextlib.ExitStack() as held:
     if resume:
       held.enter_context(distributed.on_primary(files.lock, out)
@@ -234,6 +235,7 @@ def run(learner: Learner | str, config, out: str,
         return RunResult(None, None, summary, False, finished=True)
       settings_lib.check_devices(learner, config, settings)  # as made
       distributed.on_primary(resuming.check, out, learner, config, settings)
+      step = resuming.readable(out)
       resuming.warn(diff)
     else:
       settings, lock = _create(learner, config, out, settings, overwrite,
@@ -246,19 +248,22 @@ def run(learner: Learner | str, config, out: str,
     for note in notes if distributed.is_primary() else ():
       print(f"note: {note}.", file=sys.stderr)
     with jax.set_mesh(device_mesh(settings)):
-      return _run(learner, view, config, out, settings, data, diff, resume,
-                  tensorboard, progress, stop_after, on_assess, finish)
+      return _run(learner, view, config, out, settings, data, diff,
+                  resume, step, tensorboard, progress, stop_after,
+                  on_assess, finish)
 
 
-def _run(learner, view, config, out, settings, data, diff, resume,
+def _run(learner, view, config, out, settings, data, diff, resume, step,
          tensorboard, progress, stop_after, on_assess, finish) -> RunResult:
-  """:func:`run` once the run directory is ready, under its device mesh."""
+  """:func:`run` once the run directory is ready, under its device mesh
+  (resumed from the checkpoint of ``step``, or, if None, the newest that
+  reads back)."""
   progs = programs.for_run(learner, config, settings, data)
   store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
                                   settings.keep)
   try:
     states = progs.init(config, programs.seed_keys(settings), data)
-    done, states = (resuming.restore(out, config, store, states, diff)
+    done, states = (resuming.restore(out, config, store, states, diff, step)
                     if resume else (0, states))
     start = done
     writer = (monitor.tensorboard_writer(out)

@@ -7,10 +7,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import gymnasium
 import jax
 
 from jaxrl_align import parallel
+from jaxrl_align.agents import tasks
 from jaxrl_align.host import distributed
+from jaxrl_align.host import options
 from jaxrl_align.host import stepping
 from jaxrl_align.host.errors import RunError
 from jaxrl_align.learner import Learner
@@ -49,6 +52,7 @@ class RunnerSettings:
 
 
 SHARDS = ("seeds", "data")
+MAX_INT = options.MAX_INT  # the command line's bound, for Python callers too
 BATCH_FIELDS = ("num_envs", "batch_size")  # what `shard="data"` splits
 
 
@@ -65,19 +69,37 @@ def default_chunk(num_updates: int, target_chunks: int = 20,
   that is at most ``num_updates / target_chunks`` (at least 1)."""
   limit = max(1, num_updates // target_chunks)
   common = math.gcd(num_updates, every) if every else num_updates
-  return max(d for d in range(1, limit + 1) if common % d == 0)
+  divisors = {d for i in range(1, math.isqrt(common) + 1) if common % i == 0
+              for d in (i, common // i)}  # in O(sqrt) steps, for any count
+  return max(d for d in divisors if d <= limit)
+
+
+def _check_integers(settings: RunnerSettings, names, low: int) -> None:
+  for name in names:
+    value = getattr(settings, name)
+    if (not isinstance(value, int) or isinstance(value, bool)
+        or not low <= value <= MAX_INT):
+      raise RunError(f"`{name}` must be an integer in [{low}, {MAX_INT}], "
+                     f"got {value!r}.")
+
+
+def check_resolved(settings: RunnerSettings) -> None:
+  """Refuses resolved settings (a run's record) that are not every field
+  as :func:`resolve_settings` leaves it."""
+  _check_integers(settings, ("seeds", "chunk", "checkpoint_every", "keep",
+                             "eval_episodes", "devices"), 1)
+  _check_integers(settings, ("seed",), 0)
+  if settings.shard not in SHARDS:
+    raise RunError(f"`shard` must be one of {', '.join(SHARDS)}, got "
+                   f"{settings.shard!r}.")
 
 
 def resolve_settings(learner: Learner, config,
                      settings: RunnerSettings) -> RunnerSettings:
   """Fills ``chunk`` and ``checkpoint_every`` and validates every field."""
   n = learner.num_updates(config)
-  for name in ("seeds", "keep", "eval_episodes"):
-    value = getattr(settings, name)
-    if not isinstance(value, int) or value < 1:
-      raise RunError(f"`{name}` must be an integer >= 1, got {value!r}.")
-  if not isinstance(settings.seed, int) or settings.seed < 0:
-    raise RunError(f"`seed` must be an integer >= 0, got {settings.seed!r}.")
+  _check_integers(settings, ("seeds", "keep", "eval_episodes"), 1)
+  _check_integers(settings, ("seed",), 0)
   every = learner.assess_every(config) if learner.assess else None
   chunk = settings.chunk or default_chunk(n, every=every)
   if not isinstance(chunk, int) or chunk < 1 or n % chunk:
@@ -127,3 +149,23 @@ def check_devices(learner: Learner, config, settings: RunnerSettings):
       if isinstance(size, int) and size % d:
         raise RunError(f"--{name.replace('_', '-')} {size} does not divide "
                        f"over --devices {d}.")
+
+
+def task_for(config):
+  """``tasks.for_config(config)``, or a RunError naming the id when its
+  environment cannot be made here: a registered Gymnasium id whose package
+  is missing (an ``ImportError``), or that Gymnasium refuses to make."""
+  try:
+    return tasks.for_config(config)
+  except ImportError as e:
+    missing = f" (missing: {e.name})" if e.name else ""
+    raise RunError(f"{config.env_id}: its environment needs a package that "
+                   f"is not installed{missing}: "
+                   f"{_first_line(e)}") from None
+  except gymnasium.error.Error as e:
+    raise RunError(f"{config.env_id}: Gymnasium cannot make it: "
+                   f"{_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+  return (str(e).strip().splitlines() or [type(e).__name__])[0]

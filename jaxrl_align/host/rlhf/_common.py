@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxrl_align import _checks
-from jaxrl_align import configs
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
+from jaxrl_align.host import options
+from jaxrl_align.host import records
 from jaxrl_align.host import runner
+from jaxrl_align.host.errors import RunFileError
 from jaxrl_align.rlhf import model as model_lib
 
 MODEL = "model"  # the run's product: the kept parameters, an orbax checkpoint
 TOKENIZER = "tokenizer.json"  # an sft run's tokenizer
+PREFS = "prefs.jsonl"  # a prefs run's pairs (host.rlhf.pair_files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,36 +76,70 @@ def ending(name: str, out: str, summary: dict[str, Any],
   return f"{report(summary)}\nrun directory: {out}", 0
 
 
+def check_seed(seed) -> None:
+  """A seed the run's keys can be made from: an integer in [0, 2**31)."""
+  _checks.check_positive_int("seed", seed, allow_zero=True)
+  if seed > options.MAX_INT:
+    raise ValueError(f"`seed` must be at most {options.MAX_INT}, got "
+                     f"{seed}.")
+
+
 def check_split_and_seed(settings) -> None:
   _checks.check_scalar_in_range("valid_fraction", settings.valid_fraction, 0,
                                 1, low_inclusive=False, high_inclusive=False)
-  _checks.check_positive_int("seed", settings.seed, allow_zero=True)
+  check_seed(settings.seed)
 
 
 def require_run(run_dir: str, kind: str, option: str) -> dict[str, Any]:
-  """The ``config.json`` of a finished ``kind`` run, or a RunError naming
-  ``option`` (the command-line flag that gave the directory)."""
-  marker = os.path.join(run_dir, files.MARKER)
-  found = None
-  if os.path.isfile(marker):
-    with open(marker) as f:
-      found = f.read().strip()
+  """The ``config.json`` of a finished ``kind`` run (``{}`` for a kind
+  that writes none), or a RunError naming ``option`` (the command-line
+  flag that gave the directory)."""
+  found = files.kind_of(run_dir)
   if found != kind:
     what = f"a {found} run" if found else "not a run directory"
     raise runner.RunError(f"{option} {run_dir!r}: expected a `jaxrl-align rlhf "
                           f"{kind}` run directory, this is {what}.")
-  if not os.path.isfile(os.path.join(run_dir, "summary.json")):
+  if not files.is_file(os.path.join(run_dir, "summary.json")):
     raise runner.RunError(f"{option} {run_dir!r}: the {kind} run has not "
                           f"finished (no summary.json); resume it first.")
-  path = os.path.join(run_dir, "config.json")
-  return files.read_json(path) if os.path.isfile(path) else {}
+  if files.is_file(os.path.join(run_dir, "config.json")):
+    return files.read_run(run_dir)
+  return {}
+
+
+def sft_split(sft_dir: str) -> tuple[float, int]:
+  """``(valid_fraction, seed)`` of a finished sft run: how it split the
+  documents (its prompts come from the same split), checked."""
+  run = files.read_run(sft_dir)
+  where = f"{records.path_of(sft_dir)}: `run_settings`"
+  settings = run.get("run_settings")
+  if "run_settings" not in run:
+    raise RunFileError(f"{where} is missing; the file was edited.")
+  if not isinstance(settings, dict):
+    raise RunFileError(f"{where} must be a JSON object, got "
+                       f"{files.describe(settings)}.")
+  missing = [k for k in ("valid_fraction", "seed") if k not in settings]
+  if missing:
+    raise RunFileError(f"{where} has no `{missing[0]}`; the file was edited.")
+  split = types.SimpleNamespace(valid_fraction=settings["valid_fraction"],
+                                seed=settings["seed"])
+  try:
+    check_split_and_seed(split)
+  except ValueError as e:
+    raise RunFileError(f"{where}: {e}") from None
+  return split.valid_fraction, split.seed
+
+
+def stored_model(run_dir: str, kind: str, option: str):
+  """The model's config of a finished ``kind`` run, from its record
+  (nothing loaded)."""
+  return records.section(require_run(run_dir, kind, option), run_dir,
+                         "config.model", model_lib.TransformerConfig)
 
 
 def load_model(run_dir: str, kind: str, option: str):
   """``(model_config, params)`` saved by a finished ``kind`` run."""
-  stored = require_run(run_dir, kind, option)
-  model_config = configs.from_dict(model_lib.TransformerConfig,
-                                   stored["config"]["model"])
+  model_config = stored_model(run_dir, kind, option)
   if not os.path.isdir(os.path.join(run_dir, MODEL)):
     raise runner.RunError(f"{option} {run_dir!r}: the {kind} run saved no "
                           f"model (see its summary.json).")
@@ -140,3 +178,4 @@ def one_seed(summary: dict[str, Any], **more) -> dict[str, Any]:
   """A one-seed run's summary with its seed's entries at the top level."""
   flat = {k: v for k, v in summary.items() if k != "per_seed"}
   return {**flat, **(summary.get("per_seed") or [{}])[0], **more}
+

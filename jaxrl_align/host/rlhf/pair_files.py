@@ -15,16 +15,31 @@ encoded again.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Sequence
 
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
+from jaxrl_align.host.errors import RunFileError
 from jaxrl_align.host.rlhf import _common
 from jaxrl_align.rlhf import pairs as pairs_lib
 
-FILE = "prefs.jsonl"
+FILE = _common.PREFS
 IDS = ("prompt_ids", "chosen_ids", "rejected_ids")
+SPLITS = ("train", "valid")
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and (
+      math.isfinite(x))
+
+
+# The fields learners read besides the ids: (name, test, what it must be).
+FIELDS = (("prompt", lambda x: isinstance(x, str), "a string"),
+          ("split", lambda x: x in SPLITS, "train or valid"),
+          ("gold_chosen", _is_number, "a finite number"),
+          ("gold_rejected", _is_number, "a finite number"))
 
 
 def record(prompt_ids: Sequence[int], chosen_ids: Sequence[int],
@@ -67,12 +82,19 @@ def read(prefs_dir: str, option: str = "--prefs") -> list[dict[str, Any]]:
         f"token ids were recorded); rebuild it with `jaxrl-align rlhf prefs "
         f"--sft SFT_RUN --out {prefs_dir} --overwrite`.")
   for number, r in enumerate(records, 1):
+    where = f"{option} {prefs_dir!r}: line {number} of {FILE}"
     if not all(isinstance(r[k], list) and all(
         isinstance(t, int) and not isinstance(t, bool) and t >= 0
         for t in r[k]) for k in IDS):
-      raise runner.RunError(f"{option} {prefs_dir!r}: line {number} of "
-                            f"{FILE} has token ids that are not lists of "
-                            f"non-negative integers.")
+      raise RunFileError(f"{where} has token ids that are not lists of "
+                         f"non-negative integers.")
+    for name, test, what in FIELDS:
+      if name not in r:
+        raise RunFileError(f"{where} has no `{name}` ({what}); rebuild the "
+                           f"run with `jaxrl-align rlhf prefs`.")
+      if not test(r[name]):
+        raise RunFileError(f"{where}: `{name}` must be {what}, got "
+                           f"{files.describe(r[name])}.")
   return records
 
 

@@ -45,7 +45,7 @@ class PrefsSettings:
       compared (k (k - 1) / 2 pairs per prompt).
     beta: annotators' Bradley–Terry inverse temperature.
     temperature: sampling temperature of the pretrained model.
-    batch_size: prompts per generation call.
+    batch_size: prompts per generation call (at most ``num_prompts``).
     valid_fraction: share of prompts whose pairs are held out.
     seed: seeds prompts, sampling, annotators.
   """
@@ -89,12 +89,10 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   model_config, params, tokenizer = _common.load_sft(sft_dir)
   total = settings.prompt_tokens + settings.response_tokens
   if total > model_config.max_len:
-    raise ValueError(f"prompt_tokens + response_tokens = {total} exceeds the "
-                     f"model's max_len {model_config.max_len}.")
-  sft_settings = runner.read_run(sft_dir)["run_settings"]
+    raise ValueError(f"`prompt_tokens` + `response_tokens` = {total} exceeds "
+                     f"the model's max_len {model_config.max_len}.")
   docs = documents if documents is not None else corpus.load_documents()
-  train_docs, _ = corpus.split(docs, sft_settings["valid_fraction"],
-                               sft_settings["seed"])
+  train_docs, _ = corpus.split(docs, *_common.sft_split(sft_dir))
   prompts = corpus.prompts(tokenizer, train_docs, settings.num_prompts,
                            settings.prompt_tokens, settings.seed)
   with files.prepare_run_dir(out, KIND, overwrite=overwrite):
@@ -133,10 +131,11 @@ def _sample(model_config, params, tokenizer, prompts, settings, progress):
   responses: list[tuple[list[int], str]] = []
   bar = monitor.progress_bar(len(prompts) * k, 0, progress, unit="sample")
   generated = 0
-  for i in range(0, len(prompts), settings.batch_size):
-    batch = [p for p in prompts[i:i + settings.batch_size] for _ in range(k)]
+  size = min(settings.batch_size, len(prompts))  # not more than there are
+  for i in range(0, len(prompts), size):
+    batch = [p for p in prompts[i:i + size] for _ in range(k)]
     rows = len(batch)
-    batch += [batch[0]] * (settings.batch_size * k - rows)  # one shape
+    batch += [batch[0]] * (size * k - rows)  # one shape
     tokens, mask = corpus.left_pad(batch, settings.prompt_tokens, pad)
     key, sub = jax.random.split(key)
     gen = generate(params, jnp.asarray(tokens), jnp.asarray(mask), sub)

@@ -80,9 +80,9 @@ class RLRunSettings:
     for name in ("num_prompts", "eval_prompts", "prompt_tokens", "devices"):
       _checks.check_positive_int(name, getattr(self, name))
     _checks.check_positive_int("samples", self.samples, allow_zero=True)
-    _checks.check_positive_int("seed", self.seed, allow_zero=True)
+    _common.check_seed(self.seed)
     if self.samples > self.eval_prompts:
-      raise ValueError(f"`samples` ({self.samples}) exceeds eval_prompts "
+      raise ValueError(f"`samples` ({self.samples}) exceeds `eval_prompts` "
                        f"({self.eval_prompts}).")
 
 
@@ -138,11 +138,8 @@ def build_data(sft_dir: str, rm_dir: str, settings: RLRunSettings,
     raise runner.RunError(f"--rm {rm_dir!r} has another model shape than "
                           f"--sft {sft_dir!r}: train the reward model from "
                           f"that sft run.")
-  sft_settings = runner.read_run(sft_dir)["run_settings"]
   docs = documents if documents is not None else corpus.load_documents()
-  train_docs, valid_docs = corpus.split(docs,
-                                        sft_settings["valid_fraction"],
-                                        sft_settings["seed"])
+  train_docs, valid_docs = corpus.split(docs, *_common.sft_split(sft_dir))
   eos, pad = corpus.special_ids(tokenizer)
   n = settings.prompt_tokens
   try:
@@ -209,20 +206,22 @@ def _prepare(algo, out, config, settings, inputs, documents, resume):
   """The prompts, the reference and the reward model; the config at the
   model's shape and tokens, checked against the prompts."""
   learner = LEARNERS[algo]
+  if not resume:  # the sizes, before any prompt is made
+    config = config or learner.config_type()
+    max_len = _common.stored_model(inputs["sft"], "sft", "--sft").max_len
+    if settings.prompt_tokens + config.response_length > max_len:
+      raise runner.RunError(
+          f"`prompt_tokens` ({settings.prompt_tokens}) + `response_length` "
+          f"({config.response_length}) exceed the model's max_len "
+          f"({max_len}).")
+    if rl.prompts_per_iteration(config) > settings.num_prompts:
+      raise runner.RunError(
+          f"`batch_size` / `group_size` ({rl.prompts_per_iteration(config)}) "
+          f"exceeds `num_prompts` ({settings.num_prompts}).")
   data, model_config, tokenizer, (eos, pad) = build_data(
       inputs["sft"], inputs["rm"], settings, documents)
   if not resume:
-    config = (config or learner.config_type()).replace(
-        model=model_config, stop_token=eos, pad_token=pad)
-    if settings.prompt_tokens + config.response_length > model_config.max_len:
-      raise runner.RunError(
-          f"prompt_tokens ({settings.prompt_tokens}) + response_length "
-          f"({config.response_length}) exceed the model's max_len "
-          f"({model_config.max_len}).")
-    if rl.prompts_per_iteration(config) > settings.num_prompts:
-      raise runner.RunError(
-          f"batch_size / group_size ({rl.prompts_per_iteration(config)}) "
-          f"exceeds num_prompts ({settings.num_prompts}).")
+    config = config.replace(model=model_config, stop_token=eos, pad_token=pad)
   return stages.Prepared(config, data, on_assess=_sample_table(
       config, data, tokenizer, settings, out))
 

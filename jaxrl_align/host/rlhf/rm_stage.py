@@ -40,7 +40,7 @@ class RMRunSettings:
   def __post_init__(self):
     _checks.check_scalar_in_range("dev_fraction", self.dev_fraction, 0, 1,
                                   low_inclusive=False, high_inclusive=False)
-    _checks.check_positive_int("seed", self.seed, allow_zero=True)
+    _common.check_seed(self.seed)
     _checks.check_positive_int("devices", self.devices)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from jaxrl_align.host import distributed
 from jaxrl_align.host import files
 from jaxrl_align.host import options
+from jaxrl_align.host import records
 from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
 from jaxrl_align.learner import Learner
@@ -148,8 +149,10 @@ def _run(stage, out, config, settings, inputs, seeds, documents, overwrite,
   inputs = dict(inputs or {})
   if resume:
     stored = runner.read_run(out)
-    settings = stage.settings_type(**stored["run_settings"])
-    inputs = {name: stored[f"{name}_run"] for name, _ in stage.inputs}
+    settings = records.section(stored, out, "run_settings",
+                               stage.settings_type)
+    inputs = {name: records.text(stored, out, f"{name}_run")
+              for name, _ in stage.inputs}
   settings = settings if settings is not None else stage.settings_type()
   missing = [options.flag(n) for n, _ in stage.inputs if inputs.get(n) is None]
   if missing:
