@@ -4,6 +4,7 @@ finished ``sft`` run back, and the one-seed view of a summary."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import types
 from typing import Any, Callable
@@ -179,3 +180,92 @@ def one_seed(summary: dict[str, Any], **more) -> dict[str, Any]:
   flat = {k: v for k, v in summary.items() if k != "per_seed"}
   return {**flat, **(summary.get("per_seed") or [{}])[0], **more}
 
+
+# ------------------------------------------------------------- provenance
+#
+# A run made from other runs (its inputs) records each input's identity: a
+# SHA-256 of the input's products, the files a later run reads (an sft
+# run's tokenizer and model, a prefs run's pairs, an rm run's model). A
+# copied run directory has its original's identity; another run, even of
+# the same shapes, has another. So an rm run made from one sft run is
+# refused beside another (its token ids would be read with the wrong
+# tokenizer), and a run resumed after one of its inputs was replaced is
+# refused too.
+
+IDENTITIES = "input_identities"  # {input name: identity}, in a run's record
+PRODUCTS = {"sft": (TOKENIZER, MODEL), "rm": (MODEL,), "prefs": (PREFS,)}
+
+
+def identity(run_dir: str, kind: str, option: str) -> str:
+  """The identity of the finished ``kind`` run in ``run_dir`` (given by
+  the flag ``option``): SHA-256 over its products' relative paths and
+  bytes."""
+  require_run(run_dir, kind, option)
+  digest = hashlib.sha256()
+  for name in PRODUCTS[kind]:
+    top = os.path.join(run_dir, name)
+    paths = [top] if os.path.isfile(top) else sorted(
+        os.path.join(d, f) for d, _, names in os.walk(top) for f in names)
+    for path in paths:
+      digest.update(os.path.relpath(path, run_dir).encode() + b"\0")
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+  return digest.hexdigest()
+
+
+def _record(run_dir: str) -> dict[str, Any]:
+  """What a finished run records of its inputs: its ``config.json`` (a
+  stage's run) or its ``summary.json`` (a prefs run)."""
+  if files.is_file(os.path.join(run_dir, "config.json")):
+    return files.read_run(run_dir)
+  return files.read_summary(run_dir) or {}
+
+
+def check_inputs(inputs: dict[str, str], identities: dict[str, str]) -> None:
+  """Refuses inputs of which one was made from another run of a kind
+  that is also an input, but not from that one (an rm run made from
+  another sft run than ``--sft``), or cannot tell (made before runs
+  recorded their inputs' identities).
+
+  Args:
+    inputs: ``{name: run directory}``; an input's name is its kind.
+    identities: ``{name: identity}`` of the same inputs.
+  """
+  for name, path in inputs.items():
+    record = _record(path)
+    made_from = record.get(IDENTITIES)
+    for other, other_path in inputs.items():
+      if other == name or f"{other}_run" not in record:
+        continue  # not made from a run of that kind
+      what = (f"{options.flag(name)} {path!r} was made from the {other} "
+              f"run {record[f'{other}_run']!r}")
+      if not isinstance(made_from, dict) or other not in made_from:
+        raise runner.RunError(
+            f"{what}, and records no identity of it (it was made before runs "
+            f"recorded them), so it cannot be checked against "
+            f"{options.flag(other)} {other_path!r}: make it again.")
+      if made_from[other] != identities[other]:
+        raise runner.RunError(
+            f"{what}, not from {options.flag(other)} {other_path!r} (another "
+            f"run, not a copy of it: its {' or '.join(PRODUCTS[other])} "
+            f"differs); give the "
+            f"{other} run it was made from, or make a new {name} run from "
+            f"this one.")
+
+
+def check_unchanged(out: str, stored: dict[str, Any],
+                    identities: dict[str, str]) -> None:
+  """Refuses to resume the run in ``out`` (its record ``stored``) when an
+  input it was made from now holds another run (a run that records no
+  identities, made before they were recorded, is not checked)."""
+  made_from = stored.get(IDENTITIES)
+  if not isinstance(made_from, dict):
+    return
+  for name, value in identities.items():
+    if made_from.get(name) != value:
+      raise runner.RunError(
+          f"{out!r} was made from the {name} run in "
+          f"{stored.get(f'{name}_run')!r}, which now holds another run (its "
+          f"{' or '.join(PRODUCTS[name])} differs): resuming would mix the "
+          f"two; start a new run instead.")

@@ -86,6 +86,7 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
   """
   from jaxrl_align.host.rlhf import corpus
 
+  sft_identity = _common.identity(sft_dir, "sft", "--sft")
   model_config, params, tokenizer = _common.load_sft(sft_dir)
   total = settings.prompt_tokens + settings.response_tokens
   if total > model_config.max_len:
@@ -103,6 +104,7 @@ def run_prefs(out: str, sft_dir: str, settings: PrefsSettings = PrefsSettings(),
     summary.update(generated_tokens_per_second=generated
                    / (time.perf_counter() - start),
                    sft_run=os.path.abspath(sft_dir),
+                   **{_common.IDENTITIES: {"sft": sft_identity}},
                    settings=dataclasses.asdict(settings))
     files.write_json(os.path.join(out, "summary.json"), summary)
   train = summary["pairs"] - summary["valid_pairs"]

@@ -75,7 +75,12 @@ class Stage:
     groups: the command's option groups besides ``run`` (the settings):
       ``(title, class or default instance, field names or None)``.
     inputs: ``(name, help)``: the run directories it reads
-      (``--NAME RUN_DIR``), each a finished ``rlhf NAME`` run.
+      (``--NAME RUN_DIR``), each a finished ``rlhf NAME`` run. The run
+      records the identities of those of a kind with products
+      (:data:`._common.PRODUCTS`: sft, prefs, rm), and refuses inputs of
+      which one was made from another run than the input of that kind
+      (an rm run from another sft run than ``--sft``), and a resume after
+      an input was replaced (:func:`._common.check_inputs`).
     files: what its run directory holds besides the runner's files.
     needs: modules of the ``rlhf`` extra it imports.
     refuse: ``summary -> str or None``: after the summary is written, a
@@ -158,10 +163,17 @@ def _run(stage, out, config, settings, inputs, seeds, documents, overwrite,
   if missing:
     raise runner.RunError(f"rlhf {stage.name} needs {' and '.join(missing)} "
                           f"run directories.")
+  runs = {n: inputs[n] for n, _ in stage.inputs if n in _common.PRODUCTS}
+  identities = {name: _common.identity(path, name, options.flag(name))
+                for name, path in runs.items()}
+  _common.check_inputs(runs, identities)
+  if resume:
+    _common.check_unchanged(out, stored, identities)
   prepared = stage.prepare(out, config, settings, inputs, documents, resume)
   record = {"run_settings": dataclasses.asdict(settings),
             **{f"{name}_run": os.path.abspath(inputs[name])
-               for name, _ in stage.inputs}, **prepared.record}
+               for name, _ in stage.inputs},
+            _common.IDENTITIES: identities, **prepared.record}
 
   def finish(states, evaluation, summary):
     more = stage.finish(out, prepared, states, evaluation, summary)
