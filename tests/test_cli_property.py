@@ -1,8 +1,10 @@
 """The command line under random use (hypothesis): commands, options and
 values, good and bad, in scratch directories that hold a user's files and
 run directories, finished and damaged (a torn metrics line, no marker,
-checkpoints deleted, a user's file among the checkpoints). For every case:
-exit code 0 or 2, no traceback, nothing outside the run directory the
+checkpoints deleted, a user's file among the checkpoints); values zero,
+negative, empty or past JAX's 32-bit counts among them. For every case:
+exit code 0 or 2, no traceback, a refusal in one line naming the option
+(not a config class's field), nothing outside the run directory the
 command names is created, changed or removed (a ``plot`` also writes the
 PNG it was asked for), a user's file is never touched, a finished run is
 left byte for byte unless replaced with ``--overwrite``, and a refusal
@@ -69,18 +71,28 @@ def _damaged_runs(scratch: str) -> None:
     f.write('{"update": 3, "seed": 0, "episode_ret')
   os.remove(os.path.join(scratch, "nomarker", ".jaxrl-align-run"))
   shutil.rmtree(os.path.join(scratch, "nockpt", "checkpoints"))
+HUGE = str(10 ** 23)  # past JAX's 32-bit counts: an OverflowError once
 VALUES = {
     "--learning-rate": ["1e-3", "-1", "inf", "nan", "abc", "1e30"],
     "--total-timesteps": ["32", "48", "0", "1000"],
-    "--num-envs": ["2", "0", "x"],
+    "--num-envs": ["2", "0", "x", HUGE],
     "--gamma": ["0.9", "1.5"],
     "--max-kl": ["0.01", "0", "inf"],
     "--clip-eps": ["0.2", "inf"],
-    "--seeds": ["1", "2", "0"],
-    "--chunk": ["1", "3", "7"],
+    "--seeds": ["1", "2", "0", HUGE],
+    "--seed": ["0", "3", "-1", HUGE],
+    "--chunk": ["1", "3", "7", "0"],
+    "--checkpoint-every": ["1", "0", HUGE],
+    "--keep": ["2", "0", HUGE],
+    "--hidden": ["8", "0", HUGE],
     "--objective": ["clip", "kl_penalty", "trust"],
     "--learning-rat": ["1e-3"],
 }
+
+
+def place(draw) -> str:
+  """A scratch path (``@name``), or now and then an empty one."""
+  return draw(st.sampled_from(["@" + p for p in PLACES] + [""]))
 
 
 @st.composite
@@ -92,8 +104,9 @@ def commands(draw):
     return draw(st.sampled_from([[], ["train"], ["nonsense"], ["--x"],
                                  ["eval"], ["plot"], ["rlhf", "sft"]]))
   if kind == "eval":
-    return ["eval", "@" + draw(st.sampled_from(PLACES)), "--episodes",
-            draw(st.sampled_from(["1", "0", "x"]))]
+    return ["eval", place(draw), "--episodes",
+            draw(st.sampled_from(["1", "0", "x", HUGE]))] + draw(
+                st.sampled_from([[], ["--video", "--seed-index", "5"]]))
   if kind == "rlhf-resume":  # every place is refused: none is an rlhf run
     command = draw(st.sampled_from(["sft", "rm", "ppo", "trpo"]))
     args = ["rlhf", command, "--resume", "@" + draw(st.sampled_from(PLACES))]
@@ -104,16 +117,21 @@ def commands(draw):
     return args + ["--no-progress"]
   if kind == "plot":
     return ["plot", "@" + draw(st.sampled_from(PLACES)), "--out",
-            "@" + draw(st.sampled_from(["fig.png", "notes.tex",
-                                        "missing/fig.png", "run"]))]
+            draw(st.sampled_from(["@fig.png", "@notes.tex",
+                                  "@missing/fig.png", "@run", ""]))] + draw(
+                st.sampled_from([[], ["--metric", ""]]))
   if kind == "rlhf":
-    command = draw(st.sampled_from(["sft", "prefs", "rm"]))
-    args = ["rlhf", command, "--out", "@" + draw(st.sampled_from(PLACES))]
+    command = draw(st.sampled_from(["sft", "prefs", "rm", "ppo"]))
+    args = ["rlhf", command, "--out", place(draw)]
     if command != "sft":
-      args += ["--sft", "@" + draw(st.sampled_from(PLACES))]
-    if command == "sft":  # bad model shapes, refused before any work
+      args += ["--sft", place(draw)]
+    if command in ("rm", "ppo"):
+      args += ["--prefs" if command == "rm" else "--rm", place(draw)]
+    if command == "sft":  # bad sizes, refused before any work
       args += draw(st.sampled_from([["--width", "0"], ["--num-heads", "3"],
-                                    ["--vocab-size", "100"]]))
+                                    ["--vocab-size", "100"],
+                                    ["--max-len", "1"], ["--steps", HUGE],
+                                    ["--seed", HUGE]]))
     return args + ["--no-progress"]
   args = ["train"]
   if kind == "resume":
@@ -121,10 +139,11 @@ def commands(draw):
     if draw(st.booleans()):
       args += ["--out", "@new"]
   else:
-    args += ["--out", "@" + draw(st.sampled_from(PLACES))]
+    args += ["--out", place(draw)]
     args += ["--algo", draw(st.sampled_from(["ppo", "trpo", "a2c"]))]
     args += ["--env", draw(st.sampled_from(["CartPole-v1", "Pendulum-v1",
-                                            "CartPole-v9"]))]
+                                            "CartPole-v9", "Hopper-v2",
+                                            ""]))]
     args += ["--total-timesteps", "32"] + TINY
   if draw(st.booleans()):
     args += ["--overwrite"]
@@ -161,15 +180,16 @@ def test_cli_exits_0_or_2_and_touches_only_its_run(tmp_path_factory,
       code = e.code
   assert code in (0, 2), (argv, code, err.getvalue())
   assert "Traceback" not in err.getvalue(), (argv, err.getvalue())
-  if code == 2:  # one line saying what is wrong
+  if code == 2:  # one line saying what is wrong, of what the user typed
     lines = err.getvalue().strip().splitlines()
     assert [l for l in lines if "error:" in l] == lines[-1:], err.getvalue()
+    assert "Config." not in lines[-1], (argv, lines[-1])
   # What the command may write: the run directory it names (--out, or
   # --resume) and the missing directories above it (as mkdir -p), or the
   # figure `plot --out` names.
   allowed = []
   for flag in ("--out", "--resume"):
-    if flag in argv:
+    if flag in argv and argv[argv.index(flag) + 1]:  # '' names nothing
       allowed.append(argv[argv.index(flag) + 1])
   after = _snapshot(scratch)
   changed = {p for p in set(before) | set(after)
