@@ -753,9 +753,9 @@ def test_rlhf_commands_show_samples_resume_and_refuse(small, tmp_path, capsys):
       (["--rm", rm_dir, "--sft", sft_dir, "--response-length", "40"],
        "max_len"),
       (["--rm", rm_dir, "--sft", sft_dir, "--batch-size", "32"],
-       "num_prompts"),
-      (["--rm", rm_dir, "--sft", sft_dir, "--samples", "9"], "eval_prompts"),
-      (["--rm", rm_dir, "--sft", sft_dir, "--kl-coef", "-1"], "kl_coef"),
+       "--num-prompts"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--samples", "9"], "--eval-prompts"),
+      (["--rm", rm_dir, "--sft", sft_dir, "--kl-coef", "-1"], "--kl-coef"),
       (["--rm", rm_dir, "--sft", sft_dir, "--num-minibatches", "3"],
        "divide")):
     bad = str(tmp_path / "bad")
