@@ -29,6 +29,7 @@ import stat
 import sys
 from typing import Any, NamedTuple
 
+from jaxrl_align.host import errors
 from jaxrl_align.host.errors import RunError  # noqa: F401  (files.RunError)
 from jaxrl_align.host.errors import RunFileError
 
@@ -462,14 +463,7 @@ def read_run(run_dir: str) -> dict[str, Any]:
   return run
 
 
-def describe(value) -> str:
-  """What a JSON value is, in JSON's words."""
-  if isinstance(value, bool) or value is None:
-    return json.dumps(value)
-  if isinstance(value, str):
-    return f"the string {value[:40]!r}"
-  return {dict: "an object", list: "a list"}.get(type(value),
-                                                  f"the number {value!r}")
+describe = errors.describe
 
 
 def read_summary(run_dir: str) -> dict[str, Any] | None:

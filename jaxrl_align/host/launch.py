@@ -15,10 +15,11 @@ import signal
 import sys
 
 from jaxrl_align.host import distributed
+from jaxrl_align.host import errors
 from jaxrl_align.host.errors import RunError
 
 JOB_OPTIONS = ("--coordinator", "--num-processes", "--process-id")
-MAX_INT = 2 ** 31 - 1  # options.MAX_INT (options imports JAX: not here)
+MAX_INT = errors.MAX_INT
 
 
 def job_options(argv: list[str]) -> dict[str, str]:

@@ -18,12 +18,13 @@ import re
 from typing import Any, Iterable
 
 from jaxrl_align import configs
+from jaxrl_align.host import errors
 from jaxrl_align.host.errors import RunError
 
 # The largest integer an option takes: JAX counts (steps, seeds, tokens) in
 # 32-bit integers, and a larger one fails deep inside it (an OverflowError
 # from a seed, a loop over a count's divisors that does not end).
-MAX_INT = 2 ** 31 - 1
+MAX_INT = errors.MAX_INT
 
 
 def flag(name: str) -> str:

@@ -12,7 +12,7 @@ import typing
 from typing import Any
 
 from jaxrl_align import configs
-from jaxrl_align.host import files
+from jaxrl_align.host import errors
 from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host.errors import RunFileError
 
@@ -31,7 +31,7 @@ def _check_fields(path: str, key: str, cls, fields: Any) -> None:
   configs (dataclass-annotated fields) checked the same way."""
   if not isinstance(fields, dict):
     raise RunFileError(f"{path}: `{key}` must be a JSON object, got "
-                       f"{files.describe(fields)}.")
+                       f"{errors.describe(fields)}.")
   hints = typing.get_type_hints(cls)
   known = {f.name for f in dataclasses.fields(cls)}
   for name, value in fields.items():
@@ -62,7 +62,7 @@ def section(run: dict[str, Any], run_dir: str, key: str, cls,
   for part in outer:
     if not isinstance(run.get(part), dict):
       raise RunFileError(f"{path}: `{part}` must be a JSON object, got "
-                         f"{files.describe(run.get(part))}.")
+                         f"{errors.describe(run.get(part))}.")
     run = run[part]
   if last not in run:
     raise RunFileError(f"{path}: `{key}` is missing; the file was edited or "
@@ -101,7 +101,7 @@ def text(run: dict[str, Any], run_dir: str, key: str) -> str:
   """A string the record holds at ``key`` (an input's path)."""
   value = run.get(key)
   if not isinstance(value, str):
-    got = "missing" if key not in run else files.describe(value)
+    got = "missing" if key not in run else errors.describe(value)
     raise RunFileError(f"{path_of(run_dir)}: `{key}` must be a string, got "
                        f"{got}.")
   return value

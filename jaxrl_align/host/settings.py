@@ -13,8 +13,8 @@ import jax
 from jaxrl_align import parallel
 from jaxrl_align.agents import tasks
 from jaxrl_align.host import distributed
-from jaxrl_align.host import options
 from jaxrl_align.host import stepping
+from jaxrl_align.host import errors
 from jaxrl_align.host.errors import RunError
 from jaxrl_align.learner import Learner
 
@@ -52,7 +52,7 @@ class RunnerSettings:
 
 
 SHARDS = ("seeds", "data")
-MAX_INT = options.MAX_INT  # the command line's bound, for Python callers too
+MAX_INT = errors.MAX_INT  # the command line's bound, for Python callers too
 BATCH_FIELDS = ("num_envs", "batch_size")  # what `shard="data"` splits
 
 
