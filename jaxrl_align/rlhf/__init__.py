@@ -9,6 +9,7 @@ explicitly (``from jaxrl_align.rlhf import model``); the corpus, tokenizer
 and annotator modules need the ``rlhf`` extra.
 """
 
+from jaxrl_align.rlhf import dpo
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import reward_model
 from jaxrl_align.rlhf import sft
@@ -17,5 +18,6 @@ from jaxrl_align.rlhf import trpo
 LEARNERS = {learner.name: learner
             for learner in (sft.LEARNER, reward_model.LEARNER, ppo.LEARNER,
                             trpo.LEARNER)}
+LEARNERS[dpo.LEARNER.name] = dpo.LEARNER  # offline: no RL command
 
 __all__ = ("LEARNERS",)
