@@ -27,8 +27,10 @@ from jaxrl_align.kl_control import fixed_kl_controller
 from jaxrl_align.kl_control import KLController
 from jaxrl_align.kl_control import KLControllerState
 from jaxrl_align.kl_control import ppo_kl_controller
+from jaxrl_align.losses import aggregate_tokens
 from jaxrl_align.losses import approx_kl
 from jaxrl_align.losses import clip_fraction
+from jaxrl_align.losses import clipped_surrogate
 from jaxrl_align.losses import clipped_value_loss
 from jaxrl_align.losses import entropy_loss
 from jaxrl_align.losses import kl_k1
@@ -62,6 +64,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "adaptive_kl_controller",
+    "aggregate_tokens",
     "approx_kl",
     "batch_major",
     "bradley_terry_loss",
@@ -72,6 +75,7 @@ __all__ = (
     "categorical_sample",
     "CGInfo",
     "clip_fraction",
+    "clipped_surrogate",
     "clipped_value_loss",
     "conjugate_gradient",
     "conjugate_gradient_with_info",

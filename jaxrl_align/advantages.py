@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_align import _checks
 
@@ -259,7 +260,10 @@ def rloo_advantages(reward: Array) -> Array:
   return reward - baseline
 
 
-def grpo_advantages(reward: Array, *, scale: bool = True,
+GRPO_SCALES = ("group", "batch", "none")
+
+
+def grpo_advantages(reward: Array, *, scale: bool | str = True,
                     eps: float = 1e-4) -> Array:
   r"""Group-relative advantages of GRPO: rewards standardised within each
   group of samples of the same prompt.
@@ -269,12 +273,16 @@ def grpo_advantages(reward: Array, *, scale: bool = True,
     A_i = \frac{r_i - \operatorname{mean}(r)}{\operatorname{std}(r) + \epsilon}
 
   with the unbiased standard deviation (``ddof = 1``, as PyTorch's default
-  that TRL uses); ``scale=False`` keeps only the mean's subtraction (Dr. GRPO,
-  TRL's ``scale_rewards=False``).
+  that TRL uses) of the group (``scale="group"`` or ``True``), or of every
+  reward of the batch (``"batch"``, Hu et al. 2025's REINFORCE++-baseline
+  and TRL's ``scale_rewards="batch"``); ``scale="none"`` (or ``False``)
+  keeps only the group mean's subtraction (Dr. GRPO, TRL's
+  ``scale_rewards="none"``).
 
   Args:
     reward: ``[G, *B]``, ``G ≥ 2`` samples per prompt on axis 0.
-    scale: divide by the group's standard deviation (static).
+    scale: ``"group"``, ``"batch"`` or ``"none"`` (``True``: group,
+      ``False``: none; static).
     eps: added to the standard deviation, ≥ 0.
 
   Returns:
@@ -293,8 +301,14 @@ def grpo_advantages(reward: Array, *, scale: bool = True,
   """
   _check_group(reward)
   _checks.check_scalar_in_range("eps", eps, 0.0, float("inf"))
+  if isinstance(scale, (bool, np.bool_)):
+    scale = "group" if scale else "none"
+  if scale not in GRPO_SCALES:
+    raise ValueError(f"`scale` must be one of {', '.join(GRPO_SCALES)} (or "
+                     f"a bool), got {scale!r}.")
   centred = reward - jnp.mean(reward, axis=0, keepdims=True)
-  if not scale:
+  if scale == "none":
     return centred
-  std = jnp.std(reward, axis=0, ddof=1, keepdims=True)
+  std = (jnp.std(reward, axis=0, ddof=1, keepdims=True) if scale == "group"
+         else jnp.std(reward, ddof=1))
   return centred / (std + jnp.asarray(eps, reward.dtype))

@@ -115,6 +115,135 @@ def ppo_clip_loss(
   return -masked_mean(surrogate, mask)
 
 
+def clipped_surrogate(
+    log_ratio: Array,
+    advantage: Array,
+    *,
+    clip_low: float | Array,
+    clip_high: float | Array | None = None,
+    dual_clip: float | Array = 0.0,
+) -> Array:
+  r"""Each sample's negated clipped surrogate, with an asymmetric clip range
+  and a dual clip: the per-sample terms of :func:`ppo_clip_loss`, for a
+  caller that aggregates them itself (over tokens, sequences or a batch).
+
+  .. math::
+
+    \ell = -\min\big(\min(\rho, c)\,A,\
+        \operatorname{clip}(\rho, 1-\epsilon_{low}, 1+\epsilon_{high})\,A
+        \big), \qquad \rho = \exp(\text{log\_ratio})
+
+  With ``dual_clip`` ``c > 1 + ε_high`` the loss of a sample with ``A < 0``
+  stops growing once ``ρ > c`` (Ye et al. 2020's dual clip; TRL's GRPO
+  ``delta``, INTELLECT-2's two-sided clip); ``c = 0`` (the default) is no
+  cap. For ``A > 0`` the cap never binds.
+
+  Args:
+    log_ratio: ``[*N]`` ``log π - log π_old`` (per token, or per sequence).
+    advantage: ``[*N]``.
+    clip_low: ``ε_low > 0``.
+    clip_high: ``ε_high > 0`` (None: ``ε_low``; DAPO's "clip-higher" uses
+      0.28 with ``ε_low`` 0.2).
+    dual_clip: ``c``: 0 (no cap) or ``> 1 + ε_high`` (checked when
+      untraced).
+
+  Returns:
+    ``[*N]`` per-sample losses.
+
+  References:
+    Schulman et al., 2017, eq. (7); Yu et al., 2025, "DAPO",
+    https://arxiv.org/abs/2503.14476 (clip-higher); Ye et al., 2020,
+    "Mastering Complex Control in MOBA Games with Deep RL",
+    https://arxiv.org/abs/1912.09729 (dual clip); TRL 1.16.0's
+    ``trl/trainer/grpo_trainer.py``, ``_compute_loss`` (``coef_2 =
+    clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)``, ``coef_1 =
+    clamp(coef_1, max=delta)``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> clipped_surrogate(jnp.log(jnp.array([1.5, 3.0])),
+    ...                   jnp.array([1.0, -1.0]), clip_low=0.2,
+    ...                   dual_clip=2.0).tolist()
+    [-1.2000000476837158, 2.0]
+  """
+  _checks.check_same_shape(log_ratio=log_ratio, advantage=advantage)
+  _check_batch("log_ratio", log_ratio, None)
+  clip_high = clip_low if clip_high is None else clip_high
+  for name, eps in (("clip_low", clip_low), ("clip_high", clip_high)):
+    _checks.check_scalar_in_range(name, eps, 0.0, float("inf"),
+                                  low_inclusive=False)
+  _checks.check_scalar_in_range("dual_clip", dual_clip, 0.0, float("inf"))
+  if _checks.is_concrete(dual_clip) and _checks.is_concrete(clip_high) and (
+      0 < float(dual_clip) <= 1 + float(clip_high)):
+    raise ValueError(f"`dual_clip` must be 0 or > 1 + clip_high "
+                     f"({1 + float(clip_high)}), got {float(dual_clip)}.")
+  dtype = log_ratio.dtype
+  ratio = jnp.exp(log_ratio)
+  c = jnp.asarray(dual_clip, dtype)
+  capped = jnp.where(c > 0, jnp.minimum(ratio, c), ratio)
+  clipped = jnp.clip(ratio, 1 - jnp.asarray(clip_low, dtype),
+                     1 + jnp.asarray(clip_high, dtype))
+  return -jnp.minimum(capped * advantage, clipped * advantage)
+
+
+AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def aggregate_tokens(loss: Array, mask: Array, how: str, *,
+                     max_length: int | None = None,
+                     tokens: Array | None = None) -> Array:
+  r"""One scalar from per-token losses of ``B`` sequences, as GRPO's
+  variants aggregate them (TRL's ``loss_type``).
+
+  - ``"grpo"``: each sequence's mean over its tokens, then the mean over
+    sequences (Shao et al. 2024; longer sequences weigh less per token);
+  - ``"bnpo"``: the mean over every token of the batch;
+  - ``"dr_grpo"``: the sum over tokens divided by ``B · max_length``
+    (Liu et al. 2025, Dr. GRPO: a constant);
+  - ``"dapo"``: the sum over tokens divided by ``tokens``, the count of
+    tokens the whole batch holds per minibatch (Yu et al. 2025, DAPO:
+    token-level, the same normaliser for every minibatch of a batch).
+
+  Args:
+    loss: ``[B, N]`` per-token losses.
+    mask: ``[B, N]`` bool, response tokens.
+    how: one of :data:`AGGREGATIONS` (static).
+    max_length: ``"dr_grpo"``'s length (static, ≥ 1; the response length).
+    tokens: ``"dapo"``'s normaliser (> 0; may be traced).
+
+  Returns:
+    Scalar.
+
+  References:
+    TRL 1.16.0's ``trl/trainer/grpo_trainer.py``, ``_compute_loss``: the
+    branches on ``self.loss_type`` after ``per_token_loss`` is formed.
+  """
+  if how not in AGGREGATIONS:
+    raise ValueError(f"`how` must be one of {', '.join(AGGREGATIONS)}, got "
+                     f"{how!r}.")
+  _checks.check_same_shape(loss=loss, mask=mask)
+  _checks.check_min_rank("loss", loss, 2)
+  _check_batch("loss", loss, mask)
+  live = jnp.asarray(mask).astype(loss.dtype)
+  total = jnp.sum(loss * live)
+  if how == "grpo":
+    per_seq = jnp.sum(loss * live, axis=-1) / jnp.maximum(
+        jnp.sum(live, axis=-1), 1)
+    return jnp.mean(per_seq)
+  if how == "bnpo":
+    return total / jnp.maximum(jnp.sum(live), 1)
+  if how == "dr_grpo":
+    if max_length is None:
+      raise ValueError("`max_length` is needed with how='dr_grpo'.")
+    _checks.check_positive_int("max_length", max_length)
+    return total / (loss.shape[0] * max_length)
+  if tokens is None:
+    raise ValueError("`tokens` is needed with how='dapo'.")
+  _checks.check_scalar_in_range("tokens", tokens, 0.0, float("inf"),
+                                low_inclusive=False)
+  return total / jnp.asarray(tokens, loss.dtype)
+
+
 def clip_fraction(
     log_prob: Array,
     old_log_prob: Array,

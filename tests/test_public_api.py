@@ -95,6 +95,16 @@ CASES = {
     "gsde_noise": (jra.gsde_noise, lambda: (f32(5, 3), f32(5, 3, 2))),
     "ppo_clip_loss": (lambda a, b, c, m: jra.ppo_clip_loss(a, b, c, clip_eps=0.2, mask=m),
                       lambda: (f32(8), f32(8), f32(8), flags(8))),
+    "clipped_surrogate": (
+        lambda r, a, high: jra.clipped_surrogate(r, a, clip_low=0.2, clip_high=high,
+                                                 dual_clip=3.0),
+        lambda: (f32(8), f32(8), jnp.float32(RNG.random() * 0.3 + 0.05))),
+    "aggregate_tokens": (
+        lambda x, m, t: (jra.aggregate_tokens(x, m, "grpo"),
+                         jra.aggregate_tokens(x, m, "bnpo"),
+                         jra.aggregate_tokens(x, m, "dr_grpo", max_length=6),
+                         jra.aggregate_tokens(x, m, "dapo", tokens=t)),
+        lambda: (f32(4, 6), flags(4, 6) | (jnp.arange(6) < 2)[None], jnp.float32(RNG.random() + 1))),
     "clip_fraction": (lambda a, b: jra.clip_fraction(a, b, clip_eps=0.2),
                       lambda: (f32(8), f32(8))),
     "kl_k1": (jra.kl_k1, lambda: (f32(8), f32(8))),

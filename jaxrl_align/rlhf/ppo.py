@@ -18,6 +18,7 @@ Metrics, named as TRL names them: ``policy/approxkl_avg`` (the mean of
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -26,7 +27,6 @@ from flax import struct
 
 from jaxrl_align import configs
 from jaxrl_align import losses
-from jaxrl_align import sgd
 from jaxrl_align.rlhf import rl
 from jaxrl_align.rlhf import rollout
 
@@ -53,9 +53,7 @@ class RLHFPPOConfig(rl.RLConfig):
     configs.check_finite_nonnegative(self, "target_kl")
 
 
-def init_opt(config, params, critic):
-  with sgd.optax_numerics():
-    return rl.optimizer(config).init((params, critic))
+init_opt = rl.init_adam
 
 
 def minibatch_loss(config: RLHFPPOConfig, trainable, mb: rollout.Experience):
@@ -87,32 +85,11 @@ def minibatch_loss(config: RLHFPPOConfig, trainable, mb: rollout.Experience):
 
 
 def learn(config: RLHFPPOConfig, state: rl.RLState, exp: rollout.Experience,
-           key: Array):
-  """Epochs of minibatch Adam steps on the policy and the critic."""
-  tx = rl.optimizer(config)
-  lr = rl.learning_rate(config, state)
-
-  def step(carry, mb):
-    trainable, opt_state = carry
-    grads, aux = jax.grad(lambda t: minibatch_loss(config, t, mb),
-                          has_aux=True)(trainable)
-    trainable, opt_state = sgd.descend(tx, grads, opt_state, trainable, lr)
-    return (trainable, opt_state), aux
-
-  def stop(aux):
-    target = jnp.asarray(config.target_kl, jnp.float32)
-    return (target > 0) & (aux["policy/approxkl_avg"] > target)
-
-  ((params, critic), opt_state), aux, active = sgd.minibatch_epochs(
-      step, ((state.params, state.critic), state.opt_state), exp, key,
-      epochs=config.epochs, num_minibatches=config.num_minibatches,
-      stop=stop)
-  weight = active.astype(jnp.float32)
-  metrics = {k: (jnp.max(v) if k == "policy/ratio_max" else
-                 jnp.sum(v * weight) / jnp.sum(weight))
-             for k, v in aux.items()}
-  metrics["policy/epochs_run"] = jnp.sum(weight) / config.num_minibatches
-  return params, critic, opt_state, metrics
+          key: Array):
+  """Epochs of minibatch Adam steps on the policy and the critic
+  (:func:`jaxrl_align.rlhf.rl.minibatch_learn` on :func:`minibatch_loss`)."""
+  return rl.minibatch_learn(config, state, exp, key,
+                            functools.partial(minibatch_loss, config))
 
 
 ALGORITHM = rl.Algorithm(init_opt=init_opt, learn=learn)

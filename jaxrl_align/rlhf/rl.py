@@ -78,8 +78,8 @@ from jaxrl_align.rlhf.rl_config import kl_controller
 Array = jax.Array
 
 __all__ = ("Algorithm", "assess", "check_config", "evaluate", "init",
-           "iterate", "KL_CONTROLS", "kl_controller", "learning_rate",
-           "make_learner", "optimizer", "RewardModelScore", "RLConfig", "RLData",
+           "init_adam", "iterate", "KL_CONTROLS", "kl_controller",
+           "learning_rate", "make_learner", "minibatch_learn", "optimizer", "RewardModelScore", "RLConfig", "RLData",
            "RLState", "VALUE_MODELS", "value_loss")
 
 # ----------------------------------------------------------- the learner
@@ -112,6 +112,57 @@ def value_loss(config: RLConfig, vpred: Array, exp) -> tuple[Array, Array]:
   clipped = exp.values + jnp.clip(vpred - exp.values, -eps, eps)
   larger = (clipped - exp.returns) ** 2 > (vpred - exp.returns) ** 2
   return loss, losses.masked_mean(larger.astype(jnp.float32), live)
+
+
+def minibatch_learn(config: RLConfig, state: RLState, exp, key: Array,
+                    loss: Callable[[Any, Any], tuple[Array, dict]]):
+  """Epochs of shuffled minibatches, each one Adam step on ``loss`` over the
+  policy and the critic together (the update of PPO and the critic-free
+  algorithms).
+
+  Args:
+    config: epochs, minibatches, learning rate, ``target_kl`` (if the
+      config has one: the epochs stop once a minibatch's
+      ``policy/approxkl_avg`` exceeds it).
+    state: the iteration's state (parameters, critic, optimiser).
+    exp: the iteration's experience after its credit stage.
+    key: shuffling key.
+    loss: ``((params, critic), minibatch) -> (loss, metrics)``.
+
+  Returns:
+    ``(params, critic, opt_state, metrics)``: each metric's mean over the
+    steps that ran (``policy/ratio_max`` its maximum) and
+    ``policy/epochs_run``.
+  """
+  tx = optimizer(config)
+  lr = learning_rate(config, state)
+
+  def step(carry, mb):
+    trainable, opt_state = carry
+    grads, aux = jax.grad(lambda t: loss(t, mb), has_aux=True)(trainable)
+    trainable, opt_state = sgd.descend(tx, grads, opt_state, trainable, lr)
+    return (trainable, opt_state), aux
+
+  def stop(aux):
+    target = jnp.asarray(getattr(config, "target_kl", 0.0), jnp.float32)
+    return (target > 0) & (aux["policy/approxkl_avg"] > target)
+
+  ((params, critic), opt_state), aux, active = sgd.minibatch_epochs(
+      step, ((state.params, state.critic), state.opt_state), exp, key,
+      epochs=config.epochs, num_minibatches=config.num_minibatches,
+      stop=stop)
+  weight = active.astype(jnp.float32)
+  metrics = {k: (jnp.max(v) if k == "policy/ratio_max" else
+                 jnp.sum(v * weight) / jnp.sum(weight))
+             for k, v in aux.items()}
+  metrics["policy/epochs_run"] = jnp.sum(weight) / config.num_minibatches
+  return params, critic, opt_state, metrics
+
+
+def init_adam(config: RLConfig, params, critic):
+  """The optimiser state of :func:`minibatch_learn` (policy and critic)."""
+  with sgd.optax_numerics():
+    return optimizer(config).init((params, critic))
 
 
 class Algorithm(NamedTuple):
