@@ -1,8 +1,8 @@
 """RLHF on a small language model: the transformer, generation, GPT-2
 weights, corpus and tokenizer, simulated annotators, pretraining, the
-reward model, and KL-regularised PPO, TRPO, RLOO and GRPO against a frozen
+reward model, KL-regularised PPO, TRPO, RLOO and GRPO against a frozen
 reference (:mod:`.rl`, :mod:`.ppo`, :mod:`.trpo`, :mod:`.rloo`,
-:mod:`.grpo`).
+:mod:`.grpo`), and DPO on preference pairs (:mod:`.dpo`).
 
 ``LEARNERS`` is the registry of the pure RLHF learners the runner drives
 (see :class:`jaxrl_align.learner.Learner`). Other submodules are imported
@@ -20,7 +20,7 @@ from jaxrl_align.rlhf import trpo
 
 LEARNERS = {learner.name: learner
             for learner in (sft.LEARNER, reward_model.LEARNER, ppo.LEARNER,
-                            trpo.LEARNER, rloo.LEARNER, grpo.LEARNER)}
-LEARNERS[dpo.LEARNER.name] = dpo.LEARNER  # offline: no RL command
+                            trpo.LEARNER, rloo.LEARNER, grpo.LEARNER,
+                            dpo.LEARNER)}
 
 __all__ = ("LEARNERS",)
