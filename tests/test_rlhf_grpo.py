@@ -478,6 +478,30 @@ def test_seeds_vmap_equals_one_by_one_and_no_critic(module):
                                    both.params))
 
 
+def test_beta_zero_runs_no_reference_pass():
+  """With β a concrete 0 under the fixed controller (TRL's GRPO default),
+  an iteration never reads the reference: with NaN reference parameters
+  every metric and parameter stays finite, and no KL is reported (it was
+  not measured); at β = 0.1 the same NaN reaches the metrics."""
+  data = toy_data(16)
+  data = data.replace(ref_params=jax.tree.map(
+      lambda x: jnp.full_like(x, jnp.nan), data.ref_params))
+  for beta, reads in ((0.0, False), (0.1, True)):
+    config = config_of(grpo, beta, batch_size=16, iterations=2)
+    # The policy starts from the reference: start it from a finite one.
+    state = grpo.LEARNER.init(config, jax.random.key(0),
+                              toy_data(16))
+    new, metrics = jax.jit(lambda s: grpo.LEARNER.update(config, s, data))(
+        state)
+    # (no gold annotator here: the gold score is NaN by design)
+    finite = all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(
+        (new.params, {k: v for k, v in metrics.items()
+                      if k not in ("objective/gold", "distinct_2")})))
+    assert finite != reads, beta
+    assert ("objective/kl" in metrics) == reads
+    assert ("kl" in metrics) == reads
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(group_size=1), "group_size"),
     (dict(value_model="critic"), "value_model"),

@@ -48,6 +48,7 @@ from jaxrl_align import losses
 from jaxrl_align import sequences
 from jaxrl_align.rlhf import credit
 from jaxrl_align.rlhf import rl
+from jaxrl_align.rlhf import rl_config
 from jaxrl_align.rlhf import rollout
 
 Array = jax.Array
@@ -163,7 +164,7 @@ def policy_loss(config: RLHFGRPOConfig, kl_coef: Array, tokens: Array,
       weight, mb.advantages, clip_low=config.clip_eps,
       clip_high=config.clip_eps_high, dual_clip=config.dual_clip)
   aux = {}
-  if config.kl_in == "loss":
+  if config.kl_in == "loss" and rl_config.uses_reference(config):
     kl = jnp.where(live, KL_FNS[config.kl_estimator](mb.ref_log_probs,
                                                       log_probs), 0.0)
     per_token = per_token + jnp.asarray(kl_coef, per_token.dtype) * kl

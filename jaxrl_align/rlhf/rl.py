@@ -230,7 +230,7 @@ def iterate(algorithm: Algorithm, config: RLConfig, state: RLState,
   params, critic, opt_state, update_metrics = algorithm.learn(
       config, state, exp, k_update)
   kl_state = kl_controller(config).update(
-      state.kl, metrics["objective/kl"], config.batch_size)
+      state.kl, metrics.get("objective/kl", 0.0), config.batch_size)
   state = RLState(params, critic, opt_state, kl_state, key,
                   state.iteration + 1)
   metrics = {**metrics, **update_metrics,

@@ -236,6 +236,17 @@ class RLState(NamedTuple):
   iteration: Array
 
 
+def uses_reference(config: RLConfig) -> bool:
+  """Whether an iteration runs the reference at all: not when β is a
+  concrete 0 under the fixed controller (the KL then enters neither the
+  reward nor the loss, and no KL is reported: it was not measured; the
+  held-out assessment still measures it). A traced β (a sweep) always
+  runs it."""
+  return not (config.kl_control == "fixed"
+              and configs.is_python_number(config.kl_coef)
+              and float(config.kl_coef) == 0.0)
+
+
 def kl_controller(config: RLConfig) -> kl_control.KLController:
   if config.kl_control == "fixed":
     return kl_control.fixed_kl_controller(config.kl_coef)

@@ -19,6 +19,7 @@ from jaxrl_align import distributions
 from jaxrl_align.rlhf import credit as credit_lib
 from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
+from jaxrl_align.rlhf import rl_config
 
 Array = jax.Array
 
@@ -159,17 +160,21 @@ def scores(config, data, tokens: Array, mask: Array,
 
 def experience(config, state, data, prompt: Array, prompt_mask: Array,
                key: Array) -> Experience:
-  """Steps 1 and 2: sample, the forward passes (policy, reference, value
-  unless ``value_model="none"``), score; the credit stage's fields are
-  None."""
+  """Steps 1 and 2: sample, the forward passes (policy, reference unless
+  β is a concrete 0 (:func:`~jaxrl_align.rlhf.rl_config.uses_reference`:
+  the reference's log-probabilities are then the policy's, so every KL
+  estimate is 0), value unless ``value_model="none"``), score; the credit
+  stage's fields are None."""
   gen = sample(config, state.params, prompt, prompt_mask, key)
   live = gen.response_mask
   logits, own_scalar = response_outputs(config, state.params, gen.tokens,
                                         gen.mask)
   log_probs = token_log_probs(logits, gen.response, live)
-  ref_logits, _ = response_outputs(config, data.ref_params, gen.tokens,
-                                   gen.mask)
-  ref_log_probs = token_log_probs(ref_logits, gen.response, live)
+  ref_log_probs = log_probs
+  if rl_config.uses_reference(config):
+    ref_logits, _ = response_outputs(config, data.ref_params, gen.tokens,
+                                     gen.mask)
+    ref_log_probs = token_log_probs(ref_logits, gen.response, live)
   value = (own_scalar if config.value_model == "policy" else
            values(config, state.params, state.critic, gen.tokens, gen.mask))
   value = jnp.where(live, value, 0.0)
@@ -263,10 +268,20 @@ def rollout_metrics(config, state, data,
                     exp: Experience) -> dict[str, Array]:
   """:func:`sample_metrics`, the reward model's score before the
   missing-stop penalty (``objective/proxy``), the exact KL to the
-  reference, the gold score and distinct-1/2 of the responses."""
+  reference, the gold score and distinct-1/2 of the responses; without a
+  reference pass (β a concrete 0) no KL: it was not measured."""
   live = exp.response_mask
   vocab = config.model.vocab_size
   penalty = jnp.asarray(config.missing_eos_penalty, exp.scores.dtype)
+  if not rl_config.uses_reference(config):
+    metrics = sample_metrics(exp, state.kl.coef)
+    del metrics["objective/kl"]
+    return {**metrics,
+            "objective/proxy": jnp.mean(exp.scores + jnp.where(
+                exp.stopped, 0.0, penalty)),
+            "objective/gold": gold(data, exp.tokens, exp.mask),
+            "distinct_1": distinct_n(exp.response, live, 1, vocab),
+            "distinct_2": distinct_n(exp.response, live, 2, vocab)}
   return {
       **sample_metrics(exp, state.kl.coef),
       "objective/proxy": jnp.mean(exp.scores + jnp.where(exp.stopped, 0.0,
