@@ -53,10 +53,13 @@ def test_mountain_car_ppo_preset_solves_it_within_the_zoo_budget():
 @pytest.mark.slow
 def test_host_stepped_gymnasium_cartpole_learns_with_ppo():
   config = ppo.PPOConfig(env_id="CartPole-v1", total_timesteps=100_000)
+  # one compiled evaluation for the four seeds (the training programs are
+  # shared between the `train` calls by host/stepping.py)
+  evaluate = jax.jit(lambda s, k: ppo.evaluate(config, s, k, 16))
   results = []
   for seed in range(4):
     state, history = stepping.train(ppo, config, jax.random.key(seed), seed=seed)
-    returns = ppo.evaluate(config, state, jax.random.key(100 + seed), 16)
+    returns = evaluate(state, jax.random.key(100 + seed))
     results.append(float(np.mean(returns)))
     assert len(history) == config.num_updates
   assert sum(r >= 475 for r in results) >= 3, results

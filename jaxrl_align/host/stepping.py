@@ -17,6 +17,7 @@ task's check refuse them).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -43,6 +44,19 @@ def host_stepped(learner: Learner, config, data=None) -> bool:
   if isinstance(data, tasks.Task):
     return not data.jax_native
   return not envs.is_jax_native(config.env_id)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(stepping, task: tasks.Task):
+  """``(act, learn)`` vmapped over seeds and ``mode`` of one seed, jitted:
+  one set per learner and task (tasks compare by what they are), so the
+  runs of one process (:func:`train` per seed, runs one after another)
+  compile them once; jit keys them on the config's static fields."""
+  return (jax.jit(jax.vmap(lambda c, s, o: stepping.act(c, s, o, task),
+                           in_axes=(None, 0, 0))),
+          jax.jit(jax.vmap(lambda c, s, t: stepping.learn(c, s, t, task),
+                           in_axes=(None, 0, 0))),
+          jax.jit(lambda c, s, o: stepping.mode(c, s, o, task)))
 
 
 class HostPrograms:
@@ -82,12 +96,7 @@ class HostPrograms:
     """``(act, learn)`` jitted and vmapped over seeds, once per config."""
     key = ("programs", config)
     if key not in self._compiled:
-      task, stepping = self._task, self._stepping
-      self._compiled[key] = (
-          jax.jit(jax.vmap(lambda c, s, o: stepping.act(c, s, o, task),
-                           in_axes=(None, 0, 0))),
-          jax.jit(jax.vmap(lambda c, s, t: stepping.learn(c, s, t, task),
-                           in_axes=(None, 0, 0))))
+      self._compiled[key] = _jitted(self._stepping, self._task)[:2]
     return self._compiled[key]
 
   def init(self, config, keys: jax.Array, data=None):
@@ -141,8 +150,7 @@ class HostPrograms:
     episode per env; NaN for an episode that did not end within the
     environment's time limit (or 10,000 steps without one)."""
     del data
-    task, stepping = self._task, self._stepping
-    mode = jax.jit(lambda c, s, o: stepping.mode(c, s, o, task))
+    mode = _jitted(self._stepping, self._task)[2]
     returns = []
     for i, key in enumerate(keys):
       state = jax.tree.map(lambda x: x[i], states)
