@@ -5,31 +5,35 @@ checks, and each variant's exact population fixed point on the enumerable
 toy of ``tests/test_rlhf_rl.py``, derived by enumeration and reached by the
 learner.
 
-The toy's exact pair distribution: every ordered pair of distinct responses
-``(y_i, y_j)`` drawn from the reference, ``w_ij = π_ref(y_i) π_ref(y_j)``,
-``y_i`` preferred with the Bradley–Terry probability ``p_ij = σ(r_i -
-r_j)`` of the toy's reward table (the missing-stop penalty included). The
-population loss ``Σ w_ij [p_ij ℓ(y_i ≻ y_j) + (1 - p_ij) ℓ(y_j ≻ y_i)]``
-is the learner's weighted mean over the pair set in which ``(y_i chosen,
-y_j rejected)`` carries the weight ``w_ij p_ij`` (pairs ``y_i = y_j`` add
-a constant and are left out), so a full batch is the exact expectation.
-With ``h = log π/π_ref`` (only differences of ``h`` enter):
+The toy's pair distribution: a pair of distinct responses ``(y_i, y_j)``
+drawn from the reference, ``w_ij = π_ref(y_i) π_ref(y_j)``, kept when one
+of them is one of the reference's two most likely responses (together 56%
+of its mass; 167 of the 3,570 pairs, which connect every response and
+hold cycles), ``y_i`` preferred with the Bradley–Terry probability ``p_ij
+= σ(r_i - r_j)`` of the toy's reward table (the missing-stop penalty
+included). The population loss ``Σ w_ij [p_ij ℓ(y_i ≻ y_j) + (1 - p_ij)
+ℓ(y_j ≻ y_i)]`` is the learner's weighted mean over the 334 ordered pairs
+in which ``(y_i chosen, y_j rejected)`` carries the weight ``w_ij p_ij``,
+so a full batch is the exact expectation (every pair kept would be 7,140
+ordered pairs, 21 times as many a step). With ``h = log π/π_ref`` (only
+differences of ``h`` enter) and sums over the kept pairs:
 
 * DPO: each pair's loss is least at ``σ(β(h_i - h_j)) = p_ij``, i.e.
   ``h_i - h_j = (r_i - r_j)/β``, which one ``h = r/β`` meets for every
-  pair at once, so it is the population optimum: ``π* ∝ π_ref exp(r/β)``,
-  the KL-regularised optimum.
+  pair at once, so on any pair set that connects the responses the
+  population optimum is ``π* ∝ π_ref exp(r/β)``, the KL-regularised
+  optimum.
 * Conservative DPO (ε): the label becomes ``q = (1 - ε)p + ε(1 - p)``;
   ``logit q`` is no difference of a function of ``y``, so no ``h`` meets
-  every pair; the convex population loss is least where its gradient
-  vanishes, ``Σ_j π_ref(y_j)[σ(β(h_i - h_j)) - q_ij] = 0`` for each ``i``
-  (the implicit reward's win rate against the reference equals the
-  smoothed label's), solved by Newton's method.
+  every pair (the kept pairs hold cycles); the convex population loss is
+  least where its gradient vanishes, ``Σ_j w_ij [σ(β(h_i - h_j)) - q_ij] =
+  0`` for each ``i``, solved by Newton's method.
 * IPO (TRL's length-normalised form, ``g = h/|y|``): ``p(d - c)² + (1 -
   p)(d + c)² = (d - (2p - 1)c)² + const`` with ``c = 1/(2β)``, a weighted
-  least squares in ``g`` whose normal equations give ``g_i - E_ref[g] =
-  (P(y_i ≻ π_ref) - ½)/β``; then ``h = |y|·(g + k)`` with ``k`` fixing
-  ``Σ π_ref e^h = 1``.
+  least squares in ``g`` whose normal equations are the graph Laplacian's
+  ``Σ_j w_ij (g_i - g_j) = Σ_j w_ij (2p_ij - 1)c`` (with every pair kept:
+  ``g_i - E_ref[g] = (P(y_i ≻ π_ref) - ½)/β``); then ``h = |y|·(g + k)``
+  with ``k`` fixing ``Σ π_ref e^h = 1``.
 """
 
 import dataclasses
@@ -42,6 +46,7 @@ import pytest
 
 from jaxrl_align import preferences
 from jaxrl_align.rlhf import dpo
+from jaxrl_align.rlhf import generation
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import pairs as pairs_lib
 
@@ -53,6 +58,7 @@ from test_rlhf_rl import V
 from test_rlhf_rl import centred
 from test_rlhf_rl import exact
 from test_rlhf_rl import responses
+from test_rlhf_rl import sequence_log_probs
 from test_rlhf_rl import toy_config
 from test_rlhf_rl import toy_data
 
@@ -66,6 +72,12 @@ def sigmoid(x):
 def log_sigmoid(x):
   return -np.logaddexp(0.0, -x)
 
+
+@functools.lru_cache(maxsize=None)
+def jitted_apply(model):
+  """``jit(Transformer(model).apply)``, compiled once per shape (the
+  transformer's primitives run one by one compile one by one)."""
+  return jax.jit(model_lib.Transformer(model).apply)
 
 
 # ------------------------------------------------------------ the loss
@@ -88,7 +100,7 @@ def loop_log_probs(model, params, pairs, side, with_prompt=False):
   1``; only real response tokens count (``with_prompt``: the prompt's real
   tokens after its first too, the wrong variant)."""
   tokens, mask = (np.asarray(x) for x in pairs.sequence(side))
-  logits, _, _ = model_lib.Transformer(model).apply(params, tokens, mask)
+  logits, _, _ = jitted_apply(model)(params, tokens, mask)
   logits = np.asarray(logits, np.float64)
   p = pairs.prompt.shape[1]
   out = np.zeros(tokens.shape[0])
@@ -151,9 +163,12 @@ def random_pairs(n=8, seed=0):
   return pairs_lib.from_ids(ids(1, 3), ids(1, 4), ids(1, 4), pad=PAD)
 
 
+@functools.lru_cache(maxsize=None)
 def two_models(seed=0):
-  init = lambda k: model_lib.Transformer(WIDE).init(  # noqa: E731
-      jax.random.key(k), jnp.zeros((1, 2), jnp.int32))
+  """Two random transformers of shape ``WIDE`` (the policy, the
+  reference)."""
+  init = jax.jit(lambda k: model_lib.Transformer(WIDE).init(  # noqa: E731
+      jax.random.key(k), jnp.zeros((1, 2), jnp.int32)))
   return init(seed), init(seed + 1)
 
 
@@ -174,8 +189,9 @@ def test_loss_and_metrics_match_a_float64_loop_and_trl(loss_type, eps):
                          label_smoothing=eps)
   apply_fn = model_lib.Transformer(WIDE).apply
   ours = jax.jit(lambda p, r: dpo.pair_metrics(
-      config, *dpo.response_log_probs(apply_fn, p, pairs),
-      *dpo.response_log_probs(apply_fn, r, pairs), pairs))(policy, reference)
+      *dpo.response_log_probs(apply_fn, p, pairs),
+      *dpo.response_log_probs(apply_fn, r, pairs), pairs,
+      **dpo.loss_settings(config)))(policy, reference)
   logps = {(name, side, wrong): loop_log_probs(WIDE, params, pairs, side,
                                                wrong)
            for name, params in (("policy", policy), ("ref", reference))
@@ -235,15 +251,13 @@ def test_the_sigmoid_loss_is_the_dpo_primitive_and_ln2_at_the_reference():
       rtol=1e-6)
 
 
-
 # ------------------------------------------------------------ the learner
 
 
 def small_run(**more):
   """``(config, data)``: 16 random pairs, batches of 4, 2 epochs."""
   pairs = random_pairs(16)
-  policy, reference = two_models()
-  del policy
+  _, reference = two_models()
   fields = dict(model=WIDE, train_pairs=16, batch_size=4, epochs=2,
                 beta=0.3, learning_rate=1e-2)
   fields.update(more)
@@ -261,6 +275,22 @@ def run(config, data, state, steps):
   return jax.lax.scan(body, state, None, steps)
 
 
+def one_by_one(config, data, state, steps):
+  """:func:`run` as ``steps`` calls of the jitted step."""
+  losses = []
+  for _ in range(steps):
+    state, metrics = update(config, state, data)
+    losses.append(metrics["loss"])
+  return state, np.asarray(losses)
+
+
+def stacked(configs):
+  """One config whose hyperparameters (its leaves) carry a leading axis,
+  an entry per config of ``configs`` (their static fields equal): what
+  ``jax.vmap`` over configs reads."""
+  return jax.tree.map(lambda *x: jnp.asarray(x, jnp.float32), *configs)
+
+
 def without_key_bias(params):
   """``params`` with the attention's key bias (the middle third of
   ``c_attn``'s bias: queries, keys, values) zeroed."""
@@ -273,36 +303,35 @@ def without_key_bias(params):
 
 def test_seeds_under_vmap_equal_one_by_one_and_a_key_repeats():
   """The key orders the pairs; ``jit(vmap)`` over seeds gives each seed's
-  one-by-one losses and parameters (1e-5), the same keys the same bits; a
-  sweep over β is one program and gives each β's own run. Left out: the
-  attention's key bias, whose true gradient is 0 (adding it shifts every
-  score of a query equally, which the softmax ignores), so Adam (ε =
-  1e-8) turns each program's rounding there into steps of a fraction of
-  the learning rate."""
+  losses and parameters step by step (1e-5), the same keys the same bits; a
+  sweep over β is the same program (a config and a state per run) and
+  gives each β's own run. Left out: the attention's key bias, whose true
+  gradient is 0 (adding it shifts every score of a query equally, which
+  the softmax ignores), so Adam (ε = 1e-8) turns each program's rounding
+  there into steps of a fraction of the learning rate."""
   config, data = small_run(learning_rate=1e-3)
   keys = jax.random.split(jax.random.key(0), 3)
   states = jax.jit(jax.vmap(lambda k: dpo.init(config, k, data)))(keys)
-  steps = jax.jit(jax.vmap(lambda c, s: run(c, data, s, 5),
-                           in_axes=(None, 0)))
-  one = jax.jit(lambda c, s: run(c, data, s, 5))
-  batched, metrics = steps(config, states)
+  steps = jax.jit(jax.vmap(lambda c, s: run(c, data, s, 5)))
+  same = stacked([config] * 3)
+  batched, metrics = steps(same, states)
   for i in range(3):
-    single, m = one(config, init(config, keys[i], data))
-    np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=1e-5)
+    single, losses = one_by_one(config, data, init(config, keys[i], data), 5)
+    np.testing.assert_allclose(metrics["loss"][i], losses, rtol=1e-5)
     for a, b in zip(*(jax.tree.leaves(without_key_bias(p)) for p in (
         single.params, jax.tree.map(lambda x: x[i], batched.params)))):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
-  again, _ = steps(config, states)
+  again, _ = steps(same, states)
   assert jax.tree.all(jax.tree.map(jnp.array_equal, again.params,
                                    batched.params))
   first = jax.tree.map(lambda x: x[0], states)
-  sweep = jax.vmap(lambda b: config.replace(beta=b))(jnp.asarray([0.1, 0.3]))
-  _, swept = jax.jit(jax.vmap(lambda c, s: run(c, data, s, 5),
-                              in_axes=(0, None)))(sweep, first)
-  for i, beta in enumerate((0.1, 0.3)):
-    np.testing.assert_allclose(swept["loss"][i], one(
-        config.replace(beta=beta), first)[1]["loss"], rtol=1e-5)
+  betas = (0.1, 0.3, 0.5)
+  _, swept = steps(stacked([config.replace(beta=b) for b in betas]),
+                   jax.tree.map(lambda x: jnp.stack([x] * 3), first))
+  for i, beta in enumerate(betas):
+    np.testing.assert_allclose(swept["loss"][i], one_by_one(
+        config.replace(beta=beta), data, first, 5)[1], rtol=1e-5)
 
 
 def test_the_reference_is_scored_once_at_init():
@@ -313,12 +342,14 @@ def test_the_reference_is_scored_once_at_init():
   config, data = small_run()
   state = init(config, jax.random.key(0), data)
   apply_fn = model_lib.Transformer(WIDE).apply
+  one_pass = jax.jit(lambda p, x: dpo.response_log_probs(apply_fn, p, x))
+  batched = jax.jit(lambda p, x: dpo.scored_log_probs(WIDE, p, x, batch=3))
   for got, pairs in ((state.ref[:2], data.train), (state.ref[2:],
                                                    data.valid)):
-    one_pass = dpo.response_log_probs(apply_fn, data.ref_params, pairs)
-    batched = dpo.scored_log_probs(WIDE, data.ref_params, pairs, batch=3)
-    np.testing.assert_allclose(got, one_pass, rtol=1e-6)
-    np.testing.assert_allclose(batched, one_pass, rtol=1e-5)
+    want = one_pass(data.ref_params, pairs)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(batched(data.ref_params, pairs), want,
+                               rtol=1e-5)
   poisoned = data.replace(ref_params=jax.tree.map(
       lambda x: jnp.full_like(x, jnp.nan), data.ref_params))
   a, metrics = update(config, state, data)
@@ -332,15 +363,10 @@ def test_assess_and_evaluate_report_held_out_pairs_gold_and_exact_kl():
   table): at the reference the exact KL is 0, the held-out loss ``ln 2``
   and the policy's samples are the reference's; after training the KL is
   positive and every number finite."""
-  config, data = toy_dpo("dpo", 0.5, epochs=3, learning_rate=1e-2)
-  rl_config, rl_data, _, _, _ = toy(0.5)
-  keep = np.arange(0, data.train.prompt.shape[0], 60)  # 119 pairs
-  data = data.replace(
-      train=jax.tree.map(lambda x: x[keep], data.train),
-      train_weights=data.train_weights[keep],
-      gold_fn=lambda tokens, mask: rl_data.score_fn(rl_data.reward_params,
-                                                    tokens, mask))
-  config = config.replace(train_pairs=len(keep), batch_size=len(keep))
+  _, rl_data, _, _, _ = toy()
+  config, data = toy_dpo("sigmoid", epochs=3, learning_rate=1e-2)
+  data = data.replace(gold_fn=lambda tokens, mask: rl_data.score_fn(
+      rl_data.reward_params, tokens, mask))
   state = init(config, jax.random.key(0), data)
   _, before = assess(config, state, data)
   assert float(before["eval/kl_exact"]) == 0
@@ -386,22 +412,50 @@ def test_init_refuses_data_the_config_does_not_describe():
 # ------------------------------------------------------ the toy's fixed points
 
 
-def toy(beta):
+@functools.lru_cache(maxsize=None)
+def toy():
   """``(rl config, rl data, r [R], log π_ref [R], |y| [R])`` of the toy,
-  centred so that ``J(π_ref) = 0``."""
-  config = toy_config("ppo", beta)
+  centred so that ``J(π_ref) = 0`` (the RL config's β is read by
+  nothing here)."""
+  config = toy_config("ppo", 0.5)
   data = centred(config, toy_data(16))
   _, _, r, log_ref = exact(config, data, data.ref_params)
   _, mask, _ = responses()
   return config, data, r, log_ref, np.asarray(mask[:, 1:]).sum(1)
 
 
-def pair_set(r, log_ref):
-  """The exact pair distribution as weighted pairs (module docstring)."""
+HUBS = 2  # every kept pair holds one of the reference's HUBS likeliest
+
+
+@functools.lru_cache(maxsize=None)
+def pair_index():
+  """``(i [K], j [K])``: the kept ordered pairs of distinct responses
+  (module docstring), ``K = 334``."""
+  log_ref = toy()[3]
+  hubs = np.argsort(-log_ref, kind="stable")[:HUBS]
+  kept = np.zeros((len(log_ref),) * 2, bool)
+  kept[hubs], kept[:, hubs] = True, True
+  np.fill_diagonal(kept, False)
+  return np.nonzero(kept)
+
+
+def pair_weights():
+  """``[R, R]`` ``w_ij = π_ref(y_i) π_ref(y_j)`` on the kept pairs, 0
+  elsewhere (symmetric)."""
+  mu = np.exp(toy()[3])
+  i, j = pair_index()
+  w = np.zeros((len(mu),) * 2)
+  w[i, j] = mu[i] * mu[j]
+  return w
+
+
+def pair_set():
+  """The pair distribution as the learner's weighted pairs (module
+  docstring): ``(pairs, weights [K])``."""
+  r = toy()[2]
   tokens, mask, _ = responses()
-  i, j = np.nonzero(~np.eye(len(r), dtype=bool))
-  mu = np.exp(log_ref)
-  weights = mu[i] * mu[j] * sigmoid(r[i] - r[j])
+  i, j = pair_index()
+  weights = pair_weights()[i, j] * sigmoid(r[i] - r[j])
   y, live = tokens[:, 1:], mask[:, 1:]
   ones = jnp.ones((len(i), 1), jnp.int32)
   pairs = pairs_lib.PreferencePairs(ones, ones > 0, y[i], live[i], y[j],
@@ -421,11 +475,10 @@ def objective(log_p, log_ref, r, beta):
   return float(p @ r) - beta * kl, kl
 
 
-def conservative_h(r, log_ref, beta, eps, iters=100):
-  """Conservative DPO's fixed point: Newton's method (step halved until the
-  convex population loss decreases) on ``h``."""
-  mu = np.exp(log_ref)
-  w = np.outer(mu, mu)
+def conservative_h(r, w, beta, eps, iters=100):
+  """Conservative DPO's fixed point for pair weights ``w`` ``[R, R]``:
+  Newton's method (step halved until the convex population loss
+  decreases) on ``h``."""
   p = sigmoid(r[:, None] - r[None, :])
   q = (1 - eps) * p + eps * (1 - p)
 
@@ -449,13 +502,15 @@ def conservative_h(r, log_ref, beta, eps, iters=100):
   return h
 
 
-def ipo_h(r, log_ref, length, beta, *, constant=0.5, per_token=True):
-  """IPO's fixed point (module docstring); ``constant=1`` (a target of
-  ``1/β``) and ``per_token=False`` (the paper's loss without TRL's
-  length normalisation) are the wrong variants."""
-  mu = np.exp(log_ref)
-  win = sigmoid(r[:, None] - r[None, :]) @ mu  # P(y ≻ π_ref)
-  g = 2 * constant * (win - 0.5) / beta
+def ipo_h(r, w, log_ref, length, beta, *, constant=0.5, per_token=True):
+  """IPO's fixed point for pair weights ``w`` ``[R, R]`` (module
+  docstring: the Laplacian's normal equations, by least squares);
+  ``constant=1`` (a target of ``1/β``) and ``per_token=False`` (the
+  paper's loss without TRL's length normalisation) are the wrong
+  variants."""
+  target = 2 * constant * (sigmoid(r[:, None] - r[None, :]) - 0.5) / beta
+  laplacian = np.diag(w.sum(1)) - w
+  g = np.linalg.lstsq(laplacian, np.sum(w * target, axis=1), rcond=None)[0]
   scale = length if per_token else np.ones_like(length)
   lo, hi = -1e3, 1e3  # k: Σ π_ref exp(|y| (g + k)) = 1, by bisection
   for _ in range(200):
@@ -465,83 +520,44 @@ def ipo_h(r, log_ref, length, beta, *, constant=0.5, per_token=True):
   return scale * (g + (lo + hi) / 2)
 
 
-def fixed_point(variant, beta, r, log_ref, length):
-  """``log π`` of the population fixed point of ``variant``."""
-  kind, eps = VARIANTS[variant]
-  if kind == "ipo":
-    h = ipo_h(r, log_ref, length, beta)
-  elif eps:
-    h = conservative_h(r, log_ref, beta, eps)
-  else:
-    h = r / beta
-  return normalized(log_ref, h)
-
-
 VARIANTS = {"dpo": ("sigmoid", 0.0), "cdpo": ("sigmoid", 0.1),
             "ipo": ("ipo", 0.0)}
 BETAS = (0.25, 0.5)  # the second is the first doubled: a wrong variant
 
 
-# Measured (docs/rlhf.md): 150 full-batch steps, the learning rate annealed
-# from 4e-3, land every variant within the bands on each of the last 5 (100
-# steps from 5e-3 left DPO 3% short in J at β = 0.5; 150 from 6e-3 left
-# conservative DPO with ε = 0.2 3.5% short). Each run takes ~45 s.
-FIXED_POINT_RUN = dict(epochs=150, learning_rate=4e-3)
+def fixed_point(variant, beta):
+  """``log π`` of the population fixed point of ``variant``."""
+  _, _, r, log_ref, length = toy()
+  kind, eps = VARIANTS[variant]
+  if kind == "ipo":
+    h = ipo_h(r, pair_weights(), log_ref, length, beta)
+  elif eps:
+    h = conservative_h(r, pair_weights(), beta, eps)
+  else:
+    h = r / beta
+  return normalized(log_ref, h)
 
 
-def toy_dpo(variant, beta, **more):
-  """``(config, data)`` of the learner on the toy's exact pair distribution
-  (a full batch: the population loss), with the toy's eval prompts."""
-  _, rl_data, r, log_ref, _ = toy(beta)
-  pairs, weights = pair_set(r, log_ref)
-  loss_type, eps = VARIANTS[variant]
-  n = pairs.prompt.shape[0]
-  config = dpo.DPOConfig(
-      model=MODEL, stop_token=STOP, pad_token=PAD, train_pairs=n,
-      batch_size=n, response_length=N, beta=beta, loss_type=loss_type,
-      label_smoothing=eps, **{**FIXED_POINT_RUN, **more})
-  data = dpo.DPOData(pairs, jax.tree.map(lambda x: x[:64], pairs),
-                     rl_data.ref_params, weights, rl_data.eval_prompts,
-                     rl_data.eval_prompt_mask)
-  return config, data
+def wrong_targets(variant, beta):
+  """``{name: log π}`` of a plausible mistake's fixed point."""
+  _, _, r, log_ref, length = toy()
+  w = pair_weights()
+  if variant == "dpo":
+    return {"beta doubled": normalized(log_ref, r / (2 * beta))}
+  if variant == "cdpo":
+    return {"smoothing ignored": normalized(log_ref, r / beta)}
+  return {"1/beta target": normalized(log_ref, ipo_h(
+      r, w, log_ref, length, beta, constant=1.0)),
+          "no length normalisation": normalized(log_ref, ipo_h(
+              r, w, log_ref, length, beta, per_token=False))}
 
 
-@functools.lru_cache(maxsize=None)
-def last_iterates(variant, beta, last=5):
-  """The policy's parameters after each of the last ``last`` steps (leading
-  axis; ``[-1]`` the final iterate) of the run on the toy."""
-  config, data = toy_dpo(variant, beta)
-  state = init(config, jax.random.key(0), data)
-  body = lambda s, _: (dpo.update(config, s, data)[0], None)  # noqa: E731
-
-  def step(s, _):
-    s = dpo.update(config, s, data)[0]
-    return s, s.params
-
-  return jax.jit(lambda s: jax.lax.scan(
-      step, jax.lax.scan(body, s, None, config.num_updates - last)[0], None,
-      last)[1])(state)
-
-
-def iterate_objectives(variant, beta, judge_beta=None):
-  """``[(J, KL)]`` of each of the last iterates, exactly by enumeration
-  (``J`` at ``judge_beta``, by default the run's)."""
-  rl_config, _, r, log_ref, _ = toy(beta)
-  params = last_iterates(variant, beta)
-  from test_rlhf_rl import sequence_log_probs
-  out = []
-  for i in range(jax.tree.leaves(params)[0].shape[0]):
-    log_p = sequence_log_probs(rl_config, jax.tree.map(lambda x: x[i],
-                                                       params))
-    out.append(objective(log_p, log_ref, r, judge_beta or beta))
-  return out
-
-
-def population_loss(h, variant, beta, r, log_ref, length):
-  """The expected loss over pairs of distinct responses from the
+def population_loss(h, variant, beta):
+  """The expected loss over the kept pairs of distinct responses from the
   reference, Bradley–Terry labels (float64, :func:`reference_loss`)."""
+  _, _, r, log_ref, length = toy()
   loss_type, eps = VARIANTS[variant]
-  i, j = np.nonzero(~np.eye(len(r), dtype=bool))
+  i, j = pair_index()
   mu = np.exp(log_ref)
   p = sigmoid(r[i] - r[j])
   loss = lambda a, b: reference_loss(h[a], h[b], length[a], length[b],  # noqa
@@ -550,40 +566,55 @@ def population_loss(h, variant, beta, r, log_ref, length):
                / np.sum(mu[i] * mu[j]))
 
 
-def wrong_targets(variant, beta, r, log_ref, length):
-  """``{name: log π}`` of a plausible mistake's fixed point."""
-  if variant == "dpo":
-    return {"beta doubled": normalized(log_ref, r / (2 * beta))}
-  if variant == "cdpo":
-    return {"smoothing ignored": normalized(log_ref, r / beta)}
-  return {"1/beta target": normalized(log_ref, ipo_h(r, log_ref, length,
-                                                     beta, constant=1.0)),
-          "no length normalisation": normalized(log_ref, ipo_h(
-              r, log_ref, length, beta, per_token=False))}
-
-
 def band_errors(j, kl, best_j, best_kl):
   return (j - best_j) / best_j, (kl - best_kl) / best_kl
+
+
+def toy_dpo(loss_type, **more):
+  """``(config, data)`` of the learner on the toy's pair set (a full
+  batch: the population loss), with the toy's eval prompts; β = 0.5
+  unless ``more`` says otherwise."""
+  _, rl_data, _, _, _ = toy()
+  pairs, weights = pair_set()
+  n = pairs.prompt.shape[0]
+  config = dpo.DPOConfig(
+      model=MODEL, stop_token=STOP, pad_token=PAD, train_pairs=n,
+      batch_size=n, response_length=N, loss_type=loss_type,
+      **{"beta": 0.5, **FIXED_POINT_RUN, **more})
+  data = dpo.DPOData(pairs, jax.tree.map(lambda x: x[:64], pairs),
+                     rl_data.ref_params, weights, rl_data.eval_prompts,
+                     rl_data.eval_prompt_mask)
+  return config, data
+
+
+@functools.lru_cache(maxsize=None)
+def another_policy():
+  """``(h [R], scores)`` of a policy other than the reference (another
+  random transformer): its log-ratio to the reference of every response,
+  and its and the reference's summed log-probabilities of the pair set's
+  chosen and rejected responses (4 × ``[K]``)."""
+  rl_config, rl_data, _, log_ref, _ = toy()
+  policy = toy_data(16, seed=5).ref_params
+  pairs, _ = pair_set()
+  score = jax.jit(lambda p: dpo.scored_log_probs(MODEL, p, pairs))
+  return (sequence_log_probs(rl_config, policy) - log_ref,
+          (*score(policy), *score(rl_data.ref_params)))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_weighted_pair_set_is_the_population_loss(variant):
   """The learner's weighted mean over the toy's pair set, for a policy
   other than the reference, is the float64 enumeration of the expected
-  loss over pairs of distinct responses drawn from the reference with
-  Bradley–Terry labels."""
+  loss over the kept pairs of distinct responses drawn from the reference
+  with Bradley–Terry labels."""
   beta = 0.5
-  config, data = toy_dpo(variant, beta)
-  rl_config, _, r, log_ref, length = toy(beta)
-  policy = toy_data(16, seed=5).ref_params
-  from test_rlhf_rl import sequence_log_probs
-  h = sequence_log_probs(rl_config, policy) - log_ref
-  ours = jax.jit(lambda p, ref: dpo.pair_metrics(
-      config, *dpo.scored_log_probs(MODEL, p, data.train),
-      *dpo.scored_log_probs(MODEL, ref, data.train), data.train,
-      data.train_weights)["loss"])(policy, data.ref_params)
-  np.testing.assert_allclose(float(ours), population_loss(
-      h, variant, beta, r, log_ref, length), rtol=2e-5)
+  loss_type, eps = VARIANTS[variant]
+  config, data = toy_dpo(loss_type, beta=beta, label_smoothing=eps)
+  h, scores = another_policy()
+  ours = jax.jit(dpo.pair_metrics, static_argnames="loss_type")(
+      *scores, data.train, data.train_weights, **dpo.loss_settings(config))
+  np.testing.assert_allclose(float(ours["loss"]),
+                             population_loss(h, variant, beta), rtol=2e-5)
 
 
 @pytest.mark.parametrize("beta", BETAS)
@@ -595,31 +626,79 @@ def test_each_fixed_point_is_stationary_and_each_wrong_one_is_not(variant,
   variant's, whose objective or KL is also outside the bands of the
   fixed point's. DPO's is the KL-regularised optimum (``J* = β log
   E_ref[exp(r/β)]``), which Newton's method at ε = 0 finds too."""
-  _, _, r, log_ref, length = toy(beta)
+  _, _, r, log_ref, _ = toy()
 
   def gradient(log_p, step=1e-5):
     h = log_p - log_ref
     return np.asarray([
-        (population_loss(h + step * e, variant, beta, r, log_ref, length)
-         - population_loss(h - step * e, variant, beta, r, log_ref, length))
+        (population_loss(h + step * e, variant, beta)
+         - population_loss(h - step * e, variant, beta))
         / (2 * step) for e in np.eye(len(r))])
 
-  best = fixed_point(variant, beta, r, log_ref, length)
+  best = fixed_point(variant, beta)
   assert np.max(np.abs(gradient(best))) < 1e-8
   best_j, best_kl = objective(best, log_ref, r, beta)
-  for name, log_p in wrong_targets(variant, beta, r, log_ref,
-                                   length).items():
+  for name, log_p in wrong_targets(variant, beta).items():
     assert np.max(np.abs(gradient(log_p))) > 1e-4, name
     j, kl = band_errors(*objective(log_p, log_ref, r, beta), best_j, best_kl)
     assert abs(j) > 0.02 or abs(kl) > 0.10, (name, j, kl)
   if variant == "dpo":
     assert abs(best_j - beta * np.logaddexp.reduce(log_ref + r / beta)) < 1e-9
     np.testing.assert_allclose(
-        normalized(log_ref, conservative_h(r, log_ref, beta, 0.0)), best,
-        atol=1e-8)
+        normalized(log_ref, conservative_h(r, pair_weights(), beta, 0.0)),
+        best, atol=1e-8)
 
 
 # ------------------------------------------------ reaching the fixed points
+
+
+# Measured (docs/rlhf.md): 250 full-batch steps, the learning rate
+# annealed from 3e-3, land every variant within the bands on each of the
+# last 5 (150 steps from 4e-3 left IPO 3% short in J at β = 0.5, from 6e-3
+# or 8e-3 up to 9% short; 200 from 3e-3 left it 1.3% short, too near the
+# band).
+FIXED_POINT_RUN = dict(epochs=250, learning_rate=3e-3)
+RUNS = {"sigmoid": (("dpo", 0.25), ("dpo", 0.5), ("cdpo", 0.25),
+                    ("cdpo", 0.5)),
+        "ipo": (("ipo", 0.25), ("ipo", 0.5))}  # one program per loss type
+
+
+@functools.lru_cache(maxsize=None)
+def last_log_probs(loss_type, last=5):
+  """``{(variant, β): [last, R]}`` float64 ``log π`` of every response
+  after each of the last ``last`` steps (``[-1]`` the final iterate) of
+  the runs of ``loss_type`` on the toy (:data:`RUNS`): one program,
+  ``vmap`` over their configs."""
+  config, data = toy_dpo(loss_type)
+  runs = RUNS[loss_type]
+  configs = stacked([config.replace(beta=beta,
+                                    label_smoothing=VARIANTS[variant][1])
+                     for variant, beta in runs])
+  state = init(config, jax.random.key(0), data)
+  tokens, mask, _ = responses()
+  apply_fn = model_lib.Transformer(MODEL).apply
+
+  def train(c):
+    body = lambda s, _: (dpo.update(c, s, data)[0], None)  # noqa: E731
+
+    def step(s, _):
+      s = dpo.update(c, s, data)[0]
+      return s, generation.sequence_log_probs(apply_fn, s.params, tokens,
+                                              mask, N).sum(1)
+
+    s = jax.lax.scan(body, state, None, c.num_updates - last)[0]
+    return jax.lax.scan(step, s, None, last)[1]
+
+  out = np.asarray(jax.jit(jax.vmap(train))(configs), np.float64)
+  return dict(zip(runs, out))
+
+
+def iterate_objectives(variant, beta, judge_beta=None):
+  """``[(J, KL)]`` of each of the last iterates, exactly by enumeration
+  (``J`` at ``judge_beta``, by default the run's)."""
+  _, _, r, log_ref, _ = toy()
+  return [objective(log_p, log_ref, r, judge_beta or beta) for log_p in
+          last_log_probs(VARIANTS[variant][0])[variant, beta]]
 
 
 @pytest.mark.slow
@@ -628,25 +707,23 @@ def test_each_fixed_point_is_stationary_and_each_wrong_one_is_not(variant,
 def test_the_learner_reaches_the_exact_fixed_point(variant, beta):
   """Through the learner (the transformer, the pairs' response masks, the
   reference scored once, the weighted loss, clipped Adam), full-batch on
-  the toy's exact pair distribution: objective ``E[r] - β KL`` within 2%
-  and ``KL(π || π_ref)`` within 10% of the derived fixed point's, on each
-  of the last 5 iterates (the final one among them), and outside the bands
+  the toy's pair distribution: objective ``E[r] - β KL`` within 2% and
+  ``KL(π || π_ref)`` within 10% of the derived fixed point's, on each of
+  the last 5 iterates (the final one among them), and outside the bands
   of the variant's plausible mistake (:func:`wrong_targets`). Measured
-  worst J and KL errors (key 0; β = 0.25, then 0.5): DPO -0.8%, -3.2% and
-  -0.8%, -1.0%; conservative DPO (ε = 0.1) -1.1%, -1.6% and -1.4%, -2.0%;
-  IPO -0.9%, -2.3% and -1.3%, -2.1%. The final iterates' KL against the
-  mistakes' fixed points: +301% and +310% (β doubled), -40% and -42%
-  (smoothing ignored), -69% and -74% (IPO's target 1/β), +652% and +675%
+  worst J and KL errors (key 0; β = 0.25, then 0.5): DPO -0.4%, -2.9% and
+  -0.2%, -1.1%; conservative DPO (ε = 0.1) -0.6%, -2.2% and -0.3%, -0.7%;
+  IPO -0.6%, -1.7% and -0.6%, -1.4%. The final iterates' KL against the
+  mistakes' fixed points: +302% and +310% (β doubled), -39% and -40%
+  (smoothing ignored), -68% and -74% (IPO's target 1/β), +657% and +684%
   (IPO without TRL's length normalisation)."""
-  _, _, r, log_ref, length = toy(beta)
-  best_j, best_kl = objective(fixed_point(variant, beta, r, log_ref, length),
-                              log_ref, r, beta)
+  _, _, r, log_ref, _ = toy()
+  best_j, best_kl = objective(fixed_point(variant, beta), log_ref, r, beta)
   got = iterate_objectives(variant, beta)
   for j, kl in got:
     j_err, kl_err = band_errors(j, kl, best_j, best_kl)
     assert abs(j_err) <= 0.02 and abs(kl_err) <= 0.10, (got, best_j, best_kl)
-  for name, log_p in wrong_targets(variant, beta, r, log_ref,
-                                   length).items():
+  for name, log_p in wrong_targets(variant, beta).items():
     wrong_j, wrong_kl = objective(log_p, log_ref, r, beta)
     j_err, kl_err = band_errors(*got[-1], wrong_j, wrong_kl)
     assert abs(j_err) > 0.02 or abs(kl_err) > 0.10, name
@@ -658,9 +735,8 @@ def test_dpo_with_beta_doubled_misses_the_fixed_point():
   coefficient doubled by mistake): its last iterates are far outside the
   bands of the β = 0.25 optimum (measured: J -27%, KL -76%)."""
   beta, doubled = BETAS
-  _, _, r, log_ref, length = toy(beta)
-  best_j, best_kl = objective(fixed_point("dpo", beta, r, log_ref, length),
-                              log_ref, r, beta)
+  _, _, r, log_ref, _ = toy()
+  best_j, best_kl = objective(fixed_point("dpo", beta), log_ref, r, beta)
   for j, kl in iterate_objectives("dpo", doubled, judge_beta=beta):
     j_err, kl_err = band_errors(j, kl, best_j, best_kl)
     assert abs(j_err) > 0.02 and abs(kl_err) > 0.10, (j_err, kl_err)
