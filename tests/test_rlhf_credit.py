@@ -156,9 +156,13 @@ def test_rl_commands_derive_from_the_learner_registry():
   """Every RL learner ``rlhf-NAME`` of ``rlhf.LEARNERS`` is the command
   ``rlhf NAME`` with its config's options; one more learner in the
   registry is one more command."""
-  assert set(host_rl.commands(rlhf.LEARNERS)) == {"ppo", "trpo"}
-  more = host_rl.commands({**rlhf.LEARNERS, RLOO_LEARNER.name: RLOO_LEARNER})
+  registry = {k: v for k, v in rlhf.LEARNERS.items()
+              if k not in ("rlhf-rloo", "rlhf-grpo")}
+  assert set(host_rl.commands(registry)) == {"ppo", "trpo"}
+  more = host_rl.commands({**registry, RLOO_LEARNER.name: RLOO_LEARNER})
   assert set(more) == {"ppo", "trpo", "rloo"}
+  assert set(host_rl.commands(rlhf.LEARNERS)) == {"ppo", "trpo", "rloo",
+                                                  "grpo"}
   command = more["rloo"]
   assert command.learner == "rlhf-rloo"
   assert command.groups[0] == ("rloo", ppo.RLHFPPOConfig, None)
