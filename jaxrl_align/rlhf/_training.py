@@ -1,5 +1,6 @@
-"""What the pretraining and reward-model learners share: the checks of
-their optimiser's settings, and keeping the best parameters."""
+"""What the pretraining, reward-model and preference learners share: the
+checks of their optimiser's settings, epochs over a set of pairs, and
+keeping the best parameters."""
 
 from __future__ import annotations
 
@@ -21,6 +22,22 @@ def check_optimizer_fields(config, owner: str) -> None:
                                   math.inf, high_inclusive=False,
                                   low_inclusive=name == "weight_decay")
 
+
+
+class PairEpochs:
+  """Epochs over ``train_pairs`` pairs in batches of ``batch_size`` (a
+  mixin of the configs of learners that step through preference pairs)."""
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return max(1, self.train_pairs // self.batch_size)
+
+  @property
+  def num_updates(self) -> int:
+    if self.train_pairs is None:
+      raise ValueError(f"{type(self).__name__}.train_pairs is not set: it "
+                       f"comes from the data set.")
+    return self.epochs * self.steps_per_epoch
 
 
 def keep_best(state, better, **best):

@@ -34,6 +34,7 @@ from jaxrl_align import configs
 from jaxrl_align import learner
 from jaxrl_align import parallel
 from jaxrl_align import sgd
+from jaxrl_align.rlhf import _training
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import pairs as pairs_lib
 from jaxrl_align.rlhf import rollout
@@ -51,7 +52,7 @@ ADAM_EPS = 1e-8  # torch.optim.AdamW's, the TRL trainer's default
 
 
 @struct.dataclass
-class DPOConfig:
+class DPOConfig(_training.PairEpochs):
   """DPO settings (TRL's ``DPOConfig`` defaults where it has the field).
 
   Attributes:
@@ -125,16 +126,6 @@ class DPOConfig:
                        f"loss only, got {self.label_smoothing!r} with ipo.")
     _check_tokens(self, owner)
 
-  @property
-  def steps_per_epoch(self) -> int:
-    return max(1, self.train_pairs // self.batch_size)
-
-  @property
-  def num_updates(self) -> int:
-    if self.train_pairs is None:
-      raise ValueError("DPOConfig.train_pairs is not set: it comes from the "
-                       "data set.")
-    return self.epochs * self.steps_per_epoch
 
 
 def _check_tokens(config: DPOConfig, owner: str) -> None:

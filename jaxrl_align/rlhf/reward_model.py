@@ -40,7 +40,7 @@ SCORE_BATCH = 256  # sequences per forward pass when scoring many
 
 
 @struct.dataclass
-class RMConfig:
+class RMConfig(_training.PairEpochs):
   """Reward-model training settings.
 
   Attributes:
@@ -90,16 +90,6 @@ class RMConfig:
     _checks.check_scalar_in_range("RMConfig.dropout", self.dropout, 0, 1,
                                   high_inclusive=False)
 
-  @property
-  def steps_per_epoch(self) -> int:
-    return max(1, self.train_pairs // self.batch_size)
-
-  @property
-  def num_updates(self) -> int:
-    if self.train_pairs is None:
-      raise ValueError("RMConfig.train_pairs is not set: it comes from the "
-                       "data set.")
-    return self.epochs * self.steps_per_epoch
 
 
 class Pairs(NamedTuple):
