@@ -112,6 +112,11 @@ class Env:
     """
     with registry.foreign_numerics():
       obs, inner = self.gymnax_env.reset_env(key, params)
+    # gymnax's Python-int fields (``time``) are weakly typed; a restored
+    # checkpoint's are not, and jit would compile every program that takes
+    # the state a second time after a resume: the same dtypes, made strong
+    inner = jax.tree.map(lambda x: jax.lax.convert_element_type(
+        x, jnp.asarray(x).dtype), inner)
     return obs, EnvState(inner, jnp.zeros((), jnp.float32),
                          jnp.zeros((), jnp.int32))
 
