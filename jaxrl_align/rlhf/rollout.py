@@ -273,22 +273,17 @@ def rollout_metrics(config, state, data,
   live = exp.response_mask
   vocab = config.model.vocab_size
   penalty = jnp.asarray(config.missing_eos_penalty, exp.scores.dtype)
-  if not rl_config.uses_reference(config):
-    metrics = sample_metrics(exp, state.kl.coef)
-    del metrics["objective/kl"]
-    return {**metrics,
-            "objective/proxy": jnp.mean(exp.scores + jnp.where(
-                exp.stopped, 0.0, penalty)),
-            "objective/gold": gold(data, exp.tokens, exp.mask),
-            "distinct_1": distinct_n(exp.response, live, 1, vocab),
-            "distinct_2": distinct_n(exp.response, live, 2, vocab)}
-  return {
+  metrics = {
       **sample_metrics(exp, state.kl.coef),
       "objective/proxy": jnp.mean(exp.scores + jnp.where(exp.stopped, 0.0,
                                                          penalty)),
-      "objective/kl_exact": jnp.mean(exact_kl(
-          config, state.params, data.ref_params, exp.tokens, exp.mask, live)),
       "objective/gold": gold(data, exp.tokens, exp.mask),
       "distinct_1": distinct_n(exp.response, live, 1, vocab),
       "distinct_2": distinct_n(exp.response, live, 2, vocab),
   }
+  if not rl_config.uses_reference(config):
+    del metrics["objective/kl"]
+    return metrics
+  metrics["objective/kl_exact"] = jnp.mean(exact_kl(
+      config, state.params, data.ref_params, exp.tokens, exp.mask, live))
+  return metrics
