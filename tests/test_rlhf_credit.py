@@ -12,6 +12,7 @@ import pytest
 
 from jaxrl_align import advantages
 from jaxrl_align import rlhf
+from jaxrl_align.host import options
 from jaxrl_align.host.rlhf import rl_stages as host_rl
 from jaxrl_align.rlhf import credit
 from jaxrl_align.rlhf import ppo
@@ -167,6 +168,21 @@ def test_rl_commands_derive_from_the_learner_registry():
   assert command.learner == "rlhf-rloo"
   assert command.groups[0] == ("rloo", ppo.RLHFPPOConfig, None)
   assert "critic" in host_rl.COMMANDS["ppo"].description
+
+
+@pytest.mark.parametrize("algo", ["ppo", "trpo", "rloo", "grpo"])
+def test_critic_free_commands_offer_no_critic_options(algo):
+  """A learner whose config allows only ``value_model="none"`` (RLOO,
+  GRPO) offers none of the fields only a value model reads (``--gamma``
+  would be accepted and ignored); PPO and TRPO (whose value model may be
+  ``none``, REINFORCE++) offer every field."""
+  _, config_type, names = host_rl.COMMANDS[algo].groups[0]
+  offered = {f.name for f in options.option_fields(config_type, names)}
+  critic_free = algo in ("rloo", "grpo")
+  assert config_type().value_model == ("none" if critic_free else "critic")
+  for name in rl.CRITIC_FIELDS:
+    assert (name in offered) != critic_free, name
+  assert {"kl_coef", "learning_rate", "group_size"} <= offered
 
 
 @pytest.mark.parametrize("value_model", ["critic", "none"])

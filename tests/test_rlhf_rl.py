@@ -774,3 +774,80 @@ def test_rlhf_commands_show_samples_resume_and_refuse(small, tmp_path, capsys):
   code = cli.main(["train", "--resume", run])
   assert code == 2 and "jaxrl-align rlhf trpo --resume" in (
       capsys.readouterr().err)
+
+
+def test_dpo_command_resumes_exactly_and_rl_starts_from_its_policy(
+    small, tmp_path, capsys):
+  """``rlhf dpo`` on the pipeline's preference pairs: TRL's held-out pair
+  metrics, the gold score and the exact KL reported, the policy saved;
+  stopped and resumed, the same metrics bit for bit. An RL run given
+  ``--dpo`` starts from that policy, the sft model staying its reference
+  (its first sampled KL is not 0, as it is from the reference), and
+  resumes with it; wrong inputs are refused in one line, nothing
+  written."""
+  from jaxrl_align.host import cli
+  from jaxrl_align.host import files
+  from jaxrl_align.host import rlhf as rlhf_runs
+  from jaxrl_align.rlhf import dpo
+  from jaxrl_align.rlhf import rloo
+
+  out, _, _ = small
+  sft_dir, prefs_dir, rm_dir = (str(out / n) for n in ("sft", "prefs", "rm"))
+  config = dpo.DPOConfig(epochs=1, batch_size=64, eval_every=10,
+                         response_length=16, beta=0.1, learning_rate=1e-3)
+  settings = rlhf_runs.DPORunSettings(eval_prompts=16, prompt_tokens=8)
+  flags = ["--epochs", "1", "--batch-size", "64", "--eval-every", "10",
+           "--response-length", "16", "--beta", "0.1", "--learning-rate",
+           "1e-3", "--eval-prompts", "16", "--prompt-tokens", "8",
+           "--no-progress"]
+  run = str(tmp_path / "dpo")
+  assert cli.main(["rlhf", "dpo", "--out", run, "--sft", sft_dir, "--prefs",
+                   prefs_dir, *flags]) == 0
+  text = capsys.readouterr().out
+  assert "implicit-reward accuracy" in text and "KL(policy" in text, text
+  s = files.read_summary(run)
+  assert s["train_pairs"] > 1000 and s["valid_pairs"] > 100
+  assert s["valid_reward_accuracy"] > 0.55, s  # above chance on held-out
+  assert s["valid_loss"] < np.log(2), s  # below the reference's
+  assert s["policy_kl_exact"] > 0.05 and s["gold_gain_in_reference_std"] > 0
+  assert os.path.isdir(os.path.join(run, "model"))
+  part = str(tmp_path / "dpo-part")
+  assert rlhf_runs.run_dpo(part, sft_dir, prefs_dir, config, settings,
+                           progress=False, stop_after=12) == {}
+  assert cli.main(["rlhf", "dpo", "--resume", part, "--no-progress"]) == 0
+  capsys.readouterr()
+  assert runner.read_metrics(part) == runner.read_metrics(run)
+  assert files.read_summary(part)["valid_loss"] == s["valid_loss"]
+  # RL from the DPO policy: stopped after one iteration and resumed with
+  # the inputs it recorded.
+  rl_run = str(tmp_path / "rloo")
+  rl_config = rloo.RLHFRLOOConfig(
+      iterations=2, batch_size=8, group_size=2, response_length=16,
+      eval_every=1, learning_rate=0.0, kl_control="fixed", kl_coef=0.1)
+  rl_settings = rlhf_runs.RLRunSettings(num_prompts=16, eval_prompts=8,
+                                        prompt_tokens=8, samples=0)
+  assert rlhf_runs.run_rl("rloo", rl_run, sft_dir, rm_dir, rl_config,
+                          rl_settings, dpo_dir=run, progress=False,
+                          stop_after=1) == {}
+  assert files.read_run(rl_run)["dpo_run"] == os.path.abspath(run)
+  assert cli.main(["rlhf", "rloo", "--resume", rl_run, "--no-progress"]) == 0
+  capsys.readouterr()
+  first = runner.read_metrics(rl_run)[0]
+  assert first["objective/kl"] > 0.05, first  # not the reference
+  assert files.read_summary(rl_run)["policy_kl_exact"] > 0.05
+  for argv, words in (
+      (["rloo", "--sft", sft_dir, "--rm", rm_dir, "--dpo", rm_dir],
+       "expected a `jaxrl-align rlhf dpo`"),
+      (["dpo", "--sft", sft_dir], "--prefs RUN_DIR is required"),
+      (["dpo", "--sft", sft_dir, "--prefs", rm_dir],
+       "expected a `jaxrl-align rlhf prefs`"),
+      (["dpo", "--sft", sft_dir, "--prefs", prefs_dir, "--response-length",
+        "30"], "max_len"),
+      (["dpo", "--sft", sft_dir, "--prefs", prefs_dir, "--beta", "0"],
+       "--beta")):
+    bad = str(tmp_path / "bad")
+    code = cli.main(["rlhf", *argv, "--out", bad, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(bad)

@@ -29,7 +29,8 @@ def _rlhf(args: argparse.Namespace) -> int:
     raise runner.RunError("--out RUN_DIR is required"
                           + (" (or --resume RUN_DIR)." if command.resumable
                              else "."))
-  missing = [options.flag(n) for n, v in inputs.items() if v is None]
+  missing = [options.flag(n) for n, v in inputs.items()
+             if v is None and n not in command.optional]
   if missing and not resume:
     raise runner.RunError(f"{', '.join(missing)} RUN_DIR is required.")
   for name, path in inputs.items():

@@ -145,6 +145,47 @@ def rl(config, evaluation, last_metrics) -> dict[str, Any]:
   return {"per_seed": per_seed}
 
 
+def dpo(config, evaluation, last_metrics) -> dict[str, Any]:
+  """DPO, per seed: TRL's metrics of the held-out pairs; with held-out
+  prompts, the policy's gold score and exact KL beside the reference's
+  (as :func:`rl` names them)."""
+  del config, last_metrics
+  per_seed = []
+  for i in range(len(evaluation["eval/loss"])):
+    ev = {k: v[i] for k, v in evaluation.items()}
+    row = {"valid_loss": float(ev["eval/loss"]),
+           "valid_reward_accuracy": float(ev["eval/rewards/accuracies"]),
+           "valid_reward_margin": float(ev["eval/rewards/margins"])}
+    if "policy_gold" in ev:
+      row.update({key: finite_mean(ev[key]) for key in (
+          "policy_gold", "reference_gold", "policy_kl_exact")})
+      row.update(
+          gold_gain_in_reference_std=_gain(ev["policy_gold"],
+                                           ev["reference_gold"]),
+          policy_stop_fraction=finite_mean(ev["policy_stopped"]),
+          reference_stop_fraction=finite_mean(ev["reference_stopped"]))
+    per_seed.append(row)
+  return {"per_seed": per_seed}
+
+
+def dpo_report(summary: dict[str, Any]) -> str:
+  """:func:`dpo`'s summary, one line per seed."""
+  lines = []
+  for i, s in enumerate(summary["per_seed"]):
+    text = (f"seed {i}: held-out pairs: loss {_num(s['valid_loss'], '.4f')}, "
+            f"implicit-reward accuracy {_num(s['valid_reward_accuracy'], '.1%')}"
+            f", margin {_num(s['valid_reward_margin'], '.4f')}")
+    if "policy_gold" in s:
+      gain = s["gold_gain_in_reference_std"]
+      text += (f"; gold {_num(s['reference_gold'], '.3f')} (reference) -> "
+               f"{_num(s['policy_gold'], '.3f')}"
+               f"{'' if gain is None else f' ({gain:+.2f} sd)'}; "
+               f"KL(policy || reference) {_num(s['policy_kl_exact'], '.3f')} "
+               f"nats per response")
+    lines.append(text)
+  return "\n".join(lines)
+
+
 def rl_report(summary: dict[str, Any]) -> str:
   """:func:`rl`'s summary, one line per seed."""
   def std(x):

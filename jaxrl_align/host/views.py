@@ -67,6 +67,7 @@ def _views() -> dict[str, View]:
            for name in agents.LEARNERS}
   views["sft"] = View("train_loss", summaries.sft)
   views["rm"] = View("train_loss", summaries.rm)
+  views["rlhf-dpo"] = View("loss", summaries.dpo, summaries.dpo_report)
   views.update({name: View("objective/rlhf_reward", summaries.rl,
                            summaries.rl_report)
                 for name, learner in rlhf.LEARNERS.items()

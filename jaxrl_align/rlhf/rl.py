@@ -72,7 +72,9 @@ from jaxrl_align.rlhf.rl_config import RLConfig
 from jaxrl_align.rlhf.rl_config import RLData
 from jaxrl_align.rlhf.rl_config import RLState
 from jaxrl_align.rlhf.rl_config import VALUE_MODELS
+from jaxrl_align.rlhf.rl_config import CRITIC_FIELDS
 from jaxrl_align.rlhf.rl_config import check_config
+from jaxrl_align.rlhf.rl_config import option_names
 from jaxrl_align.rlhf.rl_config import kl_controller
 
 Array = jax.Array
@@ -80,7 +82,8 @@ Array = jax.Array
 __all__ = ("Algorithm", "assess", "check_config", "evaluate", "init",
            "init_adam", "iterate", "KL_CONTROLS", "kl_controller",
            "learning_rate", "make_learner", "minibatch_learn", "optimizer", "RewardModelScore", "RLConfig", "RLData",
-           "RLState", "VALUE_MODELS", "value_loss")
+           "RLState", "VALUE_MODELS", "value_loss", "CRITIC_FIELDS",
+           "option_names")
 
 # ----------------------------------------------------------- the learner
 
@@ -184,7 +187,8 @@ class Algorithm(NamedTuple):
 
 def init(algorithm: Algorithm, config: RLConfig, key: Array,
          data: RLData) -> RLState:
-  """The policy starts at the reference; the critic at
+  """The policy starts at the reference (at ``data.init_params`` when
+  given); the critic at
   ``data.critic_params`` (``{}`` with ``value_model`` ``"policy"`` or
   ``"none"``)."""
   if config.model is None:
@@ -199,7 +203,9 @@ def init(algorithm: Algorithm, config: RLConfig, key: Array,
     raise ValueError(f"prompts of {p} tokens + response_length "
                      f"{config.response_length} exceed the model's max_len "
                      f"{config.model.max_len}.")
-  params = data.ref_params
+  params = data.ref_params if data.init_params is None else data.init_params
+  if jax.tree.structure(params) != jax.tree.structure(data.ref_params):
+    raise ValueError("data.init_params must have the reference's structure.")
   critic = data.critic_params if config.value_model == "critic" else {}
   return RLState(params, critic, algorithm.init_opt(config, params, critic),
                  kl_controller(config).init(), key,

@@ -21,6 +21,9 @@ static = configs.static
 
 VALUE_MODELS = ("critic", "policy", "none")
 KL_CONTROLS = ("adaptive", "fixed")
+# The fields only a value model reads: a config whose ``value_model`` can
+# only be ``"none"`` (RLOO, GRPO) has no use for them (:func:`option_names`).
+CRITIC_FIELDS = ("value_model", "gamma", "lam", "value_clip", "vf_coef")
 
 
 @struct.dataclass
@@ -116,6 +119,17 @@ class RLConfig:
     check_config(self, type(self).__name__)
 
 
+def option_names(config_type: type) -> tuple[str, ...] | None:
+  """The fields of ``config_type`` (an :class:`RLConfig`) that change what
+  its learner does, for a command's options: all (None) but
+  :data:`CRITIC_FIELDS` when its ``value_model`` can only be ``"none"``."""
+  value_model = config_type.__dataclass_fields__["value_model"]
+  if value_model.metadata.get("choices") != ("none",):
+    return None
+  return tuple(f.name for f in dataclasses.fields(config_type)
+               if f.name not in CRITIC_FIELDS)
+
+
 def check_config(config: RLConfig, owner: str) -> None:
   """The shared fields' checks (``ValueError`` naming ``owner.field``)."""
   if config.model is not None and not isinstance(
@@ -193,7 +207,8 @@ class RLData:
     prompt_mask: ``[N, P]`` bool, real prompt tokens.
     eval_prompts: ``[M, P]`` held-out prompts (assessments).
     eval_prompt_mask: ``[M, P]``.
-    ref_params: the frozen reference; the policy starts from it.
+    ref_params: the frozen reference; the policy starts from it unless
+      ``init_params`` is given.
     reward_params: what ``score_fn`` scores with.
     critic_params: the separate critic's starting parameters (a
       transformer of ``model``'s shape; unused with ``value_model="policy"``).
@@ -202,6 +217,8 @@ class RLData:
     gold_fn: *static* ``(tokens, mask) -> [B]`` float32 or None: a score
       reported, never optimised (part 1's gold annotator, through a host
       callback).
+    init_params: where the policy starts instead of the reference (a
+      transformer of ``model``'s shape: a DPO run's policy), or None.
   """
   prompts: Array
   prompt_mask: Array
@@ -213,6 +230,7 @@ class RLData:
   score_fn: Callable[..., Array] = struct.field(pytree_node=False)
   gold_fn: Callable[..., Array] | None = struct.field(pytree_node=False,
                                                       default=None)
+  init_params: Any = None
 
 
 class RLState(NamedTuple):

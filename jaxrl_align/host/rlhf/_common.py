@@ -24,6 +24,9 @@ from jaxrl_align.rlhf import model as model_lib
 MODEL = "model"  # the run's product: the kept parameters, an orbax checkpoint
 TOKENIZER = "tokenizer.json"  # an sft run's tokenizer
 PREFS = "prefs.jsonl"  # a prefs run's pairs (host.rlhf.pair_files)
+# The marker of a command's runs where it is not the command's name: the
+# learner's name (``rlhf dpo`` runs the learner ``rlhf-dpo``).
+MARKERS = {"dpo": "rlhf-dpo"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Command:
       ``tensorboard``.
     inputs: ``(name, help)`` of the run directories it reads
       (``--NAME RUN_DIR``).
+    optional: the names of the inputs that may be left out.
     resumable: offers ``--resume``.
     needs: the modules of the ``rlhf`` extra it imports.
     learner: the name of the learner its runs record (``""``: none).
@@ -51,6 +55,7 @@ class Command:
   groups: tuple[tuple[str, Any, tuple[str, ...] | None], ...]
   main: Callable[..., int]
   inputs: tuple[tuple[str, str], ...] = ()
+  optional: tuple[str, ...] = ()
   resumable: bool = True
   needs: tuple[str, ...] = ("tokenizers",)
   learner: str = ""
@@ -96,7 +101,7 @@ def require_run(run_dir: str, kind: str, option: str) -> dict[str, Any]:
   that writes none), or a RunError naming ``option`` (the command-line
   flag that gave the directory)."""
   found = files.kind_of(run_dir)
-  if found != kind:
+  if found != MARKERS.get(kind, kind):
     what = f"a {found} run" if found else "not a run directory"
     raise runner.RunError(f"{option} {run_dir!r}: expected a `jaxrl-align rlhf "
                           f"{kind}` run directory, this is {what}.")
@@ -193,7 +198,8 @@ def one_seed(summary: dict[str, Any], **more) -> dict[str, Any]:
 # refused too.
 
 IDENTITIES = "input_identities"  # {input name: identity}, in a run's record
-PRODUCTS = {"sft": (TOKENIZER, MODEL), "rm": (MODEL,), "prefs": (PREFS,)}
+PRODUCTS = {"sft": (TOKENIZER, MODEL), "rm": (MODEL,), "prefs": (PREFS,),
+            "dpo": (MODEL,)}
 
 
 def identity(run_dir: str, kind: str, option: str) -> str:

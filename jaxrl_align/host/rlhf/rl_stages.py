@@ -24,14 +24,13 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from jaxrl_align import _checks
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
 from jaxrl_align import rlhf as pure_rlhf
 from jaxrl_align.host.rlhf import _common
+from jaxrl_align.host.rlhf import prompts
 from jaxrl_align.host.rlhf import stages
 from jaxrl_align.rlhf import rl
 from jaxrl_align.host import summaries
@@ -86,50 +85,13 @@ class RLRunSettings:
                        f"({self.eval_prompts}).")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class GoldScore:
-  """Part 1's gold annotator as ``gold_fn``: each response (the tokens
-  after the prompt, the stop token left out) decoded and scored on the
-  host, through ``jax.pure_callback``."""
-  tokenizer: Any
-  prompt_tokens: int
-  eos: int
-
-  def texts(self, tokens, mask) -> list[str]:
-    tokens, mask = np.asarray(tokens), np.asarray(mask)
-    p = self.prompt_tokens
-    return [self.tokenizer.decode([int(t) for t, m in zip(row[p:], live[p:])
-                                   if m and t != self.eos])
-            for row, live in zip(tokens, mask)]
-
-  def host(self, tokens, mask) -> np.ndarray:
-    from jaxrl_align.host.rlhf import annotators
-
-    return annotators.gold_scores(_lexicon(), self.texts(tokens, mask)
-                                  ).astype(np.float32)
-
-  def __call__(self, tokens, mask):
-    return jax.pure_callback(
-        self.host, jax.ShapeDtypeStruct(tokens.shape[:1], jnp.float32),
-        tokens, mask, vmap_method="sequential")
-
-
-_LEXICON = []
-
-
-def _lexicon():
-  from jaxrl_align.host.rlhf import annotators
-
-  if not _LEXICON:
-    _LEXICON.append(annotators.load_lexicon())
-  return _LEXICON[0]
-
-
 def build_data(sft_dir: str, rm_dir: str, settings: RLRunSettings,
-               documents: list[str] | None = None):
+               documents: list[str] | None = None,
+               dpo_dir: str | None = None):
   """``(data, model_config, tokenizer, (eos, pad))`` of a run from its
   inputs (``documents``: the texts the sft run was given instead of the
-  corpus, for tests)."""
+  corpus, for tests; ``dpo_dir``: a DPO run whose policy the run starts
+  from, the sft model staying the reference)."""
   from jaxrl_align.host.rlhf import corpus
 
   model_config, ref_params, tokenizer = _common.load_sft(sft_dir)
@@ -138,24 +100,23 @@ def build_data(sft_dir: str, rm_dir: str, settings: RLRunSettings,
     raise runner.RunError(f"--rm {rm_dir!r} has another model shape than "
                           f"--sft {sft_dir!r}: train the reward model from "
                           f"that sft run.")
-  docs = documents if documents is not None else corpus.load_documents()
-  train_docs, valid_docs = corpus.split(docs, *_common.sft_split(sft_dir))
+  init_params = None
+  if dpo_dir is not None:
+    dpo_config, init_params = _common.load_model(dpo_dir, "dpo", "--dpo")
+    if dpo_config != model_config:
+      raise runner.RunError(f"--dpo {dpo_dir!r} has another model shape "
+                            f"than --sft {sft_dir!r}: run DPO from that sft "
+                            f"run.")
   eos, pad = corpus.special_ids(tokenizer)
   n = settings.prompt_tokens
-  try:
-    train = corpus.prompts(tokenizer, train_docs, settings.num_prompts, n,
-                           settings.seed)
-    held_out = corpus.prompts(tokenizer, valid_docs, settings.eval_prompts, n,
-                              settings.seed)
-  except ValueError as e:
-    raise runner.RunError(str(e)) from None
-  (tokens, mask), (eval_tokens, eval_mask) = (
-      corpus.left_pad(p, n, pad) for p in (train, held_out))
+  made = prompts.from_documents(
+      sft_dir, tokenizer, {"train": settings.num_prompts,
+                           "valid": settings.eval_prompts}, n, settings.seed,
+      documents)
   data = rl.RLData(
-      jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(eval_tokens),
-      jnp.asarray(eval_mask), ref_params, rm_params, rm_params,
+      *made["train"], *made["valid"], ref_params, rm_params, rm_params,
       rl.RewardModelScore(rm_config),
-      GoldScore(tokenizer, n, eos))
+      prompts.GoldScore(tokenizer, n, eos), init_params)
   return data, model_config, tokenizer, (eos, pad)
 
 
@@ -219,7 +180,7 @@ def _prepare(algo, out, config, settings, inputs, documents, resume):
           f"`batch_size` / `group_size` ({rl.prompts_per_iteration(config)}) "
           f"exceeds `num_prompts` ({settings.num_prompts}).")
   data, model_config, tokenizer, (eos, pad) = build_data(
-      inputs["sft"], inputs["rm"], settings, documents)
+      inputs["sft"], inputs["rm"], settings, documents, inputs.get("dpo"))
   if not resume:
     config = config.replace(model=model_config, stop_token=eos, pad_token=pad)
   return stages.Prepared(config, data, on_assess=_sample_table(
@@ -257,11 +218,16 @@ def stage(algo: str, learner) -> stages.Stage:
                   f"{' (the critic starts from it)' if critic else ''}, on "
                   f"corpus prompts; reports held-out reward-model and gold "
                   f"scores and the KL to the reference.",
-      groups=((algo, learner.config_type, None),),
+      groups=((algo, learner.config_type,
+               rl.option_names(learner.config_type)),),
       inputs=(("sft", "a `jaxrl-align rlhf sft` run directory (the "
                       "reference and the tokenizer)"),
-              ("rm", "a `jaxrl-align rlhf rm` run directory")),
-      files=(SAMPLES,), needs=("tokenizers", "gensim", "vaderSentiment"))
+              ("rm", "a `jaxrl-align rlhf rm` run directory"),
+              ("dpo", "a `jaxrl-align rlhf dpo` run directory made from "
+                      "--sft: the policy starts from its model (the sft "
+                      "model stays the reference; default: start there)")),
+      optional=("dpo",), files=(SAMPLES,),
+      needs=("tokenizers", "gensim", "vaderSentiment"))
 
 
 def commands(registry) -> dict[str, _common.Command]:
@@ -277,6 +243,7 @@ COMMANDS = {algo: stages.command(s) for algo, s in STAGES.items()}
 def run_rl(algo: str, out: str, sft_dir: str | None = None,
            rm_dir: str | None = None, config: rl.RLConfig | None = None,
            settings: RLRunSettings = RLRunSettings(), *,
+           dpo_dir: str | None = None,
            seeds: int = 1, documents: list[str] | None = None,
            overwrite: bool = False, resume: bool = False,
            tensorboard: bool = False, progress: bool = True,
@@ -290,10 +257,13 @@ def run_rl(algo: str, out: str, sft_dir: str | None = None,
   run in ``out``. ``seeds``: runs in one ``vmap``. ``documents``: the texts
   the sft run was given instead of the corpus (tests; again to resume).
   ``stop_after``: stop with a checkpoint after this many iterations, as
-  Ctrl-C would.
+  Ctrl-C would. ``dpo_dir``: a finished ``rlhf dpo`` run made from
+  ``sft_dir``; the policy starts from its model (the reference stays the
+  sft model).
   """
   return stages.run_stage(STAGES[algo], out, config, settings,
-                          {"sft": sft_dir, "rm": rm_dir}, seeds=seeds,
+                          {"sft": sft_dir, "rm": rm_dir, "dpo": dpo_dir},
+                          seeds=seeds,
                           documents=documents, overwrite=overwrite,
                           resume=resume, tensorboard=tensorboard,
                           progress=progress, stop_after=stop_after)

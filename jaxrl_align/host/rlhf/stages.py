@@ -81,6 +81,8 @@ class Stage:
       which one was made from another run than the input of that kind
       (an rm run from another sft run than ``--sft``), and a resume after
       an input was replaced (:func:`._common.check_inputs`).
+    optional: the names of the inputs that may be left out (``prepare``
+      then gets None for them).
     files: what its run directory holds besides the runner's files.
     needs: modules of the ``rlhf`` extra it imports.
     refuse: ``summary -> str or None``: after the summary is written, a
@@ -97,6 +99,7 @@ class Stage:
   description: str
   groups: tuple[tuple[str, Any, tuple[str, ...] | None], ...]
   inputs: tuple[tuple[str, str], ...] = ()
+  optional: tuple[str, ...] = ()
   files: tuple[str, ...] = ()
   needs: tuple[str, ...] = ("tokenizers",)
   refuse: Callable[[dict[str, Any]], str | None] | None = None
@@ -157,13 +160,16 @@ def _run(stage, out, config, settings, inputs, seeds, documents, overwrite,
     settings = records.section(stored, out, "run_settings",
                                stage.settings_type)
     inputs = {name: records.text(stored, out, f"{name}_run")
-              for name, _ in stage.inputs}
+              for name, _ in stage.inputs
+              if name not in stage.optional or f"{name}_run" in stored}
   settings = settings if settings is not None else stage.settings_type()
-  missing = [options.flag(n) for n, _ in stage.inputs if inputs.get(n) is None]
+  missing = [options.flag(n) for n, _ in stage.inputs
+             if inputs.get(n) is None and n not in stage.optional]
   if missing:
     raise runner.RunError(f"rlhf {stage.name} needs {' and '.join(missing)} "
                           f"run directories.")
-  runs = {n: inputs[n] for n, _ in stage.inputs if n in _common.PRODUCTS}
+  given = [n for n, _ in stage.inputs if inputs.get(n) is not None]
+  runs = {n: inputs[n] for n in given if n in _common.PRODUCTS}
   identities = {name: _common.identity(path, name, options.flag(name))
                 for name, path in runs.items()}
   _common.check_inputs(runs, identities)
@@ -171,8 +177,7 @@ def _run(stage, out, config, settings, inputs, seeds, documents, overwrite,
     _common.check_unchanged(out, stored, identities)
   prepared = stage.prepare(out, config, settings, inputs, documents, resume)
   record = {"run_settings": dataclasses.asdict(settings),
-            **{f"{name}_run": os.path.abspath(inputs[name])
-               for name, _ in stage.inputs},
+            **{f"{name}_run": os.path.abspath(inputs[name]) for name in given},
             _common.IDENTITIES: identities, **prepared.record}
 
   def finish(states, evaluation, summary):
@@ -225,5 +230,6 @@ def command(stage: Stage) -> _common.Command:
   return _common.Command(
       help=stage.help, description=stage.description,
       groups=stage.groups + (("run", stage.settings_type, None),),
-      main=main, inputs=stage.inputs, needs=stage.needs,
+      main=main, inputs=stage.inputs, optional=stage.optional,
+      needs=stage.needs,
       learner=stage.learner.name)
