@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test test-fast bench bench-learners bench-peers bench-rlhf-trl clean
+.PHONY: demo test test-fast bench bench-learners bench-peers bench-rlhf-trl \
+	bench-rlhf-trl-family clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
@@ -52,6 +53,11 @@ bench-learners: $(VENV)/.installed-test .venv-rejax/bin/python
 
 bench-rlhf-trl: .venv-trl/.installed
 	.venv-trl/bin/python benchmarks/rlhf_trl.py
+
+# TRL's GRPO, RLOO and DPO trainers against ours in one process: trl 1.16.0
+# is in the test extra, so the main venv runs it.
+bench-rlhf-trl-family: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/rlhf_trl_family.py
 
 # The peers (SB3, sb3-contrib, SBX, rejax) in their own venv; ours runs in $(VENV).
 .venv-peers/.installed:

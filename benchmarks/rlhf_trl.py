@@ -76,12 +76,10 @@ bench-rlhf-trl`` creates it and runs this).
 from __future__ import annotations
 
 import argparse
-import collections
 import importlib.util
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -91,12 +89,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_align.host.rlhf import gpt2
 from jaxrl_align.rlhf import model as model_lib
 from jaxrl_align.rlhf import ppo
 from jaxrl_align.rlhf import rl
 
-STOP, PAD = 0, 1
+import trl_common  # benchmarks/, next to this file
+from trl_common import rss_mb
+
+STOP, PAD = trl_common.STOP, trl_common.PAD
 NEEDED = ("trl", "torch", "transformers", "datasets", "accelerate",
           "tokenizers")
 
@@ -122,10 +122,6 @@ def parse_args():
   add("--our-phases", action="store_true",
       help="also time our phases one by one (rlhf_rl.py's; slower)")
   return parser.parse_args()
-
-
-def rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def setup(args):
@@ -194,99 +190,16 @@ def run_ours(args, model, policy, reward, prompts):
 # ------------------------------------------------------------------- TRL
 
 
-def _tokenizer(vocab: int):
-  import tokenizers
-  import transformers
-
-  words = {"<stop>": STOP, "<pad>": PAD,
-           **{f"t{i}": i for i in range(2, vocab)}}
-  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, "t2"))
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, eos_token="<stop>", pad_token="<pad>",
-      padding_side="left")
-
-
 def _hf_models(model, policy, reward):
   """Policy, reference, value and reward models with our weights."""
-  import torch
   import transformers
-
-  hf = {k: v for k, v in gpt2.config_to_hf(model).items()
-        if k != "model_type"}
-  config = transformers.GPT2Config(**hf, bos_token_id=STOP,
-                                   eos_token_id=STOP, pad_token_id=PAD,
-                                   num_labels=1)
-
-  def build(cls, params, score):
-    net = cls(config)
-    tensors = {k: torch.from_numpy(v) for k, v in
-               gpt2.state_dict(model, params, score=score).items()}
-    missing, unexpected = net.load_state_dict(tensors, strict=False)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-      raise RuntimeError(f"export: missing {missing}, unexpected "
-                         f"{unexpected}")
-    return net.eval()
 
   lm, seq = transformers.GPT2LMHeadModel, (
       transformers.GPT2ForSequenceClassification)
-  return (build(lm, policy, False), build(lm, policy, False),
-          build(seq, reward, True), build(seq, reward, True))
-
-
-def _export_error(model, policy, reward, hf_policy, hf_reward, prompts):
-  """Largest |logit| and |score| difference, ours against Hugging Face's,
-  on the prompts followed by random tokens."""
-  import torch
-
-  rng = np.random.default_rng(0)
-  tokens = np.concatenate([prompts[:8], rng.integers(
-      2, model.vocab_size, (8, 16))], axis=1)
-  apply = jax.jit(model_lib.Transformer(model).apply)
-  logits, _, _ = apply(policy, jnp.asarray(tokens))
-  _, scalar, _ = apply(reward, jnp.asarray(tokens))
-  with torch.no_grad():
-    t = torch.from_numpy(tokens)
-    hf_logits = hf_policy(input_ids=t).logits.numpy()
-    hidden = hf_reward.transformer(input_ids=t).last_hidden_state
-    hf_scalar = hf_reward.score(hidden)[..., 0].numpy()
-  return (float(np.max(np.abs(np.asarray(logits) - hf_logits))),
-          float(np.max(np.abs(np.asarray(scalar) - hf_scalar))))
-
-
-class _Phases:
-  """Wall time and calls of the functions TRL's loop calls, by phase, and
-  forward passes (calls and tokens) per model."""
-
-  def __init__(self):
-    self.seconds = collections.Counter()
-    self.calls = collections.Counter()
-    self.forwards = collections.Counter()
-    self.marks, self.snapshots = [], []
-
-  def wrap(self, fn, name_of):
-    def timed(*a, **k):
-      start = time.perf_counter()
-      try:
-        return fn(*a, **k)
-      finally:
-        name = name_of(*a, **k)
-        self.seconds[name] += time.perf_counter() - start
-        self.calls[name] += 1
-    return timed
-
-  def count(self, name):
-    def hook(module, a, k):
-      del module, a
-      self.forwards.update({name: 1, name + " tokens":
-                            k["input_ids"].numel()})
-    return hook
-
-  def mark(self, *a, **k):
-    """A ``TrainerCallback`` method: the end of an iteration."""
-    self.marks.append(time.perf_counter())
-    self.snapshots.append(tuple(collections.Counter(c) for c in (
-        self.seconds, self.calls, self.forwards)))
+  return (trl_common.hf_model(lm, model, policy, False),
+          trl_common.hf_model(lm, model, policy, False),
+          trl_common.hf_model(seq, model, reward, True),
+          trl_common.hf_model(seq, model, reward, True))
 
 
 def _trainer(args, model, policy, reward, prompts, output_dir):
@@ -298,8 +211,9 @@ def _trainer(args, model, policy, reward, prompts, output_dir):
 
   ours = config_of(args, model)
   hf_policy, hf_ref, hf_value, hf_reward = _hf_models(model, policy, reward)
-  error = _export_error(model, policy, reward, hf_policy, hf_reward, prompts)
-  tokenizer = _tokenizer(model.vocab_size)
+  error = trl_common.export_error(model, policy, reward, hf_policy,
+                                  hf_reward, prompts)
+  tokenizer = trl_common.tokenizer(model.vocab_size)
   assert (len(tokenizer), tokenizer.eos_token_id,
           tokenizer.pad_token_id) == (model.vocab_size, STOP, PAD)
   dataset = datasets.Dataset.from_dict({"input_ids": prompts.tolist()})
@@ -349,7 +263,7 @@ def run_trl(args, model, policy, reward, prompts):
   with tempfile.TemporaryDirectory() as out:
     trainer, export_error = _trainer(args, model, policy, reward, prompts,
                                      out)
-    phases, stops = _Phases(), []
+    phases, stops = trl_common.Phases(), []
 
     def reward_name(m, query_responses, pad_id, context):
       if m is trainer.reward_model:
