@@ -12,11 +12,14 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
 
+# Test files spread over TEST_WORKERS processes (pytest-xdist), each file
+# whole in one (its module fixtures built once); 2 for a 2-core machine.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/primitives.py
