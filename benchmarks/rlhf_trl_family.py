@@ -31,9 +31,9 @@ process may use); XLA uses every core the process may use. Before each TRL
 loop the heap is frozen (``gc.freeze``) so that a collection does not scan
 JAX's objects too (slightly favours TRL). On a machine busy with other
 work the timings are noisy and torch's OpenMP threads spin against the
-load (``rlhf_trl.py``'s docstring; here 2 threads on 2 busy cores made
-TRL's RLOO iteration 60 times slower than 1 thread): time on an idle
-machine, or give both sides one core (``taskset -c 0``).
+load (``rlhf_trl.py``'s docstring; here, at ``--size small``, 2 threads
+on 2 busy cores made TRL's RLOO iteration 60 times slower than 1 thread):
+time on an idle machine, or give both sides one core (``taskset -c 0``).
 
 Settings, mapped field by field from our config to TRL's
 (:func:`setting_pairs` lists them and they are printed side by side; a
@@ -442,6 +442,8 @@ def _instrument(method, trainer, phases, stops):
 
 def run_trl(method, ours, args, model, policy, reward, prompts, pairs):
   os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+  os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's reference pass
+  import datasets
   import torch
   import transformers
 
@@ -449,6 +451,7 @@ def run_trl(method, ours, args, model, policy, reward, prompts, pairs):
   torch.manual_seed(args.seed)
   transformers.logging.set_verbosity_error()
   transformers.logging.disable_progress_bar()
+  datasets.disable_progress_bars()
   warnings.filterwarnings("ignore", category=FutureWarning)
   warnings.filterwarnings("ignore", category=UserWarning)
   epochs = 1 if method == "dpo" else ours.epochs
@@ -514,7 +517,8 @@ def main():
   model, policy, reward, prompts = rlhf_trl.setup(args)
   pairs = random_pairs(args, prompts)
   print(f"JAX {jax.__version__} on {jax.default_backend()}, "
-        f"{os.cpu_count()} cores ({args.threads} torch threads), "
+        f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} cores "
+        f"({args.threads} torch threads), "
         f"{platform.machine()}; size {args.size}: {args.layers} layers, "
         f"width {args.width}, vocabulary {args.vocab}; {args.prompts} prompts"
         f" × G={args.group} of {args.prompt_length} tokens, "
@@ -553,6 +557,7 @@ def main():
       json.dump({"settings": vars(args), "results": results,
                  "platform": {"jax": jax.__version__,
                               "cores": os.cpu_count(),
+                              "cores_used": len(os.sched_getaffinity(0)),
                               "machine": platform.machine()}}, f, indent=1)
 
 
