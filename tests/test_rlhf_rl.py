@@ -139,6 +139,10 @@ OPTIMUM_RUNS = {
     "ppo": dict(iterations=150, learning_rate=1e-3, epochs=4,
                 num_minibatches=4),
     "trpo": dict(iterations=100, learning_rate=1e-3, max_kl=0.01)}
+# Responses an iteration. PPO at β = 0.2 needs 2,048: on 512, about half
+# the random streams stall 2.5-3.3% below J* with a branch of the response
+# tree collapsed early (softmax policy gradient's plateau; docs/rlhf.md).
+OPTIMUM_BATCH = {("ppo", 0.2): 2048}
 
 
 def errors_of_last_iterates(algo, beta, last=10, **more):
@@ -146,7 +150,7 @@ def errors_of_last_iterates(algo, beta, last=10, **more):
   toy: ``(J errors, KL errors, metrics)``: each of the last ``last``
   iterates' ``(J - J*) / J*`` and ``(KL - KL*) / KL*``, exactly by
   enumeration, and the update's metrics over them."""
-  batch = 512
+  batch = OPTIMUM_BATCH.get((algo, beta), 512)
   config = toy_config(algo, beta, batch_size=batch,
                       **{**OPTIMUM_RUNS[algo], **more})
   data = centred(config, toy_data(batch))
@@ -170,8 +174,9 @@ def test_reaches_the_exact_kl_regularised_optimum(algo, beta):
   table over whole responses, centred so that J* is the gain over the
   reference: objective within 2% and KL(π || π_ref) within 10% of the
   enumerated optimum's, on each of the last 10 iterates (the final one
-  among them). Measured worst (key 0 and 1): PPO J 1.2%, KL 3.0%; TRPO J
-  1.1%, KL 0.8%. TRPO's steps near π* are a small fraction of its trust
+  among them). Measured worst over keys 0-7 (PPO at β = 0.2, 2,048
+  responses an iteration: J 0.43%, KL 1.6%) and 0-3 (PPO at β = 0.5: J
+  1.2%, KL 3.8%); TRPO (keys 0-1) J 1.1%, KL 0.8%. TRPO's steps near π* are a small fraction of its trust
   region (its cap on the step, ``optimum_fraction``)."""
   j, kl, metrics = errors_of_last_iterates(algo, beta)
   assert np.all(np.abs(j) <= 0.02), j

@@ -70,13 +70,7 @@ def _prepare(out, config, settings, inputs, documents, resume):
     raise runner.RunError(
         f"--prefs {prefs_dir!r}: DPO needs training and held-out pairs; "
         f"found {len(split['train'])} and {len(split['valid'])}.")
-  largest = max(max(r[k], default=0) for r in records
-                for k in pair_files.IDS)
-  if largest >= model_config.vocab_size:
-    raise runner.RunError(
-        f"--prefs {prefs_dir!r}: token id {largest} is outside the sft "
-        f"run's vocabulary of {model_config.vocab_size}: make the "
-        f"preferences from this sft run.")
+  pair_files.check_vocabulary(records, model_config.vocab_size, prefs_dir)
   train, valid = (pair_files.to_pairs(split[name], pad)
                   for name in pair_files.SPLITS)
   width = max(p.prompt.shape[1] + p.chosen.shape[1] for p in (train, valid))

@@ -98,6 +98,20 @@ def read(prefs_dir: str, option: str = "--prefs") -> list[dict[str, Any]]:
   return records
 
 
+def check_vocabulary(records: list[dict[str, Any]], vocab_size: int,
+                     prefs_dir: str) -> None:
+  """A RunError when a token id of ``records`` (read from ``prefs_dir``)
+  is outside a model's vocabulary of ``vocab_size``: the pairs were made
+  from another sft run."""
+  largest = max((max(r[k], default=0) for r in records for k in IDS),
+                default=0)
+  if largest >= vocab_size:
+    raise runner.RunError(
+        f"--prefs {prefs_dir!r}: token id {largest} is outside the sft "
+        f"run's vocabulary of {vocab_size}: make the preferences from this "
+        f"sft run.")
+
+
 def to_pairs(records: list[dict[str, Any]],
              pad: int) -> pairs_lib.PreferencePairs:
   """The records' token ids as padded arrays."""

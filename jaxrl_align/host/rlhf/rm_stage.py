@@ -86,13 +86,7 @@ def _prepare(out, config, settings, inputs, documents, resume):
         f"held-out pairs; found {len(train)}, {len(dev)} and {len(valid)}.")
   _, pad = corpus.special_ids(tokenizer)
   splits = [_reward_pairs(x, pad) for x in (train, dev, valid)]
-  largest = max(max(r[k], default=0) for r in records
-                for k in pair_files.IDS)
-  if largest >= model_config.vocab_size:
-    raise runner.RunError(
-        f"--prefs {prefs_dir!r}: token id {largest} is outside the sft "
-        f"run's vocabulary of {model_config.vocab_size}: make the "
-        f"preferences from this sft run.")
+  pair_files.check_vocabulary(records, model_config.vocab_size, prefs_dir)
   width = max(p.chosen.shape[1] for p in splits)
   if width > model_config.max_len:
     raise runner.RunError(
