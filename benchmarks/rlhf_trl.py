@@ -82,7 +82,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 import warnings
 
 import jax
@@ -159,26 +158,14 @@ def config_of(args, model) -> ppo.RLHFPPOConfig:
 def run_ours(args, model, policy, reward, prompts):
   config = config_of(args, model)
   mask = jnp.ones(prompts.shape, bool)
-  data = jax.device_put(rl.RLData(
+  data = rl.RLData(
       prompts=prompts, prompt_mask=mask, eval_prompts=prompts[:args.batch],
       eval_prompt_mask=mask[:args.batch], ref_params=policy,
       reward_params=reward, critic_params=reward,
-      score_fn=rl.RewardModelScore(model)))
-  state = ppo.LEARNER.init(config, jax.random.key(args.seed), data)
-  start = time.perf_counter()
-  update = jax.jit(lambda s, d: ppo.LEARNER.update(config, s, d)).lower(
-      state, data).compile()
-  compile_s = time.perf_counter() - start
-  seconds, stops = [], []
-  for _ in range(args.warmup + args.iterations):
-    start = time.perf_counter()
-    state, metrics = jax.block_until_ready(update(state, data))
-    seconds.append(time.perf_counter() - start)
-    stops.append(float(metrics["stop_fraction"]))
-  out = {"compile_seconds": compile_s,
-         "iteration_seconds": seconds[args.warmup:],
-         "stop_fraction": float(np.mean(stops[args.warmup:])),
-         "peak_rss_mb_after": rss_mb()}
+      score_fn=rl.RewardModelScore(model))
+  data = jax.device_put(data)
+  out = trl_common.time_updates(ppo.LEARNER, config, data, args.seed, args.warmup,
+                                args.iterations)
   if args.our_phases:
     import rlhf_rl  # benchmarks/, next to this file
 

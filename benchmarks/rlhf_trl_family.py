@@ -313,23 +313,8 @@ def our_data(method, model, policy, reward, prompts, pairs):
 def run_ours(method, config, data, args):
   """Compile time, then seconds of each timed iteration (one jitted
   ``update``)."""
-  learner = LEARNERS[method]
-  data = jax.device_put(data)
-  state = learner.init(config, jax.random.key(args.seed), data)
-  start = time.perf_counter()
-  update = jax.jit(lambda s, d: learner.update(config, s, d)).lower(
-      state, data).compile()
-  compile_s = time.perf_counter() - start
-  seconds, stops = [], []
-  for _ in range(args.warmup + args.iterations):
-    start = time.perf_counter()
-    state, metrics = jax.block_until_ready(update(state, data))
-    seconds.append(time.perf_counter() - start)
-    stops.append(float(metrics.get("stop_fraction", np.nan)))
-  return {"compile_seconds": compile_s,
-          "iteration_seconds": seconds[args.warmup:],
-          "stop_fraction": float(np.mean(stops[args.warmup:])),
-          "peak_rss_mb_after": trl_common.rss_mb()}
+  return trl_common.time_updates(LEARNERS[method], config, data, args.seed,
+                                 args.warmup, args.iterations)
 
 
 # ------------------------------------------------------------------- TRL

@@ -1,8 +1,8 @@
 """What the benchmarks against TRL share (``rlhf_trl.py``: PPO;
 ``rlhf_trl_family.py``: GRPO, RLOO, DPO): a word-level tokenizer over our
 token ids, our transformer exported to Hugging Face GPT-2 models and the
-export's error, a clock for the phases of TRL's loop, the peak resident
-memory. Imported by path (``benchmarks/`` is the scripts' directory); torch,
+export's error, a clock for the phases of TRL's loop, our side's timed
+updates, the peak resident memory. Imported by path (``benchmarks/`` is the scripts' directory); torch,
 transformers and tokenizers are imported inside the functions that need
 them."""
 
@@ -20,6 +20,31 @@ from jaxrl_align.host.rlhf import gpt2
 from jaxrl_align.rlhf import model as model_lib
 
 STOP, PAD = 0, 1
+
+
+def time_updates(learner, config, data, seed: int, warmup: int,
+                 iterations: int) -> dict:
+  """Our side of a comparison: ``learner.update`` compiled once (timed),
+  then ``warmup + iterations`` updates, each timed to its result;
+  ``{compile_seconds, iteration_seconds (the last iterations),
+  stop_fraction (their mean; NaN for a learner that reports none),
+  peak_rss_mb_after}``."""
+  data = jax.device_put(data)
+  state = learner.init(config, jax.random.key(seed), data)
+  start = time.perf_counter()
+  update = jax.jit(lambda s, d: learner.update(config, s, d)).lower(
+      state, data).compile()
+  compile_s = time.perf_counter() - start
+  seconds, stops = [], []
+  for _ in range(warmup + iterations):
+    start = time.perf_counter()
+    state, metrics = jax.block_until_ready(update(state, data))
+    seconds.append(time.perf_counter() - start)
+    stops.append(float(metrics.get("stop_fraction", np.nan)))
+  return {"compile_seconds": compile_s,
+          "iteration_seconds": seconds[warmup:],
+          "stop_fraction": float(np.mean(stops[warmup:])),
+          "peak_rss_mb_after": rss_mb()}
 
 
 def rss_mb() -> float:
