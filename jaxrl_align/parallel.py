@@ -116,6 +116,20 @@ def shard_batch(tree, axis: int = 0, size: int | None = None):
   return jax.tree.map(_mark, tree)
 
 
+def gather_batch(tree):
+  """Marks every leaf as whole on each ``data`` device (an all-gather of a
+  split batch): for what runs on the host (``jax.pure_callback``, which
+  reads its operands on one device; from a split batch XLA's partitioner
+  can only get there by a full rematerialisation, and warns). The identity
+  without a mesh or with one ``data`` device; inside :func:`vmap_seeds`
+  the mapped axis stays on the ``seeds`` devices."""
+  if axis_size(DATA) == 1:
+    return tree
+  return jax.tree.map(
+      lambda x: jax.lax.with_sharding_constraint(x, P(*(None,) * x.ndim)),
+      tree)
+
+
 def vmap_seeds(fn: Callable, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
   """``jax.vmap(fn, in_axes, out_axes)`` with its axis on the ``seeds``
   devices.

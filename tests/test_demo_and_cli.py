@@ -120,8 +120,11 @@ def test_cli_rejects_bad_input_before_compiling(tmp_path, capsys, argv,
      "before any JAX calls"),  # this test process has started JAX
 ])
 def test_entry_point_joins_a_job_first_or_says_why_not(tmp_path, capsys,
-                                                       argv, message):
+                                                       argv, message,
+                                                       monkeypatch):
   from jaxrl_align.host import launch
+
+  monkeypatch.delenv("XLA_FLAGS", raising=False)  # launch.main sets it
 
   out = str(tmp_path / "never")
   assert launch.job_options(["eval", "--coordinator", "h:1"]) == {}
@@ -149,3 +152,81 @@ def test_cli_rejects_bad_values(capsys):
     cli.main(["nonsense"])
   with pytest.raises(ValueError, match="algo"):
     primer.train_bandit(jax.random.key(0), algo="a2c")
+
+
+def test_entry_point_makes_one_cpu_device_per_core_unless_the_count_is_set(
+    monkeypatch):
+  from jaxrl_align.host import launch
+
+  flag = "--xla_force_host_platform_device_count"
+  monkeypatch.setattr(launch, "cores", lambda: 4)
+  env = {}
+  launch.one_device_per_core(env)
+  assert env == {"XLA_FLAGS": f"{flag}=4"}
+  env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  launch.one_device_per_core(env)
+  assert env["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {flag}=4"
+  env = {"XLA_FLAGS": f"{flag}=1"}  # the user's count wins
+  launch.one_device_per_core(env)
+  assert env == {"XLA_FLAGS": f"{flag}=1"}
+  monkeypatch.setattr(launch, "cores", lambda: 1)
+  env = {}
+  launch.one_device_per_core(env)
+  assert env == {}
+
+
+@pytest.mark.parametrize("size, have, want", [
+    (8, 2, 2), (8, 4, 4), (6, 4, 3), (7, 4, 1), (1, 8, 1), (2, 1, 1),
+    (0, 2, 1), (12, 16, 12)])
+def test_spread_is_the_largest_divisor_within_the_devices(size, have, want):
+  from jaxrl_align.host import settings
+
+  assert settings.spread(size, have) == want
+
+
+def test_train_spreads_seeds_over_the_devices_by_default():
+  """Seeds over as many devices as divide them; one seed (splitting its
+  environments cost 5x here), a host-stepped task: one device; --shard
+  data: as many as the batch divides over."""
+  from jaxrl_align.agents import ppo
+  from jaxrl_align.host import runner
+  from jaxrl_align.host import settings
+
+  learner = runner.learner_of("ppo")
+  cartpole = ppo.PPOConfig(env_id="CartPole-v1", num_envs=8)
+  default = lambda config, have, **kw: settings.default_devices(  # noqa
+      learner, config, runner.RunnerSettings(**kw), have)
+  assert default(cartpole, 2, seeds=8) == 2
+  assert default(cartpole, 8, seeds=6) == 6
+  assert default(cartpole, 4, seeds=6) == 3
+  assert default(cartpole, 2, seeds=1) == 1
+  assert default(cartpole, 4, seeds=1, shard="data") == 4
+  assert default(ppo.PPOConfig(env_id="CartPole-v1", num_envs=6), 4,
+                 shard="data") == 3
+  assert default(ppo.PPOConfig(env_id="InvertedPendulum-v5"), 2,
+                 seeds=4) == 1  # stepped on the host: one device
+
+
+def test_the_command_uses_every_core_by_default(tmp_path):
+  """``jaxrl-align train`` started plainly (no XLA_FLAGS) makes one CPU
+  device per core and records the seeds spread over them; ``--devices 1``
+  opts out."""
+  import subprocess
+  import sys
+
+  from jaxrl_align.host import launch
+  from jaxrl_align.host import settings
+
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  recorded = {}
+  for name, extra in (("auto", []), ("one", ["--devices", "1"])):
+    out = str(tmp_path / name)
+    done = subprocess.run(
+        [sys.executable, "-m", "jaxrl_align", "train", "--env",
+         "CartPole-v1", "--seeds", "4", "--total-timesteps", "512",
+         "--out", out, "--no-progress", *extra],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(os.path.join(out, "config.json")) as f:
+      recorded[name] = json.load(f)["runner"]["devices"]
+  assert recorded == {"auto": settings.spread(4, launch.cores()), "one": 1}

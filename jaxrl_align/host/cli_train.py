@@ -28,8 +28,10 @@ RUNNER_OPTIONS = {  # each an integer >= 1 (`seed`: >= 0)
                         "per run)",
     "keep": "checkpoints kept (default 3)",
     "eval_episodes": "final evaluation episodes per seed (default 16)",
-    "devices": "devices to spread the run over (default 1; on CPU, "
-               "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"}
+    "devices": "devices to spread the run over (default: as many as the "
+               "seeds divide over, 1 for one seed or a task stepped on the "
+               "host; on CPU the command makes one device per core unless "
+               "XLA_FLAGS sets --xla_force_host_platform_device_count)"}
 
 
 def config_fields() -> dict[str, list[str]]:
@@ -117,6 +119,9 @@ def _train(args: argparse.Namespace) -> int:
   if distributed.count() > 1 and not args.resume:
     settings.setdefault("devices", distributed.devices())  # all of them
   learner, config, out = _train_config(args, given, settings)
+  if not args.resume and "devices" not in settings:
+    settings["devices"] = settings_lib.default_devices(
+        learner, config, runner.RunnerSettings(**settings))
   finished = bool(args.resume) and files.read_summary(out) is not None
   # built once for the run, and checked (a finished run builds nothing)
   task = None if finished else settings_lib.task_for(config)

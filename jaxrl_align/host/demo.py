@@ -7,6 +7,7 @@ and after), when the ``rlhf`` extra is installed."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 
@@ -16,6 +17,7 @@ from jaxrl_align import agents
 from jaxrl_align import primer
 from jaxrl_align.host import files
 from jaxrl_align.host import runner
+from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host import views
 from jaxrl_align.host.rlhf import pipeline  # noqa: F401  (its kind declared)
 
@@ -46,7 +48,8 @@ def _main(out, seeds, configs, progress, rlhf_iterations, replaced) -> int:
   from jaxrl_align.host import plotting
 
   print(f"jaxrl_align demo: JAX {jax.__version__} on "
-        f"{jax.default_backend()}, {os.cpu_count()} cores"
+        f"{jax.default_backend()}, {os.cpu_count()} cores, "
+        f"{len(jax.local_devices())} devices"
         + (f"; replaced the earlier demo in {out}/" if replaced else "")
         + "\n")
   correct, wrong = jax.jit(primer.time_limit_advantages)()
@@ -63,8 +66,12 @@ def _main(out, seeds, configs, progress, rlhf_iterations, replaced) -> int:
   runs = []
   for name, learner in agents.LEARNERS.items():
     path = os.path.join(out, name)
-    result = runner.run(learner, configs[name], path,
-                        runner.RunnerSettings(seeds=seeds), progress=progress)
+    settings = runner.RunnerSettings(seeds=seeds)
+    settings = dataclasses.replace(  # the seeds over the cores
+        settings, devices=settings_lib.default_devices(learner, configs[name],
+                                                       settings))
+    result = runner.run(learner, configs[name], path, settings,
+                        progress=progress)
     print(views.of(learner).report(result.summary) + "\n")
     runs.append(path)
   figure = plotting.plot_runs(runs, os.path.join(out, "learning_curves.png"))

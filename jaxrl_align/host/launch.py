@@ -7,10 +7,15 @@ when it is imported). So this module, which imports nothing that touches
 JAX, reads those three options from the command line and joins first, then
 hands the whole command line to :func:`jaxrl_align.host.cli.main`, which
 parses and checks everything (the three options included) as usual.
+
+Before that, on a machine's CPU, it makes one JAX device per core
+(:func:`one_device_per_core`), which ``--devices`` then spreads a run over;
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set by the user wins.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -19,6 +24,7 @@ from jaxrl_align.host import errors
 from jaxrl_align.host.errors import RunError
 
 JOB_OPTIONS = ("--coordinator", "--num-processes", "--process-id")
+DEVICE_COUNT = "--xla_force_host_platform_device_count"
 MAX_INT = errors.MAX_INT
 
 
@@ -37,8 +43,32 @@ def job_options(argv: list[str]) -> dict[str, str]:
   return found
 
 
+def cores() -> int:
+  """The cores this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):  # not on Linux
+    return os.cpu_count() or 1
+
+
+def one_device_per_core(environ=os.environ) -> None:
+  """Makes JAX's CPU platform one device per core (``XLA_FLAGS``), unless
+  the flags already set the count; to be called before JAX starts. The
+  commands then spread seeds (and the RLHF commands their batch) over
+  them (``--devices``). It changes no other platform's devices, and a
+  program on one of them runs as fast as on the only one (docs/devices.md).
+  """
+  flags = environ.get("XLA_FLAGS", "")
+  if DEVICE_COUNT in flags:
+    return
+  n = cores()
+  if n > 1:
+    environ["XLA_FLAGS"] = f"{flags} {DEVICE_COUNT}={n}".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
+  one_device_per_core()
   given = job_options(argv)
   complete = (given.get("--coordinator") == distributed.AUTO
               or len(given) == len(JOB_OPTIONS))
@@ -67,4 +97,4 @@ def main(argv: list[str] | None = None) -> int:
   return code
 
 
-__all__ = ["main"]
+__all__ = ["cores", "main", "one_device_per_core"]

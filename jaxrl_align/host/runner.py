@@ -259,6 +259,7 @@ def _run(learner, view, config, out, settings, data, diff, resume, step,
   (resumed from the checkpoint of ``step``, or, if None, the newest that
   reads back)."""
   progs = programs.for_run(learner, config, settings, data)
+  data = _replicated(data, settings)
   store = checkpoints.Checkpoints(os.path.join(out, CHECKPOINTS),
                                   settings.keep)
   try:
@@ -288,6 +289,19 @@ def _run(learner, view, config, out, settings, data, diff, resume, step,
   summary = _summary(learner, view, config, settings, out, states,
                      evaluation, first_s, wall, finish, start)
   return RunResult(states, evaluation, summary, False)
+
+
+def _replicated(data, settings: RunnerSettings):
+  """The data's arrays copied to every device of a one-process run over
+  several (an array on one device, a model's parameters read from its run,
+  cannot enter a program over several); what is not an array, and the data
+  of a run on one device or over several processes, as it is."""
+  if settings.devices == 1 or distributed.count() > 1:
+    return data
+  everywhere = jax.sharding.NamedSharding(device_mesh(settings),
+                                          jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda x: jax.device_put(x, everywhere)
+                      if isinstance(x, jax.Array) else x, data)
 
 
 def _assessed(learner, config, progs, end: int, n: int) -> bool:

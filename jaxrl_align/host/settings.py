@@ -35,8 +35,9 @@ class RunnerSettings:
     eval_episodes: episodes per seed in the final evaluation.
     devices: devices the run is spread over (:mod:`jaxrl_align.parallel`);
       on CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-      makes N. In a job of several processes (:mod:`.distributed`), every
-      process's devices.
+      makes N (the command does, one per core: :mod:`.launch`). In a job
+      of several processes (:mod:`.distributed`), every process's devices.
+      The command's default is :func:`default_devices`.
     shard: what is spread over them: ``"seeds"`` (each device trains
       ``seeds / devices`` of the seeds) or ``"data"`` (every seed's batch
       is split over the devices, and the compiler reduces across them).
@@ -149,6 +150,34 @@ def check_devices(learner: Learner, config, settings: RunnerSettings):
       if isinstance(size, int) and size % d:
         raise RunError(f"--{name.replace('_', '-')} {size} does not divide "
                        f"over --devices {d}.")
+
+
+def spread(size: int, have: int | None = None) -> int:
+  """The most devices ``size`` (seeds, or a batch) divides over: its
+  largest divisor that is at most ``have`` (default: this process's
+  devices; the command makes one per core on CPU, :mod:`.launch`)."""
+  if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+    return 1  # the run's own checks name the bad value
+  have = len(jax.local_devices()) if have is None else have
+  return max(d for d in range(1, min(size, have) + 1) if size % d == 0)
+
+
+def default_devices(learner: Learner, config, settings: RunnerSettings,
+                    have: int | None = None) -> int:
+  """The devices ``jaxrl-align train`` spreads a run over when ``--devices``
+  is not given: the seeds over as many devices as they divide over
+  (:func:`spread`); one device for a single seed (splitting one seed's
+  environments cost 5x on the classic-control tasks here: docs/devices.md)
+  unless ``--shard data`` asks for it (then as many as the batch divides
+  over), and for a task stepped on the host. ``have``: the devices there
+  are (default: this process's)."""
+  if stepping.host_stepped(learner, config):
+    return 1
+  if settings.shard == "data":
+    sizes = [getattr(config, n) for n in BATCH_FIELDS
+             if isinstance(getattr(config, n, None), int)]
+    return spread(math.gcd(*sizes), have) if sizes else 1
+  return spread(settings.seeds, have)
 
 
 def task_for(config):

@@ -39,18 +39,20 @@ class DPORunSettings:
     prompt_tokens: tokens per held-out prompt.
     seed: seeds the held-out prompts, the batch order and the samples.
     devices: devices the batch is split over (data parallel; see
-      :mod:`jaxrl_align.parallel`).
+      :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
+      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
+      device per core).
   """
   eval_prompts: int = 64
   prompt_tokens: int = 16
   seed: int = 0
-  devices: int = 1
+  devices: int = 0
 
   def __post_init__(self):
     _checks.check_positive_int("eval_prompts", self.eval_prompts,
                                allow_zero=True)
-    for name in ("prompt_tokens", "devices"):
-      _checks.check_positive_int(name, getattr(self, name))
+    _checks.check_positive_int("prompt_tokens", self.prompt_tokens)
+    _checks.check_positive_int("devices", self.devices, allow_zero=True)
     _common.check_seed(self.seed)
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_align import parallel
 from jaxrl_align.host import runner
 from jaxrl_align.host.rlhf import _common
 
@@ -39,6 +40,7 @@ class GoldScore:
                                   ).astype(np.float32)
 
   def __call__(self, tokens, mask):
+    tokens, mask = parallel.gather_batch((tokens, mask))
     return jax.pure_callback(
         self.host, jax.ShapeDtypeStruct(tokens.shape[:1], jnp.float32),
         tokens, mask, vmap_method="sequential")

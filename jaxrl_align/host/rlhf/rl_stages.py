@@ -66,18 +66,21 @@ class RLRunSettings:
       assessment (0: none).
     seed: seeds the prompts and the learner.
     devices: devices the batch is split over (data parallel; see
-      :mod:`jaxrl_align.parallel`).
+      :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
+      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
+      device per core).
   """
   num_prompts: int = 1024
   eval_prompts: int = 64
   prompt_tokens: int = 16
   samples: int = 3
   seed: int = 0
-  devices: int = 1
+  devices: int = 0
 
   def __post_init__(self):
-    for name in ("num_prompts", "eval_prompts", "prompt_tokens", "devices"):
+    for name in ("num_prompts", "eval_prompts", "prompt_tokens"):
       _checks.check_positive_int(name, getattr(self, name))
+    _checks.check_positive_int("devices", self.devices, allow_zero=True)
     _checks.check_positive_int("samples", self.samples, allow_zero=True)
     _common.check_seed(self.seed)
     if self.samples > self.eval_prompts:

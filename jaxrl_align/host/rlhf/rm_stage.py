@@ -31,17 +31,19 @@ class RMRunSettings:
       held-out pairs are used for reporting only.
     seed: seeds the development split, the batch order and dropout.
     devices: devices the batch is split over (data parallel; see
-      :mod:`jaxrl_align.parallel`).
+      :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
+      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
+      device per core).
   """
   dev_fraction: float = 0.125
   seed: int = 0
-  devices: int = 1
+  devices: int = 0
 
   def __post_init__(self):
     _checks.check_scalar_in_range("dev_fraction", self.dev_fraction, 0, 1,
                                   low_inclusive=False, high_inclusive=False)
     _common.check_seed(self.seed)
-    _checks.check_positive_int("devices", self.devices)
+    _checks.check_positive_int("devices", self.devices, allow_zero=True)
 
 
 # Rewards whose spread over the reference responses is below this fraction

@@ -44,16 +44,18 @@ class SFTRunSettings:
     seed: seeds the split, the batches and the initialisation.
     num_samples: validation prompts continued at the end.
     devices: devices the batch is split over (data parallel; see
-      :mod:`jaxrl_align.parallel`).
+      :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
+      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
+      device per core).
   """
   valid_fraction: float = 0.1
   seed: int = 0
   num_samples: int = 4
-  devices: int = 1
+  devices: int = 0
 
   def __post_init__(self):
     _checks.check_positive_int("num_samples", self.num_samples)
-    _checks.check_positive_int("devices", self.devices)
+    _checks.check_positive_int("devices", self.devices, allow_zero=True)
     _common.check_split_and_seed(self)
 
 

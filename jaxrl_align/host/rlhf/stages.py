@@ -25,6 +25,7 @@ from jaxrl_align.host import files
 from jaxrl_align.host import options
 from jaxrl_align.host import records
 from jaxrl_align.host import runner
+from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host.rlhf import _common
 from jaxrl_align.learner import Learner
 
@@ -176,6 +177,9 @@ def _run(stage, out, config, settings, inputs, seeds, documents, overwrite,
   if resume:
     _common.check_unchanged(out, stored, identities)
   prepared = stage.prepare(out, config, settings, inputs, documents, resume)
+  if not settings.devices:  # as many as the batch divides over
+    settings = dataclasses.replace(settings, devices=settings_lib.spread(
+        prepared.config.batch_size))
   record = {"run_settings": dataclasses.asdict(settings),
             **{f"{name}_run": os.path.abspath(inputs[name]) for name in given},
             _common.IDENTITIES: identities, **prepared.record}
