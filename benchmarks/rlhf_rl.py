@@ -6,11 +6,14 @@ reference, critic and reward model, with random weights (speed does not
 depend on them; the stop token is never forced, so responses run to their
 full length as most of the reference's do); 64 prompts of 16 tokens, 48-token
 responses. Phases, each its own compiled program timed alone: generation
-(the cached sampler), the policy's and the reference's log-probabilities,
+(the cached sampler, which also gives the policy's log-probabilities),
+the policy's log-probabilities by a forward pass (only with
+``behaviour_log_probs="forward"``), the reference's log-probabilities,
 the reward model's score, the critic's values, the arithmetic after the
 rollout, and the update (PPO: 4 epochs of one minibatch over policy and
 critic; TRPO: the trust-region step, then 4 critic epochs); then the whole
-iteration as the learner runs it (one program). Reported per iteration:
+iteration as the learner runs it (one program), by default and with
+``behaviour_log_probs="forward"``. Reported per iteration:
 seconds, episodes/s, response tokens/s, TRPO's iteration over PPO's, the
 update's floating-point operations (XLA's cost analysis, every loop
 iteration counted) per second as a fraction of the machine's fp32 peak when
@@ -79,7 +82,7 @@ def update_flops(name, config, state, exp, key) -> float | None:
   """
   one_epoch = config.replace(epochs=1, num_minibatches=1)
   if name == "ppo":
-    epoch = flops(lambda s, e, k: ppo.ALGORITHM.update(one_epoch, s, e, k),
+    epoch = flops(lambda s, e, k: ppo.ALGORITHM.learn(one_epoch, s, e, k),
                   state, exp, key)
     return epoch and epoch * config.epochs
   value = flops(lambda s, e, k: trpo.value_step(
@@ -141,9 +144,11 @@ def phases(name, config, data, repeats):
   arithmetic = jax.jit(lambda e, beta: credit.gae_advantages(
       config, e.scores, e.log_probs, e.ref_log_probs, e.values,
       e.response_mask, beta))
-  update_fn = lambda s, e, k: algorithm.update(config, s, e, k)  # noqa: E731
+  update_fn = lambda s, e, k: algorithm.learn(config, s, e, k)  # noqa: E731
   update = jax.jit(update_fn)
   iterate = jax.jit(lambda s, d: learner.update(config, s, d))
+  forward_config = config.replace(behaviour_log_probs="forward")
+  iterate_forward = jax.jit(lambda s, d: learner.update(forward_config, s, d))
   seq = (g.tokens, g.mask)
   out = {
       "generation": timed(gen, state.params, prompt, pmask, key,
@@ -159,7 +164,9 @@ def phases(name, config, data, repeats):
       "rewards and advantages": timed(arithmetic, exp, jnp.float32(0.05),
                                       repeats=repeats),
       "update": timed(update, state, exp, key, repeats=repeats),
-      "whole iteration": timed(iterate, state, data, repeats=repeats)}
+      "whole iteration": timed(iterate, state, data, repeats=repeats),
+      "whole iteration, log-probs by a policy pass": timed(
+          iterate_forward, state, data, repeats=repeats)}
   return out, update_flops(name, config, state, exp, key)
 
 

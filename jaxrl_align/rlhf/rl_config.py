@@ -20,6 +20,7 @@ Array = jax.Array
 static = configs.static
 
 VALUE_MODELS = ("critic", "policy", "none")
+BEHAVIOUR_LOG_PROBS = ("sampler", "forward")
 KL_CONTROLS = ("adaptive", "fixed")
 # The fields only a value model reads: a config whose ``value_model`` can
 # only be ``"none"`` (RLOO, GRPO) has no use for them (:func:`option_names`).
@@ -69,6 +70,21 @@ class RLConfig:
       prompts.
     anneal_lr: *static* decay the learning rate linearly to 0 over the
       iterations (as TRL's default scheduler does).
+    behaviour_log_probs: *static* where the sampling policy's
+      log-probabilities (the ratio's denominator, the KL's first term) come
+      from: ``sampler``, the cached sampler's own, of the distribution it
+      drew from (no second policy pass; they differ from a forward pass
+      over the whole sequence by rounding, about 1e-6), or ``forward``, a
+      forward pass of the policy over prompt and response after sampling
+      (TRL's PPO trainer). With ``value_model="policy"`` that pass runs
+      anyway (it gives the values) and its log-probabilities are used.
+    matmul_dtype: *static* the operands' dtype of the matrix products in
+      every pass of the policy, the reference and the critic (sampling,
+      log-probabilities, values, the update): ``bfloat16`` is mixed
+      precision (operands rounded to bfloat16, products accumulated in
+      float32, parameters, optimiser and everything else float32; see
+      :class:`~jaxrl_align.rlhf.model.TransformerConfig`), ``float32``
+      none. The reward model scores in float32.
     temperature: divides the logits when sampling and in every
       log-probability (> 0).
     kl_coef: β, the KL penalty's (initial) coefficient (≥ 0; the default
@@ -103,6 +119,8 @@ class RLConfig:
   num_minibatches: int = static(1)
   eval_every: int = static(10)
   anneal_lr: bool = static(True)
+  behaviour_log_probs: str = static("sampler", choices=BEHAVIOUR_LOG_PROBS)
+  matmul_dtype: str = static("float32", choices=model_lib.MATMUL_DTYPES)
   temperature: Any = 1.0
   kl_coef: Any = 0.2
   kl_target: Any = 6.0
@@ -252,6 +270,14 @@ class RLState(NamedTuple):
   kl: kl_control.KLControllerState
   key: Array
   iteration: Array
+
+
+def policy_pass(config: RLConfig) -> bool:
+  """Whether the rollout runs the policy over prompt and response after
+  sampling: for the log-probabilities (``behaviour_log_probs="forward"``)
+  or for the values (``value_model="policy"``)."""
+  return (config.behaviour_log_probs == "forward"
+          or config.value_model == "policy")
 
 
 def uses_reference(config: RLConfig) -> bool:

@@ -10,6 +10,7 @@ and :class:`~jaxrl_align.rlhf.rl.RLState`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -27,8 +28,17 @@ Array = jax.Array
 # -------------------------------------------------------------- the model
 
 
+def model(config) -> model_lib.TransformerConfig:
+  """The transformer the run's passes use: ``config.model`` with the
+  config's ``matmul_dtype`` (a config without one, DPO's: as it is)."""
+  matmul = getattr(config, "matmul_dtype", None)
+  if matmul is None:
+    return config.model
+  return dataclasses.replace(config.model, matmul_dtype=matmul)
+
+
 def _apply(config):
-  return model_lib.Transformer(config.model).apply
+  return model_lib.Transformer(model(config)).apply
 
 
 def response_outputs(config, params, tokens: Array, mask: Array
@@ -108,9 +118,15 @@ class Experience(NamedTuple):
     rewards: ``[B, N]`` per-token rewards.
     advantages: ``[B, N]`` advantages (0 at padding).
     returns: ``[B, N]`` value targets (0 without a value model).
+    kl_exact: ``[B]`` the exact sequence KL to the reference (Σ over
+      response tokens of the categorical KL over the whole vocabulary),
+      where the rollout had both models' logits (a policy pass and a
+      reference pass ran: :func:`~jaxrl_align.rlhf.rl_config.policy_pass`);
+      else None.
 
-  The last four are the credit stage's (:mod:`jaxrl_align.rlhf.credit`):
-  ``None`` in what :func:`experience` returns.
+  ``kl``, ``rewards``, ``advantages`` and ``returns`` are the credit
+  stage's (:mod:`jaxrl_align.rlhf.credit`): ``None`` in what
+  :func:`experience` returns.
   """
   tokens: Array
   mask: Array
@@ -125,13 +141,14 @@ class Experience(NamedTuple):
   rewards: Array
   advantages: Array
   returns: Array
+  kl_exact: Array | None = None
 
 
 def sample(config, params, prompt: Array, prompt_mask: Array,
            key: Array) -> generation.Generation:
   """Responses of the policy to ``[B, P]`` prompts (the cached sampler)."""
   return generation.generate(
-      _apply(config), params, config.model, prompt, prompt_mask, key,
+      _apply(config), params, model(config), prompt, prompt_mask, key,
       max_new_tokens=config.response_length, temperature=config.temperature,
       top_k=config.top_k, top_p=config.top_p, stop_token=config.stop_token,
       pad_token=config.pad_token)
@@ -160,28 +177,42 @@ def scores(config, data, tokens: Array, mask: Array,
 
 def experience(config, state, data, prompt: Array, prompt_mask: Array,
                key: Array) -> Experience:
-  """Steps 1 and 2: sample, the forward passes (policy, reference unless
-  β is a concrete 0 (:func:`~jaxrl_align.rlhf.rl_config.uses_reference`:
-  the reference's log-probabilities are then the policy's, so every KL
-  estimate is 0), value unless ``value_model="none"``), score; the credit
-  stage's fields are None."""
+  """Steps 1 and 2: sample, the forward passes, score; the credit stage's
+  fields are None.
+
+  The passes: the policy's only where
+  :func:`~jaxrl_align.rlhf.rl_config.policy_pass` (else the sampler's
+  log-probabilities are the behaviour policy's); the reference's unless β
+  is a concrete 0 (:func:`~jaxrl_align.rlhf.rl_config.uses_reference`: the
+  reference's log-probabilities are then the policy's, so every KL
+  estimate is 0); the critic's unless ``value_model`` is ``"policy"``
+  (the policy pass's scalar head) or ``"none"``. With both the policy's
+  and the reference's logits at hand, the exact KL is taken from them."""
   gen = sample(config, state.params, prompt, prompt_mask, key)
   live = gen.response_mask
-  logits, own_scalar = response_outputs(config, state.params, gen.tokens,
-                                        gen.mask)
-  log_probs = token_log_probs(logits, gen.response, live)
-  ref_log_probs = log_probs
+  logits = None
+  if rl_config.policy_pass(config):
+    logits, own_scalar = response_outputs(config, state.params, gen.tokens,
+                                          gen.mask)
+  if config.behaviour_log_probs == "forward":
+    log_probs = token_log_probs(logits, gen.response, live)
+  else:
+    log_probs = jnp.where(live, gen.log_probs, 0.0)
+  ref_log_probs, kl_exact = log_probs, None
   if rl_config.uses_reference(config):
     ref_logits, _ = response_outputs(config, data.ref_params, gen.tokens,
                                      gen.mask)
     ref_log_probs = token_log_probs(ref_logits, gen.response, live)
+    if logits is not None:
+      kl_exact = masked_kl(logits, ref_logits, live)
   value = (own_scalar if config.value_model == "policy" else
            values(config, state.params, state.critic, gen.tokens, gen.mask))
   value = jnp.where(live, value, 0.0)
   score, _, done = scores(config, data, gen.tokens, gen.mask, gen.response,
                           live)
   return Experience(gen.tokens, gen.mask, gen.response, live, log_probs,
-                    ref_log_probs, value, score, done, None, None, None, None)
+                    ref_log_probs, value, score, done, None, None, None, None,
+                    kl_exact)
 
 
 def rollout(config, state, data, prompt: Array, prompt_mask: Array,
@@ -226,6 +257,14 @@ def distinct_n(tokens: Array, mask: Array, n: int, vocab_size: int) -> Array:
                    ).astype(jnp.float32)
 
 
+def masked_kl(logits: Array, ref_logits: Array, response_mask: Array
+              ) -> Array:
+  """``[B]`` Σ over response tokens of the categorical ``KL(π || π_ref)``
+  between two ``[B, N, V]`` sampling logits."""
+  per_token = distributions.categorical_kl(logits, ref_logits)
+  return jnp.sum(jnp.where(response_mask, per_token, 0.0), axis=1)
+
+
 def exact_kl(config, params, ref_params, tokens: Array,
              mask: Array, response_mask: Array) -> Array:
   """``[B]`` Σ over response tokens of the exact ``KL(π(·|context) ||
@@ -234,8 +273,7 @@ def exact_kl(config, params, ref_params, tokens: Array,
   ``KL(π || π_ref)``."""
   logits, _ = response_outputs(config, params, tokens, mask)
   ref_logits, _ = response_outputs(config, ref_params, tokens, mask)
-  per_token = distributions.categorical_kl(logits, ref_logits)
-  return jnp.sum(jnp.where(response_mask, per_token, 0.0), axis=1)
+  return masked_kl(logits, ref_logits, response_mask)
 
 
 def gold(data, tokens: Array, mask: Array) -> Array:
@@ -267,8 +305,10 @@ def sample_metrics(exp: Experience, kl_coef: Array) -> dict[str, Array]:
 def rollout_metrics(config, state, data,
                     exp: Experience) -> dict[str, Array]:
   """:func:`sample_metrics`, the reward model's score before the
-  missing-stop penalty (``objective/proxy``), the exact KL to the
-  reference, the gold score and distinct-1/2 of the responses; without a
+  missing-stop penalty (``objective/proxy``), the gold score, distinct-1/2
+  of the responses, and the exact KL to the reference where the rollout
+  took it (``exp.kl_exact``: no pass runs for it alone; the held-out
+  assessment measures it every ``eval_every`` iterations); without a
   reference pass (β a concrete 0) no KL: it was not measured."""
   live = exp.response_mask
   vocab = config.model.vocab_size
@@ -283,7 +323,6 @@ def rollout_metrics(config, state, data,
   }
   if not rl_config.uses_reference(config):
     del metrics["objective/kl"]
-    return metrics
-  metrics["objective/kl_exact"] = jnp.mean(exact_kl(
-      config, state.params, data.ref_params, exp.tokens, exp.mask, live))
+  if exp.kl_exact is not None:
+    metrics["objective/kl_exact"] = jnp.mean(exp.kl_exact)
   return metrics

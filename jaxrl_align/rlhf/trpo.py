@@ -120,15 +120,23 @@ def objectives(config: RLHFTRPOConfig, params, exp: rollout.Experience):
   ``(surrogate, kl, fisher_kl)``, each ``params -> scalar``: the negated
   surrogate advantage and the mean per-token ``KL(π_old || π)`` over the
   whole batch, and the KL over the Fisher sub-sample (``None`` when that is
-  the whole batch)."""
+  the whole batch).
+
+  The ratio's denominator is the rollout policy's log-probability from the
+  same forward pass as the KL's ``π_old`` (computed here in any case), not
+  the sampler's (``exp.log_probs``): the ratio is then exactly 1 at
+  ``params``, and the step does not carry the sampler's rounding (with it,
+  the parameters after two steps on 8 devices ended 14 times further from
+  one device's: tests/test_parallel.py)."""
   live = exp.response_mask
   old_logits = jax.lax.stop_gradient(
       rollout.response_outputs(config, params, exp.tokens, exp.mask)[0])
+  old_log_probs = rollout.token_log_probs(old_logits, exp.response, live)
 
   def surrogate(p):
     logits, _ = rollout.response_outputs(config, p, exp.tokens, exp.mask)
     log_probs = rollout.token_log_probs(logits, exp.response, live)
-    return -masked_mean(jnp.exp(log_probs - exp.log_probs) * exp.advantages,
+    return -masked_mean(jnp.exp(log_probs - old_log_probs) * exp.advantages,
                         live)
 
   def kl_over(p, rows):
