@@ -74,6 +74,10 @@ class DPOConfig(_training.PairEpochs):
     eval_every: *static* steps between assessments.
     anneal_lr: *static* decay the learning rate linearly to 0 over the
       run (TRL's default scheduler).
+    matmul_dtype: *static* the operands' dtype of the transformer's matrix
+      products in every pass (``bfloat16``: mixed precision, float32
+      accumulation and parameters; see
+      :class:`~jaxrl_align.rlhf.model.TransformerConfig`).
     beta: β > 0: DPO's inverse KL strength; IPO's τ.
     label_smoothing: ε in [0, 0.5), the probability that a label is flipped
       (conservative DPO; the ``sigmoid`` loss only).
@@ -94,6 +98,7 @@ class DPOConfig(_training.PairEpochs):
   top_p: float = static(1.0)
   eval_every: int = static(50)
   anneal_lr: bool = static(True)
+  matmul_dtype: str = static("float32", choices=model_lib.MATMUL_DTYPES)
   beta: Any = 0.1
   label_smoothing: Any = 0.0
   temperature: Any = 1.0
@@ -248,8 +253,8 @@ def init(config: DPOConfig, key: Array, data: DPOData) -> DPOState:
   with sgd.optax_numerics():
     opt_state = optimizer(config).init(params)
   ref = ReferenceLogProbs(
-      *scored_log_probs(config.model, params, data.train),
-      *scored_log_probs(config.model, params, data.valid))
+      *scored_log_probs(rollout.model(config), params, data.train),
+      *scored_log_probs(rollout.model(config), params, data.valid))
   ref = jax.tree.map(jax.lax.stop_gradient, ref)
   return DPOState(params, opt_state, key, jnp.zeros((), jnp.int32), ref)
 
@@ -269,7 +274,7 @@ def update(config: DPOConfig, state: DPOState, data: DPOData):
   pairs, ref_w, ref_l, weights = parallel.shard_batch(jax.tree.map(
       lambda x: x[idx], (data.train, state.ref.train_chosen,
                          state.ref.train_rejected, data.train_weights)))
-  apply_fn = model_lib.Transformer(config.model).apply
+  apply_fn = model_lib.Transformer(rollout.model(config)).apply
 
   def loss_fn(params):
     chosen, rejected = response_log_probs(apply_fn, params, pairs)
@@ -290,7 +295,8 @@ def update(config: DPOConfig, state: DPOState, data: DPOData):
 def held_out(config: DPOConfig, state: DPOState, data: DPOData
              ) -> dict[str, Array]:
   """:func:`pair_metrics` of the held-out pairs, prefixed ``eval/``."""
-  chosen, rejected = scored_log_probs(config.model, state.params, data.valid)
+  chosen, rejected = scored_log_probs(rollout.model(config), state.params,
+                                      data.valid)
   metrics = pair_metrics(chosen, rejected, state.ref.valid_chosen,
                          state.ref.valid_rejected, data.valid,
                          **loss_settings(config))

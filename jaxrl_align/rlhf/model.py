@@ -21,6 +21,7 @@ Incremental decoding keeps a key-value cache as plain arrays
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -49,7 +50,13 @@ class TransformerConfig:
     dropout: dropout rate where GPT-2 has it (embeddings, attention
       weights, each residual branch), applied only when the model is called
       with ``deterministic=False``; the rate does not change the parameters.
-    dtype: computation dtype.
+    dtype: computation dtype (of everything: activations, layer norms).
+    matmul_dtype: the dtype of the matrix products' operands (the dense
+      layers, the attention's two products, the language-model head):
+      ``"bfloat16"`` casts both operands to bfloat16 and accumulates and
+      returns float32 (mixed precision: parameters, activations, layer
+      norms and softmax stay in ``dtype``); ``"float32"`` (default): no
+      cast. Only with ``dtype="float32"``.
   """
   vocab_size: int
   max_len: int = 128
@@ -60,6 +67,7 @@ class TransformerConfig:
   layer_norm_eps: float = 1e-5
   dropout: float = 0.0
   dtype: str = "float32"
+  matmul_dtype: str = "float32"
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "num_layers", "num_heads", "width",
@@ -77,6 +85,13 @@ class TransformerConfig:
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"TransformerConfig.dtype must be one of float32, "
                        f"bfloat16, float16, got {self.dtype!r}.")
+    if self.matmul_dtype not in MATMUL_DTYPES:
+      raise ValueError(f"TransformerConfig.matmul_dtype must be one of "
+                       f"{', '.join(MATMUL_DTYPES)}, got "
+                       f"{self.matmul_dtype!r}.")
+    if self.matmul_dtype != "float32" and self.dtype != "float32":
+      raise ValueError("TransformerConfig.matmul_dtype other than float32 "
+                       "needs dtype float32 (mixed precision).")
 
   @property
   def head_dim(self) -> int:
@@ -122,6 +137,70 @@ def position_ids(mask: Array, start: Array | None = None) -> Array:
   return before
 
 
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def mixed_einsum(spec: str, low: str, a: Array, b: Array) -> Array:
+  """``einsum(spec, a, b)`` on ``low``-precision operands, accumulated and
+  returned in float32; its gradients are products of ``low`` operands too
+  (the cotangent cast to ``low``), accumulated in float32. ``spec`` is
+  ``"X,Y->Z"`` with every index of X and of Y also in Z or in the other
+  operand (a matrix product, batched or not)."""
+  return jnp.einsum(spec, a.astype(low), b.astype(low),
+                    preferred_element_type=jnp.float32)
+
+
+def _mixed_fwd(spec, low, a, b):
+  a_low, b_low = a.astype(low), b.astype(low)
+  out = jnp.einsum(spec, a_low, b_low, preferred_element_type=jnp.float32)
+  # dtype objects cannot be residuals: 0-d arrays of the operands' dtypes
+  return out, (a_low, b_low, jnp.zeros((), a.dtype), jnp.zeros((), b.dtype))
+
+
+def _mixed_bwd(spec, low, saved, g):
+  a_low, b_low, a_zero, b_zero = saved
+  x, rest = spec.split(",")
+  y, z = rest.split("->")
+  g = g.astype(low)
+  da = jnp.einsum(f"{z},{y}->{x}", g, b_low,
+                  preferred_element_type=jnp.float32)
+  db = jnp.einsum(f"{x},{z}->{y}", a_low, g,
+                  preferred_element_type=jnp.float32)
+  return da.astype(a_zero.dtype), db.astype(b_zero.dtype)
+
+
+mixed_einsum.defvjp(_mixed_fwd, _mixed_bwd)
+
+
+def _dot_general(config: TransformerConfig):
+  """The dense layers' ``dot_general`` for ``config.matmul_dtype`` (None:
+  Flax's own): ``x[..., K] @ W[K, N]`` by :func:`mixed_einsum`."""
+  if config.matmul_dtype == "float32":
+    return None
+
+  def dot_general(lhs, rhs, dimension_numbers, precision=None, **unused):
+    del precision, unused  # the result is float32 whatever is asked
+    n = lhs.ndim
+    if (dimension_numbers != (((n - 1,), (0,)), ((), ()))
+        or rhs.ndim != 2 or n > 24):
+      raise NotImplementedError(f"a dense layer's product, not "
+                                f"{dimension_numbers}")
+    letters = "abcdefghijklmnopqrstuvwx"[:n - 1]
+    return mixed_einsum(f"{letters}y,yz->{letters}z", config.matmul_dtype,
+                         lhs, rhs)
+  return dot_general
+
+
+def _einsum(config: TransformerConfig, spec: str, a: Array, b: Array
+            ) -> Array:
+  """``jnp.einsum(spec, a, b)``, its operands in ``config.matmul_dtype``
+  (:func:`mixed_einsum`; as it is in float32)."""
+  if config.matmul_dtype == "float32":
+    return jnp.einsum(spec, a, b)
+  return mixed_einsum(spec, config.matmul_dtype, a, b)
+
+
 class _Attention(nn.Module):
   config: TransformerConfig
 
@@ -133,7 +212,9 @@ class _Attention(nn.Module):
     c = self.config
     dtype = jnp.dtype(c.dtype)
     b, t, _ = x.shape
-    qkv = nn.Dense(3 * c.width, dtype=dtype, name="c_attn")(x)
+    dense = functools.partial(nn.Dense, dtype=dtype,
+                              dot_general=_dot_general(c))
+    qkv = dense(3 * c.width, name="c_attn")(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3, c.num_heads, c.head_dim), 3,
                         axis=2)
     q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]
@@ -145,7 +226,7 @@ class _Attention(nn.Module):
     weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
     weights = nn.Dropout(c.dropout)(weights, deterministic)
     y = jnp.einsum("bhqk,bkhd->bqhd", weights, values).reshape(b, t, c.width)
-    return nn.Dense(c.width, dtype=dtype, name="c_proj")(y), k, v
+    return dense(c.width, name="c_proj")(y), k, v
 
 
 class _Block(nn.Module):
@@ -161,9 +242,10 @@ class _Block(nn.Module):
         past_k, past_v, deterministic)
     x = x + nn.Dropout(c.dropout)(h, deterministic)
     h = nn.LayerNorm(c.layer_norm_eps, dtype=dtype, name="ln_2")(x)
-    h = nn.Dense(c.mlp_ratio * c.width, dtype=dtype, name="c_fc")(h)
-    h = nn.Dense(c.width, dtype=dtype, name="c_proj")(
-        nn.gelu(h, approximate=True))
+    dense = functools.partial(nn.Dense, dtype=dtype,
+                              dot_general=_dot_general(c))
+    h = dense(c.mlp_ratio * c.width, name="c_fc")(h)
+    h = dense(c.width, name="c_proj")(nn.gelu(h, approximate=True))
     return x + nn.Dropout(c.dropout)(h, deterministic), k, v
 
 
@@ -228,7 +310,10 @@ class Transformer(nn.Module):
       new_k.append(k)
       new_v.append(v)
     x = nn.LayerNorm(c.layer_norm_eps, dtype=dtype, name="ln_f")(x)
-    logits = wte.attend(x).astype(jnp.float32)
+    if c.matmul_dtype == "float32":
+      logits = wte.attend(x).astype(jnp.float32)
+    else:  # the tied head, its operands in matmul_dtype
+      logits = _einsum(c, "btd,vd->btv", x, wte.embedding)
     scalar = nn.Dense(1, dtype=dtype, name="score",
                       kernel_init=nn.initializers.zeros)(x)[..., 0]
     if cache is None:
