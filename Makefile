@@ -51,7 +51,9 @@ bench-learners: $(VENV)/.installed-test .venv-rejax/bin/python
 .venv-trl/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
 	test -x .venv-trl/bin/python || $(PYTHON) -m venv .venv-trl
-	.venv-trl/bin/python -m pip --disable-pip-version-check install --quiet -c constraints.txt -e '.[rlhf,trl]'
+	# constraints.txt pins the test extra's TRL (1.16.0); this venv has 1.12.0
+	sed '/^trl==/d' constraints.txt > .venv-trl/constraints.txt
+	.venv-trl/bin/python -m pip --disable-pip-version-check install --quiet -c .venv-trl/constraints.txt -e '.[rlhf,trl]'
 	touch $@
 
 bench-rlhf-trl: .venv-trl/.installed

@@ -18,6 +18,10 @@ clip ranges 0.2, γ 1, λ 0.95, Adam at a constant 1e-4 with ε 1e-5: our
 handed to TRL's ``PPOConfig`` field by field. TRL runs in
 fp32 (``bf16=False``, ``fp16=False``) without gradient checkpointing; the
 script prints the policy's parameter dtype and the flag to show it.
+``--precision bf16``: mixed precision on both sides (ours
+``matmul_dtype="bfloat16"``; TRL ``bf16=True`` and, because its
+PPOTrainer's Accelerator ignores that flag, ``train()`` under
+``torch.autocast("cpu", bfloat16)``).
 
 Measured: our compile time, then seconds per iteration of
 ``ppo.LEARNER.update`` (prompt draw, rollout, metrics, update) after
@@ -76,6 +80,7 @@ bench-rlhf-trl`` creates it and runs this).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -118,6 +123,9 @@ def parse_args():
   add("--width", type=int, default=128)
   add("--max-len", type=int, default=128)
   add("--seed", type=int, default=0)
+  add("--precision", choices=("fp32", "bf16"), default="fp32",
+      help="bf16: mixed precision on both sides (ours: matmul_dtype "
+           "bfloat16; TRL: bf16=True, torch's CPU autocast)")
   add("--our-phases", action="store_true",
       help="also time our phases one by one (rlhf_rl.py's; slower)")
   return parser.parse_args()
@@ -149,7 +157,8 @@ def config_of(args, model) -> ppo.RLHFPPOConfig:
       iterations=args.warmup + args.iterations, batch_size=args.batch,
       response_length=args.response_length, epochs=args.epochs,
       num_minibatches=1, kl_control="fixed", anneal_lr=False,
-      whiten_rewards=False)
+      whiten_rewards=False,
+      matmul_dtype="bfloat16" if args.precision == "bf16" else "float32")
 
 
 # ------------------------------------------------------------------ ours
@@ -206,8 +215,9 @@ def _trainer(args, model, policy, reward, prompts, output_dir):
   dataset = datasets.Dataset.from_dict({"input_ids": prompts.tolist()})
   f = float
   config = PPOConfig(
-      output_dir=output_dir, seed=args.seed, use_cpu=True, bf16=False,
-      fp16=False, gradient_checkpointing=False, report_to="none",
+      output_dir=output_dir, seed=args.seed, use_cpu=True,
+      bf16=args.precision == "bf16", fp16=False,
+      gradient_checkpointing=False, report_to="none",
       save_strategy="no", eval_strategy="no", disable_tqdm=True,
       num_sample_generations=0,
       total_episodes=ours.batch_size * ours.iterations,
@@ -290,8 +300,15 @@ def run_trl(args, model, policy, reward, prompts):
     # TRL's gc.collect would otherwise scan JAX's heap too (one process).
     gc.collect()
     gc.freeze()
+    # TRL 1.12.0's PPOTrainer builds its Accelerator without the mixed-
+    # precision setting, so bf16=True alone changes nothing (its
+    # accelerator reports "no"): the whole loop then runs under torch's CPU
+    # autocast, what accelerate's bf16 does for the other trainers.
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
+                if args.precision == "bf16" else contextlib.nullcontext())
     try:
-      trainer.train()
+      with autocast:
+        trainer.train()
     finally:
       gc.unfreeze()
       for name, fn in saved.items():
@@ -314,7 +331,9 @@ def run_trl(args, model, policy, reward, prompts):
           "policy_dtype": str(next(trainer.model.policy.parameters()).dtype),
           "value_dtype": str(next(
               trainer.model.value_model.parameters()).dtype),
-          "mixed_precision": trainer.accelerator.mixed_precision,
+          "mixed_precision": ("bf16 (torch.autocast around train)"
+                              if args.precision == "bf16" else
+                              trainer.accelerator.mixed_precision),
           "gradient_checkpointing": [
               trainer.args.gradient_checkpointing,
               trainer.model.policy.is_gradient_checkpointing],

@@ -147,6 +147,9 @@ def parse_args(argv=None):
       help="torch threads (default: the cores this process may use)")
   add("--json", default=None, help="also write the figures here")
   add("--seed", type=int, default=0)
+  add("--precision", choices=("fp32", "bf16"), default="fp32",
+      help="bf16: mixed precision on both sides (ours: matmul_dtype "
+           "bfloat16; TRL: bf16=True, torch's CPU autocast)")
   args = parser.parse_args(argv)
   args.methods = args.methods.split(",")
   unknown = set(args.methods) - set(LEARNERS)
@@ -171,13 +174,15 @@ def our_config(method: str, args, model, epochs: int = 1):
     return dpo.DPOConfig(
         model=model, stop_token=STOP, pad_token=PAD, train_pairs=train,
         batch_size=args.pairs, epochs=-(-steps * args.pairs // train),
-        response_length=args.response_length, anneal_lr=False)
+        response_length=args.response_length, anneal_lr=False,
+        matmul_dtype="bfloat16" if args.precision == "bf16" else "float32")
   return RL_CONFIGS[method](
       model=model, stop_token=STOP, pad_token=PAD, iterations=steps,
       batch_size=args.prompts * args.group, group_size=args.group,
       response_length=args.response_length, epochs=epochs,
       num_minibatches=1, kl_control="fixed", anneal_lr=False,
-      missing_eos_penalty=0.0)
+      missing_eos_penalty=0.0,
+      matmul_dtype="bfloat16" if args.precision == "bf16" else "float32")
 
 
 def trl_config(method: str, ours, args, output_dir: str):
@@ -186,7 +191,8 @@ def trl_config(method: str, ours, args, output_dir: str):
 
   f = float
   common = dict(
-      output_dir=output_dir, seed=args.seed, use_cpu=True, bf16=False,
+      output_dir=output_dir, seed=args.seed, use_cpu=True,
+      bf16=getattr(args, "precision", "fp32") == "bf16",
       fp16=False, activation_checkpointing=False, report_to="none",
       save_strategy="no", eval_strategy="no", disable_tqdm=True,
       disable_dropout=True, per_device_train_batch_size=ours.batch_size,
@@ -241,9 +247,12 @@ def setting_pairs(method: str, ours, theirs) -> dict[str, tuple]:
           ours.batch_size // getattr(ours, "num_minibatches", 1),
           theirs.per_device_train_batch_size
           * theirs.gradient_accumulation_steps),
-      "fp32, no gradient checkpointing": (True, not (
-          theirs.bf16 or theirs.fp16 or theirs.activation_checkpointing
-          or theirs.gradient_checkpointing)),
+      "precision": (
+          "bf16" if getattr(ours, "matmul_dtype", "float32") == "bfloat16"
+          else "fp32",
+          "bf16" if theirs.bf16 else "fp16" if theirs.fp16 else "fp32"),
+      "no gradient checkpointing": (True, not (
+          theirs.activation_checkpointing or theirs.gradient_checkpointing)),
   }
   if method == "dpo":
     pairs.update({
