@@ -3,7 +3,11 @@
 For each task (CartPole-v1 at 100k env steps, Pendulum-v1 at 200k), each
 setting and each number of seeds trained in one ``vmap`` (1, 8, 32): compile
 time, warm training time, aggregate env steps/s and the final mean
-evaluation return, for our PPO and TRPO and for rejax 0.1.3's PPO.
+evaluation return, for our PPO and TRPO and for rejax 0.1.3's PPO. Our PPO
+runs twice: on one device (``ppo``) and as ``jaxrl-align train`` runs it by
+default (``ppo-cores``: the process has one CPU device per core, as the
+command makes, and the seeds are spread over as many as divide them; one
+seed stays on one device). rejax runs on one device, as its users run it.
 
 Settings (``--settings``): ``preset`` is our PPO preset for the task;
 ``rejax`` is rejax's published CartPole PPO configuration (5 envs x 100
@@ -37,14 +41,20 @@ import platform
 import subprocess
 import sys
 
-import jax
-import numpy as np
+from jaxrl_align.host import launch
 
-from jaxrl_align import agents
-from jaxrl_align.agents import ppo
-from jaxrl_align.agents import trpo
+launch.one_device_per_core()  # before JAX starts: as the command does
 
-import timing
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxrl_align import agents  # noqa: E402
+from jaxrl_align import parallel  # noqa: E402
+from jaxrl_align.host import settings  # noqa: E402
+from jaxrl_align.agents import ppo  # noqa: E402
+from jaxrl_align.agents import trpo  # noqa: E402
+
+import timing  # noqa: E402
 
 STEPS = {"CartPole-v1": 100_000, "Pendulum-v1": 200_000}
 
@@ -101,6 +111,24 @@ def ours(module, config, seeds, compiler_options):
           "return": float(np.mean(returns))}
 
 
+def ours_cores(module, config, seeds, compiler_options):
+  """:func:`ours` as ``jaxrl-align train`` runs it by default: the seeds
+  spread over one CPU device per core, as many as divide them
+  (``settings.spread``; one seed: one device)."""
+  d = settings.spread(seeds)
+  keys = jax.random.split(jax.random.key(0), seeds)
+  with jax.set_mesh(parallel.mesh(seeds=d)):
+    train = jax.jit(parallel.vmap_seeds(module.train, in_axes=(None, 0)),
+                    compiler_options=compiler_options)
+    (states, _), compile_s, warm_s = timing.compile_and_run(train, config,
+                                                            keys)
+    returns = jax.jit(parallel.vmap_seeds(
+        lambda s, k: module.evaluate(config, s, k, 16)))(
+            states, jax.random.split(jax.random.key(1), seeds))
+  return {"compile": compile_s, "warm": warm_s, "devices": d,
+          "return": float(np.mean(returns))}
+
+
 def rejax_ppo(python, config, seeds):
   spec = dict(
       env=config.env_id, total_timesteps=config.total_timesteps,
@@ -134,7 +162,7 @@ def main():
   print(f"JAX {jax.__version__} on {jax.default_backend()}, "
         f"{platform.machine()}, {os.cpu_count()} cores; rejax: "
         f"{args.rejax_python if have_rejax else 'not found (make bench-learners)'}")
-  print(f"{'task':12s} {'setting':7s} {'seeds':>5s} {'learner':7s} "
+  print(f"{'task':12s} {'setting':7s} {'seeds':>5s} {'learner':9s} "
         f"{'compile':>8s} {'warm':>8s} {'steps/s':>10s} {'return':>8s}  "
         f"vs rejax PPO")
   for env_id in args.envs:
@@ -148,6 +176,7 @@ def main():
           rows["rejax"] = rejax_ppo(args.rejax_python, config, seeds)
         options = agents.compiler_options()
         rows["ppo"] = ours(ppo, config, seeds, options)
+        rows["ppo-cores"] = ours_cores(ppo, config, seeds, options)
         if setting == "preset":
           rows["trpo"] = ours(
               trpo, trpo.TRPOConfig(env_id=env_id,
@@ -155,7 +184,7 @@ def main():
               options)
         work = seeds * STEPS[env_id]
         for name, r in rows.items():
-          head = f"{env_id:12s} {setting:7s} {seeds:5d} {name:7s}"
+          head = f"{env_id:12s} {setting:7s} {seeds:5d} {name:9s}"
           if "error" in r:
             print(f"{head} failed: {r['error']}")
             continue
@@ -171,6 +200,8 @@ def main():
           if name == "rejax":
             ratio = (f"  (compiled with our options: "
                      f"{r['compile_ours']:.1f}s)")
+          if name == "ppo-cores":
+            ratio += f"  on {r['devices']} device(s)"
           print(f"{head} {r['compile']:7.1f}s {r['warm']:7.1f}s {rate:10.0f} "
                 f"{r['return']:8.1f}{ratio}", flush=True)
 
