@@ -4,6 +4,8 @@
   key per env per step) inside ``lax.scan``;
 * ours: :func:`jaxrl_align.envs.make_vec` (auto-reset keeping the final
   observation, episode statistics) inside ``lax.scan``;
+* ours over every core: the same, the environments split over one CPU
+  device per core (as many as divide their number), as the command makes;
 * Gymnasium ``make_vec(..., "sync")`` (a Python loop over envs) and
   ``make_vec(..., "vector_entry_point")`` (its NumPy-vectorised
   implementation, where the task has one).
@@ -23,14 +25,20 @@ import argparse
 import platform
 import time
 
-import gymnasium
-import jax
-import jax.numpy as jnp
-import numpy as np
-from gymnax.environments import spaces
+from jaxrl_align.host import launch
 
-from jaxrl_align import envs
-from jaxrl_align.envs import registry
+launch.one_device_per_core()  # before JAX starts: as the command does
+
+import gymnasium  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnax.environments import spaces  # noqa: E402
+
+from jaxrl_align import envs  # noqa: E402
+from jaxrl_align import parallel  # noqa: E402
+from jaxrl_align.envs import registry  # noqa: E402
+from jaxrl_align.host import settings  # noqa: E402
 
 
 def _action(space, t, n):
@@ -105,6 +113,39 @@ def bench_ours(env_id, n, steps):
   return _compile(run, (state, jax.random.key(1)), steps, n)
 
 
+def bench_ours_cores(env_id, n, steps):
+  """:func:`bench_ours` with the environments split over one CPU device
+  per core (as many as divide ``n``; the process has one per core, as the
+  command makes): each device steps its share, and each environment's
+  rewards are summed where it lives (no reduction across devices until
+  the end). ``(compile seconds, callable, env steps, devices)``."""
+  d = settings.spread(n)
+  mesh = parallel.mesh(data=d)
+  venv, params = envs.make_vec(env_id, n)
+  space = venv.action_space(params)
+  _, state = venv.reset(jax.random.key(0), params)
+
+  def run(init):
+    def body(carry, t):
+      state, key, total = carry
+      key, sub = jax.random.split(key)
+      obs, state, reward, *_ = venv.step(
+          sub, state, parallel.shard_batch(_action(space, t, n)), params)
+      state = parallel.shard_batch(state, size=n)
+      return (state, key, parallel.shard_batch(total + reward)), None
+    total = parallel.shard_batch(jnp.zeros((n,), jnp.float32))
+    init = (parallel.shard_batch(init[0], size=n), init[1], total)
+    return jax.lax.scan(body, init, jnp.arange(steps))[0][2].sum()
+
+  with jax.set_mesh(mesh):
+    compile_s, fn, work = _compile(run, (state, jax.random.key(1)), steps, n)
+
+  def timed():
+    with jax.set_mesh(mesh):
+      return fn()
+  return compile_s, timed, work, d
+
+
 def bench_gymnasium(env_id, n, steps, mode):
   """A callable stepping Gymnasium's vector env ``steps`` times, or None."""
   try:
@@ -137,14 +178,17 @@ def main():
         f"{gymnasium.__version__}")
   header = (f"{'envs':>6s} {'raw gymnax':>16s} {'ours':>16s} {'ours/gymnax':>12s}"
             f" {'gymnasium sync':>15s} {'gymnasium numpy':>16s} "
-            f"{'ours/numpy':>11s}")
+            f"{'ours/numpy':>11s} {'ours, every core':>22s} "
+            f"{'cores/numpy':>12s}")
   print(header)
   for n in args.sizes:
     steps = int(min(20_000, max(200, args.env_steps // n)))
     g_compile, g_fn, g_work = bench_raw_gymnax(args.env, n, steps)
     o_compile, o_fn, o_work = bench_ours(args.env, n, steps)
+    c_compile, c_fn, c_work, c_devices = bench_ours_cores(args.env, n, steps)
     host_steps = int(max(20, min(2000, 200_000 // n)))
-    runs = {"gymnax": (g_fn, g_work), "ours": (o_fn, o_work)}
+    runs = {"gymnax": (g_fn, g_work), "ours": (o_fn, o_work),
+            "cores": (c_fn, c_work)}
     for name, mode in (("sync", "sync"), ("numpy", "vector_entry_point")):
       run = bench_gymnasium(args.env, n, host_steps, mode)
       if run is not None:
@@ -156,7 +200,9 @@ def main():
     print(f"{n:6d} {fmt(rate['gymnax'])} ({g_compile:3.1f}s) "
           f"{fmt(rate['ours'])} ({o_compile:3.1f}s) "
           f"{rate['ours'] / rate['gymnax']:11.2f}x "
-          f"{fmt(rate.get('sync')):>15s} {fmt(np_rate):>16s} {ratio}")
+          f"{fmt(rate.get('sync')):>15s} {fmt(np_rate):>16s} {ratio} "
+          f"{fmt(rate['cores'])} ({c_devices} dev., {c_compile:3.1f}s) "
+          + (f"{rate['cores'] / np_rate:11.2f}x" if np_rate else "n/a"))
   print("(compile time in brackets; run time excludes it)")
 
 
