@@ -40,8 +40,7 @@ class DPORunSettings:
     seed: seeds the held-out prompts, the batch order and the samples.
     devices: devices the batch is split over (data parallel; see
       :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
-      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
-      device per core).
+      (on CPU the command makes one device per core).
   """
   eval_prompts: int = 64
   prompt_tokens: int = 16

@@ -67,8 +67,7 @@ class RLRunSettings:
     seed: seeds the prompts and the learner.
     devices: devices the batch is split over (data parallel; see
       :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
-      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
-      device per core).
+      (on CPU the command makes one device per core).
   """
   num_prompts: int = 1024
   eval_prompts: int = 64

@@ -32,8 +32,7 @@ class RMRunSettings:
     seed: seeds the development split, the batch order and dropout.
     devices: devices the batch is split over (data parallel; see
       :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
-      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
-      device per core).
+      (on CPU the command makes one device per core).
   """
   dev_fraction: float = 0.125
   seed: int = 0

@@ -45,8 +45,7 @@ class SFTRunSettings:
     num_samples: validation prompts continued at the end.
     devices: devices the batch is split over (data parallel; see
       :mod:`jaxrl_align.parallel`); 0: as many as the batch divides over
-      (:func:`jaxrl_align.host.settings.spread`; the command makes one CPU
-      device per core).
+      (on CPU the command makes one device per core).
   """
   valid_fraction: float = 0.1
   seed: int = 0
