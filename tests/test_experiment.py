@@ -233,7 +233,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
           "--total-timesteps", str(UPDATES * 64), "--num-envs", "4",
           "--num-steps", "16", "--num-minibatches", "2", "--update-epochs",
           "2", "--hidden", "16", "16", "--chunk", "1", "--checkpoint-every",
-          "1000", "--eval-episodes", "2", "--no-progress"]
+          "1000", "--eval-episodes", "2", "--no-progress",
+          "--devices", "1"]  # resumed here, in a process of one device
   proc = subprocess.Popen(
       [sys.executable, "-m", "jaxrl_align", "train", "--out", out] + args,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
