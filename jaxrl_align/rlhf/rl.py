@@ -13,11 +13,14 @@ One iteration, for a batch of ``batch_size / group_size`` prompts:
    rows of the batch) from the policy with the
    cached sampler (:func:`~jaxrl_align.rlhf.generation.generate`): it stops
    a row at the stop token, which belongs to the response, and pads after it
-   with a distinct padding token. Every log-probability (policy, reference,
-   and later the updated policy) is taken from one forward pass over prompt
-   and response under the distribution actually sampled: logits divided by
-   the temperature, restricted to the top k and the nucleus (top p) when
-   set, the sampled token always kept (see ``rollout.response_outputs``).
+   with a distinct padding token. The sampling policy's log-probabilities
+   are the sampler's own (``behaviour_log_probs="sampler"``, the default)
+   or a forward pass's (``"forward"``); every other log-probability
+   (reference, and later the updated policy) is taken from one forward pass
+   over prompt and response under the distribution actually sampled:
+   logits divided by the temperature, restricted to the top k and the
+   nucleus (top p) when set, the sampled token always kept (see
+   ``rollout.response_outputs``).
 2. **Score.** ``data.score_fn`` scores each (truncated) response — the
    reward model of part 1, normalised on the reference's samples — and
    ``missing_eos_penalty`` is subtracted from the score of a response that
