@@ -6,10 +6,14 @@ demo's, ``runs/demo/rlhf``, by default: 2 layers, width 64, 8-token
 prompts, 24-token responses), in one process:
 
 * each RL method (``jaxrl-align rlhf ppo | trpo | rloo | grpo``, through
-  the stage runner) trains ``--seeds`` seeds in one vmapped run at a fixed
+  the stage runner, and GRPO's variants: ``grpo-seq``, the paper's
+  per-sequence mean; ``grpo-dr``, Dr. GRPO's loss without std scaling;
+  ``grpo-dapo2``, DAPO's clip-higher 0.28 with two epochs, since with one
+  the ratio is 1 and no clip acts; GRPO's default loss is DAPO's) trains ``--seeds`` seeds in one vmapped run at a fixed
   small β, so that its KL to the reference keeps growing, assessed every
   ``--eval-every`` iterations on the held-out prompts (one response per
-  prompt: the gold annotator's score and the exact KL);
+  prompt: the gold annotator's score, the reward model's (the proxy) and
+  the exact KL);
 * DPO (``rlhf dpo``) likewise on the preference pairs, assessed every
   ``--dpo-eval-every`` steps;
 * best-of-N from the reference, N = 1 … 64, on the same held-out prompts
@@ -28,7 +32,10 @@ pool of reference samples, the same for every method). Reported per method
   the run's wall seconds per update, compile and assessments included);
 * Gao et al. (2023)'s functional forms fitted by least squares to every
   assessment of every seed, with ``d = √KL``: RL and DPO ``d (α − β log
-  d)``, best-of-N ``d (α − β d)``, and the fit's residual.
+  d)``, best-of-N ``d (α − β d)``, and the fit's residual;
+* the same read-off and fit for the proxy score (in standard deviations
+  of the reference's proxy score), where the run has one (not DPO, which
+  trains without the reward model).
 
 Usage::
 
@@ -78,15 +85,29 @@ def rl_configs(args) -> dict:
   return {"ppo": ppo.RLHFPPOConfig(**common, **lr),
           "trpo": trpo.RLHFTRPOConfig(**common, max_kl=0.02),
           "rloo": rloo.RLHFRLOOConfig(**common, **lr, group_size=4),
-          "grpo": grpo.RLHFGRPOConfig(**common, **lr, group_size=4)}
+          "grpo": grpo.RLHFGRPOConfig(**common, **lr, group_size=4),
+          # the variants users reach for (TRL's names; GRPO's default loss
+          # is already DAPO's token-level one): the paper's per-sequence
+          # mean, Dr. GRPO (no std scaling, a constant denominator), and
+          # DAPO's clip-higher, which needs a second epoch to act (with
+          # one, the ratio is 1)
+          "grpo-seq": grpo.RLHFGRPOConfig(**common, **lr, group_size=4,
+                                          loss_type="grpo"),
+          "grpo-dr": grpo.RLHFGRPOConfig(**common, **lr, group_size=4,
+                                         loss_type="dr_grpo",
+                                         scale_rewards="none"),
+          "grpo-dapo2": grpo.RLHFGRPOConfig(**common, **lr, group_size=4,
+                                            clip_eps_high=0.28, epochs=2)}
 
 
 def trajectory(run_dir: str, seeds: int, units: str):
-  """Per seed, the assessments' ``(units done, KL, gold)`` from the run's
-  metrics, and the run's wall seconds per update."""
+  """Per seed, the assessments' ``(units done, KL, gold, proxy)`` from the
+  run's metrics (proxy NaN where the run has no reward model: DPO), and
+  the run's wall seconds per update."""
   rows = [r for r in runner.read_metrics(run_dir)
           if r.get("eval/gold") is not None]
-  per_seed = [np.asarray([(r[units], r["eval/kl_exact"], r["eval/gold"])
+  per_seed = [np.asarray([(r[units], r["eval/kl_exact"], r["eval/gold"],
+                           r.get("eval/proxy", np.nan))
                           for r in rows if r["seed"] == s], np.float64)
               for s in range(seeds)]
   with open(os.path.join(run_dir, "summary.json")) as f:
@@ -125,19 +146,29 @@ def gao_fit(kl: np.ndarray, gain: np.ndarray, form: str):
       (a @ [alpha, beta] - gain) ** 2)))
 
 
-def summarise(name, per_seed, per_update, ref_mean, ref_sd, units,
-              units_per_update):
-  """The table's row of a trained method."""
-  gains, points = [], []
+def summarise(name, per_seed, per_update, ref, units, units_per_update):
+  """The table's row of a trained method (``ref``: the reference's gold
+  and proxy means and standard deviations)."""
+  gains, proxy_gains, points = [], [], []
   for p in per_seed:
-    gain = (p[:, 2] - ref_mean) / ref_sd
-    traj = np.stack([p[:, 0], p[:, 1], gain], 1)
+    gain = (p[:, 2] - ref["gold"][0]) / ref["gold"][1]
+    proxy = (p[:, 3] - ref["proxy"][0]) / ref["proxy"][1]
+    traj = np.stack([p[:, 0], p[:, 1], gain, proxy], 1)
     points.append(traj)
     at_kl = read_off(traj, KL_AT, 1)  # unresolved: past 6 nats at once
-    gains.append(float(at_kl[0][2]) if at_kl and at_kl[1] else None)
+    ok = at_kl and at_kl[1]
+    gains.append(float(at_kl[0][2]) if ok else None)
+    proxy_gains.append(float(at_kl[0][3]) if ok and np.isfinite(
+        at_kl[0][3]) else None)
   allp = np.concatenate(points)
   alpha, beta, rms = gao_fit(allp[:, 1], allp[:, 2], "rl")
+  proxy_fit = None
+  if np.all(np.isfinite(allp[:, 3])):
+    pa, pb, pr = gao_fit(allp[:, 1], allp[:, 3], "rl")
+    proxy_fit = {"form": "d (α − β log d)", "alpha": pa, "beta": pb,
+                 "rms": pr}
   return {"method": name, "units": units, "gain_at_kl": gains,
+          "proxy_gain_at_kl": proxy_gains, "proxy_gao": proxy_fit,
           "units_per_update": units_per_update,
           "seconds_per_update": per_update,
           "final_kl": [float(p[-1, 1]) for p in per_seed],
@@ -173,8 +204,10 @@ def cost_to_gain(row):
 def table(rows) -> str:
   lines = [f"| method | gold gain at KL {KL_AT:g} nats (sd) | to +{GAIN_AT:g} "
            f"sd: episodes (DPO: pairs) | to +{GAIN_AT:g} sd: wall s | "
-           f"final KL | final gold gain (sd) | Gao fit α, β (rms) |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+           f"final KL | final gold gain (sd) | Gao fit α, β (rms) | "
+           f"proxy gain at KL {KL_AT:g} nats (sd) | proxy Gao fit α, β "
+           f"(rms) |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
   for r in rows:
     g = r["gao"]
     if r["method"] == "best-of-N":
@@ -187,10 +220,14 @@ def table(rows) -> str:
       cost = spread(units, prefix, 0)
       wall = spread([None if u is None else u / r["units_per_update"]
                      * r["seconds_per_update"] for u in units], prefix, 1)
+    pg = r.get("proxy_gao")
+    proxy_fit = ("–" if not pg else
+                 f"{pg['alpha']:+.3f}, {pg['beta']:+.3f} ({pg['rms']:.3f})")
     lines.append(
         f"| {r['method']} | {spread(r['gain_at_kl'], '+')} | {cost} | {wall} "
         f"| {np.mean(r['final_kl']):.2f} | {spread(r['final_gain'], '+')} | "
-        f"{g['alpha']:+.3f}, {g['beta']:+.3f} ({g['rms']:.3f}) |")
+        f"{g['alpha']:+.3f}, {g['beta']:+.3f} ({g['rms']:.3f}) | "
+        f"{spread(r.get('proxy_gain_at_kl') or [None], '+')} | {proxy_fit} |")
   return "\n".join(lines)
 
 
@@ -210,7 +247,9 @@ def main():
   parser.add_argument("--prompt-tokens", type=int, default=8)
   parser.add_argument("--response-length", type=int, default=24)
   parser.add_argument("--eval-prompts", type=int, default=128)
-  parser.add_argument("--methods", default="ppo,trpo,rloo,grpo,dpo,bon")
+  parser.add_argument("--methods",
+                      default="ppo,trpo,rloo,grpo,grpo-seq,grpo-dr,"
+                              "grpo-dapo2,dpo,bon")
   parser.add_argument("--json")
   parser.add_argument("--plot")
   parser.add_argument("--render", metavar="JSON",
@@ -246,22 +285,24 @@ def main():
           jax.random.key(1234))
   gold = np.asarray(pool["gold"], np.float64)
   ref_mean, ref_sd = float(gold.mean()), float(gold.std())
+  proxy = np.asarray(pool["proxy"], np.float64)
+  ref = {"gold": (ref_mean, ref_sd),
+         "proxy": (float(proxy.mean()), float(proxy.std()))}
   result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                        f"jax {jax.__version__} {jax.default_backend()}",
             "args": vars(args), "reference_gold": [ref_mean, ref_sd],
-            "rows": []}
+            "reference_proxy": list(ref["proxy"]), "rows": []}
   print(f"reference gold {ref_mean:+.4f} ± {ref_sd:.4f} (per response)",
         flush=True)
   with tempfile.TemporaryDirectory() as tmp:
     for name in [m for m in methods if m in configs]:
       start = time.perf_counter()
       out = os.path.join(tmp, name)
-      rl_stages.run_rl(name, out, sft, rm, configs[name], settings,
-                       seeds=args.seeds, progress=False)
+      rl_stages.run_rl(name.split("-")[0], out, sft, rm, configs[name],
+                       settings, seeds=args.seeds, progress=False)
       per_seed, per_update = trajectory(out, args.seeds, "episodes")
-      result["rows"].append(summarise(name, per_seed, per_update, ref_mean,
-                                      ref_sd, "episodes",
-                                      configs[name].batch_size))
+      result["rows"].append(summarise(name, per_seed, per_update, ref,
+                                      "episodes", configs[name].batch_size))
       print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     if "dpo" in methods:
       start = time.perf_counter()
@@ -275,8 +316,8 @@ def main():
           eval_prompts=args.eval_prompts, prompt_tokens=args.prompt_tokens),
           seeds=args.seeds, progress=False)
       per_seed, per_update = trajectory(out, args.seeds, "pairs")
-      result["rows"].append(summarise("dpo", per_seed, per_update, ref_mean,
-                                      ref_sd, "pairs", config.batch_size))
+      result["rows"].append(summarise("dpo", per_seed, per_update, ref,
+                                      "pairs", config.batch_size))
       print(f"dpo: {time.perf_counter() - start:.0f} s", flush=True)
   if "bon" in methods:
     k1, k2 = jax.random.split(jax.random.key(4321))
@@ -292,9 +333,17 @@ def main():
     at = read_off(np.stack([kl, gain], 1), KL_AT, 0)
     at = at[0] if at and at[1] else None
     alpha, beta, rms = gao_fit(kl, gain, "bon")
+    proxy_gain = ((np.asarray(curve.proxy, np.float64) - ref["proxy"][0])
+                  / ref["proxy"][1])
+    pa, pb, pr = gao_fit(kl, proxy_gain, "bon")
+    at_p = read_off(np.stack([kl, proxy_gain], 1), KL_AT, 0)
     result["rows"].append({
         "method": "best-of-N", "units": "N", "gain_at_kl": [
             None if at is None else float(at[1])],
+        "proxy_gain_at_kl": [float(at_p[0][1]) if at_p and at_p[1]
+                             else None],
+        "proxy_gao": {"form": "d (α − β d)", "alpha": pa, "beta": pb,
+                      "rms": pr}, "proxy_gain": proxy_gain.tolist(),
         "final_kl": [float(kl[-1])],
         "final_gain": [float(gain[-1])], "n": ns, "kl": kl.tolist(),
         "gain": gain.tolist(), "gao": {"form": "d (α − β d)", "alpha": alpha,
