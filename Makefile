@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: demo test test-fast bench bench-learners bench-peers bench-rlhf-trl \
-	bench-rlhf-trl-family clean
+	bench-rlhf-trl-family bench-rlhf-tunix clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
@@ -37,7 +37,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-rejax .venv-trl .venv-peers .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .venv-rejax .venv-trl .venv-tunix .venv-peers .pytest_cache .hypothesis *.egg-info
 
 # rejax 0.1.3 needs gymnax 0.0.9, which conflicts with ours: its own venv.
 .venv-rejax/bin/python:
@@ -63,6 +63,16 @@ bench-rlhf-trl: .venv-trl/.installed
 # is in the test extra, so the main venv runs it.
 bench-rlhf-trl-family: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/rlhf_trl_family.py
+
+# google-tunix's GRPO and DPO against ours in one process: tunix 0.1.7 takes
+# the jax, flax and optax ours uses; our package goes in without its extras.
+.venv-tunix/.installed: pyproject.toml
+	test -x .venv-tunix/bin/python || $(PYTHON) -m venv .venv-tunix
+	.venv-tunix/bin/python -m pip --disable-pip-version-check install --quiet "google-tunix==0.1.7" "jax==0.10.2" "jaxlib==0.10.2" "flax==0.12.8" "optax==0.2.8" -e .
+	touch $@
+
+bench-rlhf-tunix: .venv-tunix/.installed
+	.venv-tunix/bin/python benchmarks/rlhf_tunix.py
 
 # The peers (SB3, sb3-contrib, SBX, rejax) in their own venv; ours runs in $(VENV).
 .venv-peers/.installed:
