@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: demo test test-fast bench bench-learners bench-peers bench-rlhf-trl \
-	bench-rlhf-trl-family bench-rlhf-tunix clean
+	bench-rlhf-trl-family bench-rlhf-tunix accelerator-wheels accelerator-check clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
@@ -73,6 +73,15 @@ bench-rlhf-trl-family: $(VENV)/.installed-test
 
 bench-rlhf-tunix: .venv-tunix/.installed
 	.venv-tunix/bin/python benchmarks/rlhf_tunix.py
+
+# The GPU run (benchmarks/accelerator.sh): its wheels for the offline GPU
+# machine (Python 3.12), and a check of the script at toy sizes on this one.
+accelerator-wheels:
+	bash benchmarks/accelerator_wheels.sh
+
+accelerator-check: $(VENV)/.installed-test .venv-trl/.installed .venv-rejax/bin/python
+	rm -rf accelerator-out/check
+	ACCELERATOR_SIZE=tiny ACCELERATOR_WHEELS=no PYTHON=$(BIN)/python TRL_PYTHON=.venv-trl/bin/python REJAX_PYTHON=.venv-rejax/bin/python bash benchmarks/accelerator.sh accelerator-out/check
 
 # The peers (SB3, sb3-contrib, SBX, rejax) in their own venv; ours runs in $(VENV).
 .venv-peers/.installed:

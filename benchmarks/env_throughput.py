@@ -22,6 +22,7 @@ Usage: ``python benchmarks/env_throughput.py [--env CartPole-v1]
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 
@@ -172,7 +173,11 @@ def main():
   parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 1024, 4096])
   parser.add_argument("--env-steps", type=int, default=4_000_000,
                       help="approximate env steps per JAX measurement")
+  parser.add_argument("--no-gymnasium", action="store_true",
+                      help="skip Gymnasium's host envs (large sizes)")
+  parser.add_argument("--json", default=None, help="also write the figures")
   args = parser.parse_args()
+  results = []
   print(f"{args.env}: env steps/s (M = million), JAX {jax.__version__} on "
         f"{jax.default_backend()}, {platform.machine()}, gymnasium "
         f"{gymnasium.__version__}")
@@ -189,7 +194,8 @@ def main():
     host_steps = int(max(20, min(2000, 200_000 // n)))
     runs = {"gymnax": (g_fn, g_work), "ours": (o_fn, o_work),
             "cores": (c_fn, c_work)}
-    for name, mode in (("sync", "sync"), ("numpy", "vector_entry_point")):
+    for name, mode in (() if args.no_gymnasium else (
+        ("sync", "sync"), ("numpy", "vector_entry_point"))):
       run = bench_gymnasium(args.env, n, host_steps, mode)
       if run is not None:
         runs[name] = run
@@ -203,7 +209,19 @@ def main():
           f"{fmt(rate.get('sync')):>15s} {fmt(np_rate):>16s} {ratio} "
           f"{fmt(rate['cores'])} ({c_devices} dev., {c_compile:3.1f}s) "
           + (f"{rate['cores'] / np_rate:11.2f}x" if np_rate else "n/a"))
+    results.append({"envs": n, "steps_per_second": rate,
+                    "compile_seconds": {"gymnax": g_compile,
+                                        "ours": o_compile,
+                                        "cores": c_compile},
+                    "cores_devices": c_devices})
   print("(compile time in brackets; run time excludes it)")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"env": args.env, "jax": jax.__version__,
+                 "backend": jax.default_backend(),
+                 "devices": [str(d) for d in jax.devices()],
+                 "machine": platform.machine(), "results": results}, f,
+                indent=1)
 
 
 if __name__ == "__main__":

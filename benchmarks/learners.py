@@ -157,8 +157,16 @@ def main():
   parser.add_argument("--settings", nargs="+", default=["preset", "rejax"],
                       choices=["preset", "rejax"])
   parser.add_argument("--rejax-python", default=".venv-rejax/bin/python")
+  parser.add_argument("--rows", default="rejax,ppo,ppo-cores,trpo",
+                      help="which learners to run (comma-separated)")
+  parser.add_argument("--json", default=None, help="also write the figures")
   args = parser.parse_args()
-  have_rejax = os.path.exists(args.rejax_python)
+  wanted = set(args.rows.split(","))
+  unknown = wanted - {"rejax", "ppo", "ppo-cores", "trpo"}
+  if unknown:
+    parser.error(f"unknown rows {sorted(unknown)}")
+  results = []
+  have_rejax = os.path.exists(args.rejax_python) and "rejax" in wanted
   print(f"JAX {jax.__version__} on {jax.default_backend()}, "
         f"{platform.machine()}, {os.cpu_count()} cores; rejax: "
         f"{args.rejax_python if have_rejax else 'not found (make bench-learners)'}")
@@ -175,9 +183,11 @@ def main():
         if have_rejax:
           rows["rejax"] = rejax_ppo(args.rejax_python, config, seeds)
         options = agents.compiler_options()
-        rows["ppo"] = ours(ppo, config, seeds, options)
-        rows["ppo-cores"] = ours_cores(ppo, config, seeds, options)
-        if setting == "preset":
+        if "ppo" in wanted:
+          rows["ppo"] = ours(ppo, config, seeds, options)
+        if "ppo-cores" in wanted:
+          rows["ppo-cores"] = ours_cores(ppo, config, seeds, options)
+        if setting == "preset" and "trpo" in wanted:
           rows["trpo"] = ours(
               trpo, trpo.TRPOConfig(env_id=env_id,
                                     total_timesteps=STEPS[env_id]), seeds,
@@ -195,7 +205,7 @@ def main():
             ratio = (f"  {rows['rejax']['warm'] / r['warm']:.2f}x steps/s, "
                      f"{r['compile'] / rows['rejax']['compile']:.2f}x "
                      f"compile")
-          if name == "trpo":
+          if name == "trpo" and "ppo" in rows:
             ratio += f"  {rows['ppo']['warm'] / r['warm']:.2f}x our PPO"
           if name == "rejax":
             ratio = (f"  (compiled with our options: "
@@ -204,6 +214,14 @@ def main():
             ratio += f"  on {r['devices']} device(s)"
           print(f"{head} {r['compile']:7.1f}s {r['warm']:7.1f}s {rate:10.0f} "
                 f"{r['return']:8.1f}{ratio}", flush=True)
+        results.append({"env": env_id, "setting": setting, "seeds": seeds,
+                         "env_steps": work, "rows": rows})
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"jax": jax.__version__, "backend": jax.default_backend(),
+                 "devices": [str(d) for d in jax.devices()],
+                 "machine": platform.machine(), "cores": os.cpu_count(),
+                 "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ peak resident memory. Compile time is excluded (each program runs once
 first); the best of ``--repeats`` runs.
 
 Usage: ``python benchmarks/rlhf_rl.py [--repeats 5] [--peak-tflops X]
-[--batch 64] [--json FILE]``.
+[--batch 64] [--whole-only] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -124,11 +124,15 @@ def setup(batch):
                 "trpo": trpo.RLHFTRPOConfig(**common)}
 
 
-def phases(name, config, data, repeats):
+def phases(name, config, data, repeats, whole_only=False):
   batch = config.batch_size
   learner = ppo.LEARNER if name == "ppo" else trpo.LEARNER
   algorithm = ppo.ALGORITHM if name == "ppo" else trpo.ALGORITHM
   state = learner.init(config, jax.random.key(0), data)
+  iterate = jax.jit(lambda s, d: learner.update(config, s, d))
+  if whole_only:  # one program: what an accelerator run has time for
+    return {"whole iteration": timed(iterate, state, data,
+                                     repeats=repeats)}, None
   prompt, pmask = data.prompts[:batch], data.prompt_mask[:batch]
   key = jax.random.key(1)
   gen = jax.jit(lambda p, t, m, k: rollout.sample(config, p, t, m, k))
@@ -146,7 +150,6 @@ def phases(name, config, data, repeats):
       e.response_mask, beta))
   update_fn = lambda s, e, k: algorithm.learn(config, s, e, k)  # noqa: E731
   update = jax.jit(update_fn)
-  iterate = jax.jit(lambda s, d: learner.update(config, s, d))
   forward_config = config.replace(behaviour_log_probs="forward")
   iterate_forward = jax.jit(lambda s, d: learner.update(forward_config, s, d))
   seq = (g.tokens, g.mask)
@@ -179,6 +182,9 @@ def main():
   parser.add_argument("--json", default=None, help="also write the figures")
   parser.add_argument("--batch", type=int, default=BATCH,
                       help="prompts per iteration")
+  parser.add_argument("--whole-only", action="store_true",
+                      help="time only the whole iteration (one program "
+                           "per algorithm)")
   args = parser.parse_args()
   data, configs = setup(args.batch)
   batch = args.batch
@@ -188,7 +194,8 @@ def main():
         f"{RESPONSE}-token responses")
   results = {}
   for name, config in configs.items():
-    times, counted = phases(name, config, data, args.repeats)
+    times, counted = phases(name, config, data, args.repeats,
+                            args.whole_only)
     it = times["whole iteration"]
     results[name] = {
         "seconds": times, "episodes_per_second": batch / it,

@@ -113,6 +113,8 @@ def parse_args():
   add("--threads", type=int, default=len(os.sched_getaffinity(0)),
       help="torch threads (default: the cores this process may use)")
   add("--json", default=None, help="also write the figures here")
+  add("--device", choices=("cpu", "cuda"), default="cpu",
+      help="where TRL's torch runs (ours: JAX's default backend)")
   add("--batch", type=int, default=64, help="prompts per iteration")
   add("--prompt-length", type=int, default=16)
   add("--response-length", type=int, default=48)
@@ -215,7 +217,7 @@ def _trainer(args, model, policy, reward, prompts, output_dir):
   dataset = datasets.Dataset.from_dict({"input_ids": prompts.tolist()})
   f = float
   config = PPOConfig(
-      output_dir=output_dir, seed=args.seed, use_cpu=True,
+      output_dir=output_dir, seed=args.seed, use_cpu=args.device == "cpu",
       bf16=args.precision == "bf16", fp16=False,
       gradient_checkpointing=False, report_to="none",
       save_strategy="no", eval_strategy="no", disable_tqdm=True,
@@ -304,7 +306,7 @@ def run_trl(args, model, policy, reward, prompts):
     # precision setting, so bf16=True alone changes nothing (its
     # accelerator reports "no"): the whole loop then runs under torch's CPU
     # autocast, what accelerate's bf16 does for the other trainers.
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
+    autocast = (torch.autocast(args.device, dtype=torch.bfloat16)
                 if args.precision == "bf16" else contextlib.nullcontext())
     try:
       with autocast:
@@ -343,6 +345,7 @@ def run_trl(args, model, policy, reward, prompts):
           "export_max_abs_error": {"logits": export_error[0],
                                    "score": export_error[1]},
           "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+          "torch_device": str(next(trainer.model.policy.parameters()).device),
           "peak_rss_mb_after": rss_mb()}
 
 
