@@ -30,11 +30,8 @@ Array = jax.Array
 
 def model(config) -> model_lib.TransformerConfig:
   """The transformer the run's passes use: ``config.model`` with the
-  config's ``matmul_dtype`` (a config without one, DPO's: as it is)."""
-  matmul = getattr(config, "matmul_dtype", None)
-  if matmul is None:
-    return config.model
-  return dataclasses.replace(config.model, matmul_dtype=matmul)
+  config's ``matmul_dtype`` (every RL config and DPO's has one)."""
+  return dataclasses.replace(config.model, matmul_dtype=config.matmul_dtype)
 
 
 def _apply(config):
