@@ -231,6 +231,75 @@ def table(rows) -> str:
   return "\n".join(lines)
 
 
+def _beta(result, method):
+  args = result["args"]
+  return args["dpo_beta"] if method == "dpo" else args["beta"]
+
+
+def sweep_table(results) -> str:
+  """One row per method, per run (one β each, ascending): the final KL
+  and gold gain (mean ± sd over seeds) and the gain at 6 nats where the
+  run crossed it (the read-off of :func:`summarise`)."""
+  results = sorted(results, key=lambda r: r["args"]["beta"])
+  head = " | ".join(f"β {r['args']['beta']:g} (DPO {r['args']['dpo_beta']:g})"
+                    for r in results)
+  lines = [f"| method | {head} |",
+           "| --- |" + " ---: |" * len(results)]
+  methods = [row["method"] for row in results[0]["rows"]]
+  for m in methods:
+    cells = []
+    for r in results:
+      row = next((x for x in r["rows"] if x["method"] == m), None)
+      if row is None:
+        cells.append("–")
+        continue
+      at = spread(row["gain_at_kl"], "+")
+      cells.append(f"KL {np.mean(row['final_kl']):.2f}, gold "
+                   f"{spread(row['final_gain'], '+')}"
+                   + ("" if at == "–" else f"; at {KL_AT:g} nats {at}"))
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def sweep_plot(results, path):
+  """Each method's final (KL, gold gain) at each β, seeds' mean with their
+  spread, joined across β; best-of-N's curve once."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  results = sorted(results, key=lambda r: r["args"]["beta"])
+  fig, ax = plt.subplots(figsize=(7, 4.3))
+  for i, row in enumerate(results[0]["rows"]):
+    m, color = row["method"], f"C{i}"
+    if m == "best-of-N":
+      ax.plot(row["kl"], row["gain"], "o-", color=color, ms=3,
+              label="best-of-N (N = 1 … 64)")
+      continue
+    pts = []
+    for r in results:
+      x = next((x for x in r["rows"] if x["method"] == m), None)
+      if x is not None:
+        pts.append((np.mean(x["final_kl"]), np.mean(x["final_gain"]),
+                    np.std(x["final_kl"]), np.std(x["final_gain"]),
+                    _beta(r, m)))
+    pts = np.asarray(pts)
+    ax.errorbar(pts[:, 0], pts[:, 1], xerr=pts[:, 2], yerr=pts[:, 3],
+                fmt="o-", color=color, ms=4, lw=1, capsize=2, label=m)
+    for x, y, *_, b in pts:
+      ax.annotate(f"{b:g}", (x, y), textcoords="offset points",
+                  xytext=(3, 3), fontsize=6, color=color)
+  ax.set_xlabel("final KL(π ‖ π_ref), nats per response (held-out prompts)")
+  ax.set_ylabel("final gold gain, reference sd")
+  ax.set_title("each method at three β (labels; DPO its own β): mean and "
+               "sd over seeds", fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--runs", default="runs/demo/rlhf",
@@ -255,7 +324,19 @@ def main():
   parser.add_argument("--render", metavar="JSON",
                       help="only print the table (and --plot) of a --json "
                            "this script wrote")
+  parser.add_argument("--sweep", metavar="JSON", nargs="+",
+                      help="only print the β sweep of several --json runs "
+                           "(each at its own --beta), and --plot it")
   args = parser.parse_args()
+  if args.sweep:
+    results = []
+    for path in args.sweep:
+      with open(path) as f:
+        results.append(json.load(f))
+    print(sweep_table(results))
+    if args.plot:
+      sweep_plot(results, args.plot)
+    return
   if args.render:
     with open(args.render) as f:
       result = json.load(f)
