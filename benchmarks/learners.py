@@ -8,6 +8,9 @@ runs twice: on one device (``ppo``) and as ``jaxrl-align train`` runs it by
 default (``ppo-cores``: the process has one CPU device per core, as the
 command makes, and the seeds are spread over as many as divide them; one
 seed stays on one device). rejax runs on one device, as its users run it.
+Ours use the straight-line CPU lowering of JAX's random hash, as the
+command does (``compiler.unroll_threefry_on_cpu``: the same bits);
+``--rolled-threefry`` keeps JAX's own looped one, for comparison.
 
 Settings (``--settings``): ``preset`` is our PPO preset for the task;
 ``rejax`` is rejax's published CartPole PPO configuration (5 envs x 100
@@ -49,6 +52,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxrl_align import agents  # noqa: E402
+from jaxrl_align import compiler  # noqa: E402
 from jaxrl_align import parallel  # noqa: E402
 from jaxrl_align.host import settings  # noqa: E402
 from jaxrl_align.agents import ppo  # noqa: E402
@@ -160,7 +164,12 @@ def main():
   parser.add_argument("--rows", default="rejax,ppo,ppo-cores,trpo",
                       help="which learners to run (comma-separated)")
   parser.add_argument("--json", default=None, help="also write the figures")
+  parser.add_argument("--rolled-threefry", action="store_true",
+                      help="keep JAX's own CPU lowering of the random hash "
+                           "(the command unrolls it)")
   args = parser.parse_args()
+  if not args.rolled_threefry:
+    compiler.unroll_threefry_on_cpu()  # as the command does
   wanted = set(args.rows.split(","))
   unknown = wanted - {"rejax", "ppo", "ppo-cores", "trpo"}
   if unknown:
@@ -169,7 +178,9 @@ def main():
   have_rejax = os.path.exists(args.rejax_python) and "rejax" in wanted
   print(f"JAX {jax.__version__} on {jax.default_backend()}, "
         f"{platform.machine()}, {os.cpu_count()} cores; rejax: "
-        f"{args.rejax_python if have_rejax else 'not found (make bench-learners)'}")
+        f"{args.rejax_python if have_rejax else 'not found (make bench-learners)'}"
+        f"; ours with JAX's random hash "
+        f"{'looped (JAX on CPU)' if args.rolled_threefry else 'unrolled'}")
   print(f"{'task':12s} {'setting':7s} {'seeds':>5s} {'learner':9s} "
         f"{'compile':>8s} {'warm':>8s} {'steps/s':>10s} {'return':>8s}  "
         f"vs rejax PPO")

@@ -222,6 +222,7 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
 
   import timing
 
+  agents.unroll_threefry_on_cpu()  # as the command does (the same bits)
   module = ppo if algo == "ppo" else trpo
   config_type = ppo.PPOConfig if algo == "ppo" else trpo.TRPOConfig
   names = {f.name for f in dataclasses.fields(config_type)}

@@ -17,6 +17,7 @@ import argparse
 import signal
 import sys
 
+from jaxrl_align import compiler
 from jaxrl_align.host import cli_rlhf
 from jaxrl_align.host import cli_runs
 from jaxrl_align.host import cli_train
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
   if refusal:  # before anything is read, built or written
     print(f"jaxrl-align {command}: error: {refusal}", file=sys.stderr)
     return 2
+  compiler.unroll_threefry_on_cpu()  # the same bits, fewer kernels on CPU
   try:
     return args.func(args)
   except ValueError as e:  # bad configs and run errors
