@@ -13,10 +13,14 @@
 Each figure is the median of 7 timed runs, the implementations timed in
 alternation. Every implementation gets the same deterministic action pattern
 (``(t + i) % num_actions``, or a sine for continuous tasks), so what is timed
-is the environment. JAX compile time is reported apart from the run.
+is the environment. JAX compile time is reported apart from the run. The
+JAX columns use the straight-line CPU lowering of JAX's random hash, as the
+command does (``compiler.unroll_threefry_on_cpu``, the same bits), unless
+``--rolled-threefry``.
 
 Usage: ``python benchmarks/env_throughput.py [--env CartPole-v1]
-[--sizes 1 8 1024 4096]``.
+[--sizes 1 8 1024 4096] [--no-gymnasium] [--rolled-threefry]
+[--json FILE]``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnax.environments import spaces  # noqa: E402
 
+from jaxrl_align import compiler  # noqa: E402
 from jaxrl_align import envs  # noqa: E402
 from jaxrl_align import parallel  # noqa: E402
 from jaxrl_align.envs import registry  # noqa: E402
@@ -176,7 +181,12 @@ def main():
   parser.add_argument("--no-gymnasium", action="store_true",
                       help="skip Gymnasium's host envs (large sizes)")
   parser.add_argument("--json", default=None, help="also write the figures")
+  parser.add_argument("--rolled-threefry", action="store_true",
+                      help="keep JAX's own CPU lowering of the random hash "
+                           "(the command unrolls it)")
   args = parser.parse_args()
+  if not args.rolled_threefry:
+    compiler.unroll_threefry_on_cpu()  # as the command does (the same bits)
   results = []
   print(f"{args.env}: env steps/s (M = million), JAX {jax.__version__} on "
         f"{jax.default_backend()}, {platform.machine()}, gymnasium "
