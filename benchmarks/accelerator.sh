@@ -17,10 +17,10 @@
 # OUT_DIR/<step>.json and OUT_DIR/<step>.log; a step that fails or runs out of
 # time is recorded as such and the next one runs:
 #   info        the card (nvidia-smi) and JAX's devices                  [30]
-#   tests       the device-independent tests (TESTS below), 4 processes [100]
+#   tests       the device-independent tests (TESTS below), 4 processes  [80]
 #   learners    PPO at rejax's CartPole config, 1 to 4,096 seeds in one
 #               vmap, and rejax's PPO beside it where its wheels came   [130]
-#   envs        our CartPole at 1 to 65,536 envs (no Gymnasium)          [40]
+#   envs        our CartPole at 1 to 65,536 envs (no Gymnasium)          [60]
 #   lm_rl       the LM PPO and TRPO iterations at batch 64 and 512,
 #               each the whole iteration as one program               [2 x 60]
 #   trl         TRL 1.12.0's PPO trainer on the same GPU, and ours       [50]
@@ -95,13 +95,13 @@ step() {
 }
 
 step info 30 "$PY" benchmarks/accelerator_report.py --info "$OUT_DIR/info.json"
-step tests 100 "$PY" -m pytest -q -p no:cacheprovider -n 4 -m "$TESTS_MARK" \
+step tests 80 "$PY" -m pytest -q -p no:cacheprovider -n 4 -m "$TESTS_MARK" \
   --timeout 120 --junitxml "$OUT_DIR/tests.xml" $TESTS
 # shellcheck disable=SC2086  # word lists on purpose
 step learners 130 "$PY" benchmarks/learners.py --envs CartPole-v1 \
   --settings rejax --seeds $SEEDS --rows rejax,ppo \
   --rejax-python "$REJAX_PY" --json "$OUT_DIR/learners.json"
-step envs 40 "$PY" benchmarks/env_throughput.py --sizes $ENVS --no-gymnasium \
+step envs 60 "$PY" benchmarks/env_throughput.py --sizes $ENVS --no-gymnasium \
   --json "$OUT_DIR/envs.json"
 for b in $LM_BATCHES; do
   step "lm_rl_$b" 60 "$PY" benchmarks/rlhf_rl.py --batch "$b" $LM_ARGS \
