@@ -58,6 +58,19 @@ import time
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0",
         "MountainCarContinuous-v0", "Pendulum-v1")
+# MuJoCo: the Zoo's entries are for the -v4 (InvertedDoublePendulum: -v2)
+# tasks; Gymnasium 1.x ships -v5, the same models and rewards with fixed
+# bugs (Gymnasium's MuJoCo docs, "Version History"). Stepped on the host.
+MUJOCO_ENVS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5",
+               "InvertedDoublePendulum-v5")
+_ZOO_MUJOCO_POLICY = dict(log_std_init=-2, ortho_init=False,
+                          activation_fn="relu",
+                          net_arch=dict(pi=[256, 256], vf=[256, 256]))
+# trpo.yml's &pybullet-defaults, which its &mujoco-defaults extend.
+_ZOO_TRPO_MUJOCO = dict(
+    normalize=True, n_envs=2, n_timesteps=1e6, batch_size=128, n_steps=1024,
+    gamma=0.99, gae_lambda=0.95, sub_sampling_factor=1, cg_max_steps=25,
+    cg_damping=0.1, n_critic_updates=20, learning_rate=1e-3)
 EVAL_EPISODES = 16
 
 # rl-zoo3 2.9.2, hyperparams/ppo.yml and trpo.yml (the five entries each).
@@ -97,6 +110,38 @@ ZOO = {
     ("trpo", "Pendulum-v1"): dict(
         n_envs=2, n_timesteps=1e5, n_steps=1024, gamma=0.9,
         n_critic_updates=15, use_sde=True, sde_sample_freq=4),
+    # ppo.yml's tuned MuJoCo entries ("# Tuned / 10 mujoco envs", and
+    # Swimmer-v4's).
+    ("ppo", "HalfCheetah-v5"): dict(
+        normalize=True, n_envs=1, n_timesteps=1e6, batch_size=64,
+        n_steps=512, gamma=0.98, learning_rate=2.0633e-05,
+        ent_coef=0.000401762, clip_range=0.1, n_epochs=20, gae_lambda=0.92,
+        max_grad_norm=0.8, vf_coef=0.58096, policy_kwargs=_ZOO_MUJOCO_POLICY),
+    ("ppo", "Hopper-v5"): dict(
+        normalize=True, n_envs=1, n_timesteps=1e6, batch_size=32,
+        n_steps=512, gamma=0.999, learning_rate=9.80828e-05,
+        ent_coef=0.00229519, clip_range=0.2, n_epochs=5, gae_lambda=0.99,
+        max_grad_norm=0.7, vf_coef=0.835671, policy_kwargs=_ZOO_MUJOCO_POLICY),
+    ("ppo", "Walker2d-v5"): dict(
+        normalize=True, n_envs=1, n_timesteps=1e6, batch_size=32,
+        n_steps=512, gamma=0.99, learning_rate=5.05041e-05,
+        ent_coef=0.000585045, clip_range=0.1, n_epochs=20, gae_lambda=0.95,
+        max_grad_norm=1.0, vf_coef=0.871923),
+    ("ppo", "Swimmer-v5"): dict(
+        normalize=True, n_timesteps=1e6, gamma=0.9999, n_envs=4,
+        n_steps=1024, batch_size=256, learning_rate=6e-4, gae_lambda=0.98),
+    ("ppo", "InvertedDoublePendulum-v5"): dict(
+        normalize=True, n_envs=1, n_timesteps=1e6, batch_size=512,
+        n_steps=128, gamma=0.98, learning_rate=0.000155454,
+        ent_coef=1.05057e-06, clip_range=0.4, n_epochs=10, gae_lambda=0.8,
+        max_grad_norm=0.5, vf_coef=0.695929),
+    ("trpo", "HalfCheetah-v5"): dict(_ZOO_TRPO_MUJOCO, target_kl=0.04),
+    ("trpo", "Hopper-v5"): dict(_ZOO_TRPO_MUJOCO),
+    ("trpo", "Walker2d-v5"): dict(_ZOO_TRPO_MUJOCO),
+    ("trpo", "Swimmer-v5"): dict(_ZOO_TRPO_MUJOCO, gamma=0.9999),
+    # trpo.yml has no InvertedDoublePendulum entry: its `default` (1e6
+    # steps, sb3-contrib's TRPO defaults, no normalisation).
+    ("trpo", "InvertedDoublePendulum-v5"): dict(n_envs=1, n_timesteps=1e6),
 }
 
 # What an entry leaves out: the libraries' constructor defaults
@@ -188,6 +233,12 @@ def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
     f["log_std_init"] = float(kwargs["log_std_init"])
   if "ortho_init" in kwargs:
     f["ortho_init"] = bool(kwargs["ortho_init"])
+  if "activation_fn" in kwargs:
+    f["activation"] = kwargs["activation_fn"]
+  if "net_arch" in kwargs:
+    arch = kwargs["net_arch"]
+    assert arch["pi"] == arch["vf"], arch  # ours: one size for both
+    f["hidden"] = tuple(arch["pi"])
   if e["use_sde"]:
     if "use_sde" in field_names:
       f.update(use_sde=True, sde_sample_freq=e["sde_sample_freq"])
@@ -284,6 +335,11 @@ def run_sb3(library: str, algo: str, env_id: str, seed: int) -> dict:
     if name in kwargs:
       v, linear = _value(kwargs[name])
       kwargs[name] = (lambda p, v=v: p * v) if linear else v
+  if "activation_fn" in kwargs["policy_kwargs"]:  # the Zoo's nn.ReLU
+    import torch
+    kwargs["policy_kwargs"] = dict(kwargs["policy_kwargs"], activation_fn={
+        "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[
+            kwargs["policy_kwargs"]["activation_fn"]])
   env = make_vec_env(env_id, n_envs=e["n_envs"], seed=seed)
   if e["normalize"]:
     env = VecNormalize(env, gamma=e["gamma"])

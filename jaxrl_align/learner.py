@@ -49,10 +49,18 @@ class Stepping(NamedTuple):
       arrays, with the metrics of the JAX-native ``update``.
     mode: ``(config, state, obs, data) -> action``: the deterministic
       policy an evaluation runs.
+    restart: ``(config, state, obs, data) -> (obs, state)``: the
+      environments' observations after a reset, as the learner sees them
+      (e.g. normalised, with its statistics updated); None: unchanged.
+    observe: ``(config, state, step, data) -> (step, state)``: one host
+      step (:class:`~jaxrl_align.envs.HostStep`) as the learner sees it
+      (observations normalised, reward scaled); None: unchanged.
   """
   act: Callable[..., Any]
   learn: Callable[..., Any]
   mode: Callable[..., Any]
+  restart: Callable[..., Any] | None = None
+  observe: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

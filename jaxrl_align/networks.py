@@ -89,8 +89,12 @@ def torch_default_dense(size: int, fan_in: int) -> nn.Dense:
       1.0 / 3.0, "fan_in", "uniform"), bias_init=bias_init)
 
 
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+
+
 class MLP(nn.Module):
-  """Tanh MLP with orthogonal init: ``√2`` hidden, ``out_scale`` output.
+  """MLP with orthogonal init: ``√2`` hidden, ``out_scale`` output (SB3's
+  scales, for either activation).
 
   Attributes:
     hidden: hidden layer sizes.
@@ -99,12 +103,15 @@ class MLP(nn.Module):
     with_features: *static* also return the last hidden layer.
     ortho_init: orthogonal init (else PyTorch's default,
       :func:`torch_default_dense`).
+    activation: of the hidden layers, a key of :data:`ACTIVATIONS`
+      (``"tanh"``, SB3's default; ``"relu"``, the Zoo's MuJoCo entries).
   """
   hidden: Sequence[int]
   out_dim: int
   out_scale: float = 1.0
   with_features: bool = False
   ortho_init: bool = True
+  activation: str = "tanh"
 
   def _dense(self, size, fan_in, scale):
     if not self.ortho_init:
@@ -115,8 +122,9 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array):
     """``x [B, in]`` -> ``[B, out_dim]`` (and ``[B, hidden[-1]]``)."""
+    act = ACTIVATIONS[self.activation]
     for size in self.hidden:
-      x = nn.tanh(self._dense(size, x.shape[-1], 2.0 ** 0.5)(x))
+      x = act(self._dense(size, x.shape[-1], 2.0 ** 0.5)(x))
     out = self._dense(self.out_dim, x.shape[-1], self.out_scale)(x)
     return (out, x) if self.with_features else out
 
@@ -130,10 +138,12 @@ class ActorCritic(nn.Module):
       Gaussian's state-independent ``log_std``).
     hidden: hidden sizes of both MLPs.
     ortho_init: orthogonal init (else PyTorch's default).
+    activation: of both MLPs' hidden layers (:data:`ACTIVATIONS`).
   """
   head: Any
   hidden: Sequence[int] = (64, 64)
   ortho_init: bool = True
+  activation: str = "tanh"
 
   @nn.compact
   def __call__(self, obs: Array):
@@ -141,8 +151,8 @@ class ActorCritic(nn.Module):
     x = obs.reshape((obs.shape[0], -1))
     out, features = MLP(self.hidden, self.head.out_dim, out_scale=0.01,
                         with_features=True, ortho_init=self.ortho_init,
-                        name="actor")(x)
+                        activation=self.activation, name="actor")(x)
     value = MLP(self.hidden, 1, out_scale=1.0, ortho_init=self.ortho_init,
-                name="critic")(x)[:, 0]
+                activation=self.activation, name="critic")(x)[:, 0]
     extra = self.head.extra_params(self)
     return self.head.output(out, extra, features), value

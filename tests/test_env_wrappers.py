@@ -1,6 +1,8 @@
 """Wrappers and rollouts: auto-reset, episode statistics, normalisation,
 reward scaling, action clipping, bad input."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -273,3 +275,62 @@ def test_vector_env_transitions_are_identical_to_raw_gymnax():
   np.testing.assert_array_equal(flat(terminated), ref[3])
   np.testing.assert_array_equal(flat(truncated), ref[4])
   assert int(terminated.sum()) > 20
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_wrappers_over_given_host_steps_equal_the_jax_native_wrappers(env_id):
+  """A run stepped on the host feeds Gymnasium's raw steps through
+  ``Task.host_env`` (the wrappers over :class:`envs.Given`): fed the raw
+  transitions of a JAX-native rollout, it gives that rollout's normalised
+  observations, final observations and scaled rewards and its
+  statistics, to float32 rounding (one program against another: XLA may
+  fuse the same arithmetic differently), CartPole's episodes ending inside
+  the rollout.
+  ``restart`` from the learner's fresh wrapper state is the wrappers'
+  ``reset``. Feeding the reset observation as the final one (a next-step
+  auto-reset) is caught."""
+  from jaxrl_align.agents import ppo
+  from jaxrl_align.agents import tasks
+
+  n, steps, gamma = 4, 300, 0.95
+  state, tr = run(env_id, n, steps, normalize_obs=True, scale_reward=True,
+                  gamma=gamma)
+  raw_state, raw = run(env_id, n, steps)
+  assert np.asarray(raw.terminated | raw.truncated).any()
+  config = ppo.PPOConfig(env_id=env_id, num_envs=n, normalize_obs=True,
+                         scale_reward=True, gamma=gamma)
+  task = tasks.make(env_id, host=True)
+  learner_state = ppo.init(config, jax.random.key(0), task)
+  host_env = task.host_env(config)
+  after = jnp.concatenate([raw.obs[1:], raw_state.obs[None]])
+
+  @jax.jit
+  def feed(env_state, final_obs):
+    obs0, env_state = host_env.restart(env_state, raw.obs[0])
+
+    def step(s, x):
+      obs, s, reward, _, _, info = host_env.step(None, s, None, envs.HostStep(
+          *x))
+      return s, (obs, reward, info["final_observation"])
+
+    env_state, out = jax.lax.scan(step, env_state, (
+        after, raw.reward, raw.terminated, raw.truncated, final_obs))
+    return obs0, env_state, out
+
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+  obs0, env_state, (obs, reward, final) = feed(
+      learner_state.rollout.env_state, raw.next_obs)
+  close(obs0, tr.obs[0])
+  close(obs[:-1], tr.obs[1:])
+  close(obs[-1], state.obs)
+  close(reward, tr.reward)
+  close(final, tr.next_obs)
+  theirs = state.env_state
+  for a, b in ((env_state.inner.obs_stats, theirs.inner.obs_stats),
+               (env_state.return_stats, theirs.return_stats),
+               (env_state.discounted_return, theirs.discounted_return)):
+    jax.tree.map(close, a, b)
+  assert int(env_state.inner.obs_stats.count) == (steps + 1) * n
+  # the wrong final observations
+  _, _, (_, _, wrong) = feed(learner_state.rollout.env_state, after)
+  assert np.abs(np.asarray(wrong) - np.asarray(tr.next_obs)).max() > 0.1

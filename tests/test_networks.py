@@ -68,3 +68,33 @@ def test_vmapped_init_never_deadlocks():
   np.testing.assert_allclose(gram, np.broadcast_to(2 * np.eye(4), (8, 4, 4)),
                              atol=1e-4)
   assert not np.allclose(kernel[0], kernel[1])
+
+
+@pytest.mark.parametrize("activation,fn", [("tanh", np.tanh),
+                                           ("relu", lambda x: np.maximum(x, 0))])
+def test_actor_critic_forward_equals_a_numpy_loop(activation, fn):
+  """Both MLPs, each activation, against float64 NumPy on their own
+  parameters (SB3's ``activation_fn``); the other activation does not."""
+  net = networks.ActorCritic(heads.Categorical(3), hidden=(8, 5),
+                             ortho_init=False, activation=activation)
+  obs = np.asarray(jax.random.normal(jax.random.key(0), (6, 4)))
+  params = net.init(jax.random.key(1), obs)
+  logits, value = jax.jit(net.apply)(params, obs)
+
+  def forward(p, act):
+    x = obs.astype(np.float64)
+    layers = sorted(p, key=lambda name: int(name.split("_")[-1]))
+    for i, name in enumerate(layers):
+      x = x @ np.asarray(p[name]["kernel"], np.float64) + np.asarray(
+          p[name]["bias"], np.float64)
+      if i < len(layers) - 1:
+        x = act(x)
+    return x
+
+  p = params["params"]
+  np.testing.assert_allclose(logits, forward(p["actor"], fn), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(value, forward(p["critic"], fn)[:, 0],
+                             rtol=1e-5, atol=1e-6)
+  other = np.tanh if activation == "relu" else (lambda x: np.maximum(x, 0))
+  assert np.abs(np.asarray(logits) - forward(p["actor"], other)).max() > 1e-3

@@ -86,8 +86,10 @@ def test_a_task_is_static_and_equal_by_id():
   with pytest.raises(ValueError, match="Pendulum-v1"):
     tasks.make("Pendulum-v1").check(config)
   with pytest.raises(ValueError, match="JAX-native only"):
-    tasks.make("CartPole-v1", host=True).check(
-        config.replace(normalize_obs=True))
+    tasks.make("Pendulum-v1", host=True).check(
+        ppo.PPOConfig(env_id="Pendulum-v1", use_sde=True))
+  tasks.make("CartPole-v1", host=True).check(  # normalised on the host too
+      config.replace(normalize_obs=True, scale_reward=True))
   sde = ppo.PPOConfig(env_id="Pendulum-v1", use_sde=True)
   tasks.make("Pendulum-v1").check(sde)
   discrete = dataclasses.replace(tasks.make("Pendulum-v1"),
@@ -172,11 +174,19 @@ def _opaque(learner):
     inner, metrics = s.learn(config, state[0], trajectory, task)
     return wrap(inner), metrics
 
+  def restart(config, state, obs, task):
+    obs, inner = s.restart(config, state[0], obs, task)
+    return obs, wrap(inner)
+
+  def observe(config, state, step, task):
+    step, inner = s.observe(config, state[0], step, task)
+    return step, wrap(inner)
+
   return dataclasses.replace(
       learner, name="opaque",
       init=lambda config, key, task: wrap(learner.init(config, key, task)),
       stepping=s._replace(
-          act=act, learn=learn,
+          act=act, learn=learn, restart=restart, observe=observe,
           mode=lambda config, state, obs, task: s.mode(config, state[0], obs,
                                                        task)))
 
@@ -189,9 +199,10 @@ def test_host_stepping_calls_only_the_learners_stepping(tmp_path):
   """Host-stepped programs drive a learner through its ``Stepping`` alone:
   with its state made unreadable (a bare tuple) the run is the same run,
   bit for bit (the host read ``state.rollout.key`` and ``state.update``
-  before)."""
+  before), observation normalisation and reward scaling included."""
   config = ppo.PPOConfig(env_id=HOST_ID, num_envs=2, num_steps=8,
-                         total_timesteps=32, num_minibatches=2, hidden=(8,))
+                         total_timesteps=32, num_minibatches=2, hidden=(8,),
+                         normalize_obs=True, scale_reward=True)
   settings = runner.RunnerSettings(seeds=2, chunk=2, eval_episodes=1)
   plain = runner.run(ppo.LEARNER, config, str(tmp_path / "plain"), settings,
                      progress=False)

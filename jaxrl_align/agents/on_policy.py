@@ -14,6 +14,7 @@ task.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -26,6 +27,7 @@ from jaxrl_align import configs
 from jaxrl_align import envs
 from jaxrl_align import heads
 from jaxrl_align import learner
+from jaxrl_align import networks
 from jaxrl_align import parallel
 from jaxrl_align.agents import policy as policy_lib
 from jaxrl_align.agents import presets
@@ -58,8 +60,12 @@ class OnPolicyConfig:
     hidden: *static* hidden sizes of the actor and critic MLPs.
     ortho_init: *static* orthogonal init of both MLPs (false: PyTorch's
       default uniform init, SB3's ``ortho_init=False``).
-    normalize_obs: *static* running observation normalisation.
-    scale_reward: *static* reward scaling by the discounted-return std.
+    activation: *static* the MLPs' hidden activation, ``"tanh"`` or
+      ``"relu"`` (SB3's ``activation_fn``).
+    normalize_obs: *static* running observation normalisation (on the host
+      too: :meth:`~jaxrl_align.agents.tasks.Task.host_env`).
+    scale_reward: *static* reward scaling by the discounted-return std
+      (likewise).
     use_sde: *static* generalized state-dependent exploration (gSDE,
       Raffin et al. 2022) for a Box action space: a ``[hidden[-1], D]``
       log-std and exploration matrices held for ``sde_sample_freq`` steps.
@@ -82,6 +88,7 @@ class OnPolicyConfig:
   update_epochs: int = configs.static()
   hidden: tuple = configs.static()
   ortho_init: bool = configs.static()
+  activation: str = configs.static(choices=tuple(networks.ACTIVATIONS))
   normalize_obs: bool = configs.static()
   scale_reward: bool = configs.static()
   use_sde: bool = configs.static()
@@ -112,11 +119,9 @@ def finish_config(config, algo: str) -> None:
   envs.check_env_id(config.env_id)
   configs.fill_defaults(config, presets.preset(algo, config.env_id),
                         presets.DEFAULTS[algo])
-  if not envs.is_jax_native(config.env_id):
-    if config.normalize_obs or config.scale_reward or config.use_sde:
-      raise ValueError(f"`normalize_obs`, `scale_reward` and `use_sde` are "
-                       f"JAX-native only; {config.env_id} is stepped on "
-                       f"the host: set them to false.")
+  if not envs.is_jax_native(config.env_id) and config.use_sde:
+    raise ValueError(f"`use_sde` is JAX-native only; {config.env_id} is "
+                     f"stepped on the host: set it to false.")
   for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs",
                "num_minibatches"):
     _checks.check_positive_int(name, getattr(config, name))
@@ -215,8 +220,7 @@ def deterministic_policy(config, state, task: tasks.Task | None = None
   frozen): what an evaluation needs, without reading the state's layout."""
   task = _task(config, task)
   policy = task.policy(config)
-  normalize = task.observation_normalizer(
-      config, state.rollout.env_state if task.jax_native else None)
+  normalize = task.observation_normalizer(config, state.rollout.env_state)
   return lambda obs: policy.mode(state.params, normalize(obs))
 
 
@@ -227,8 +231,11 @@ def start(config, key: Array, task: tasks.Task | None = None):
   """``(policy, params, rollout, learn_key)`` of a fresh run.
 
   A JAX-native task (by default the config's) gets a reset rollout state;
-  for one stepped on the host the rollout state holds only the key the
-  policy samples with (the environments live on the host).
+  for one stepped on the host the rollout state holds the key the policy
+  samples with and the state of the config's wrappers over the host's
+  environments (:meth:`~jaxrl_align.agents.tasks.Task.host_env`: fresh
+  statistics, not yet updated with a reset's observations), the
+  environments themselves living on the host.
   """
   task = _task(config, task)
   k_params, k_env, k_learn = jax.random.split(key, 3)
@@ -237,8 +244,24 @@ def start(config, key: Array, task: tasks.Task | None = None):
     rollout = _shard_envs(config, envs.rollout_init(
         task.training_env(config), task.env_params, k_env))
   else:
-    rollout = envs.RolloutState(None, None, k_env)
+    rollout = envs.RolloutState(_host_env_state(config, task), None, k_env)
   return policy, policy.init(k_params, config.log_std_init), rollout, k_learn
+
+
+def _host_env_state(config, task: tasks.Task):
+  """The host wrapper stack's state before any observation: its
+  ``reset`` with the statistics left as initialised (zeros do not
+  count)."""
+  obs = jnp.zeros((config.num_envs,) + tuple(task.observation_space.shape),
+                  jnp.float32)
+  return _frozen(task.host_env(config)).reset(None, obs)[1]
+
+
+def _frozen(env):
+  """The wrapper stack with ``update_stats`` off in every layer."""
+  if isinstance(env, envs.Given):
+    return env
+  return dataclasses.replace(env, env=_frozen(env.env), update_stats=False)
 
 
 def finished_episodes(trajectory, axis=(0, 1)) -> dict[str, Array]:
@@ -414,7 +437,29 @@ def stepping(learn: Callable) -> learner.Stepping:
   def mode(config, state, obs, task):
     return deterministic_policy(config, state, task)(obs)
 
-  return learner.Stepping(act=act, learn=learn_trajectory, mode=mode)
+  def restart(config, state, obs, task):
+    """The host envs' reset observations through the config's wrappers
+    (statistics kept): ``(obs, state)``."""
+    env = _task(config, task).host_env(config)
+    obs, env_state = env.restart(state.rollout.env_state, obs)
+    return obs, state._replace(rollout=state.rollout._replace(
+        env_state=env_state))
+
+  def observe(config, state, step, task):
+    """A host step (:class:`~jaxrl_align.envs.HostStep`) through the
+    config's wrappers, as the JAX-native training env steps:
+    ``(step, state)``, the step's observations normalised and its reward
+    scaled."""
+    env = _task(config, task).host_env(config)
+    obs, env_state, reward, _, _, info = env.step(
+        None, state.rollout.env_state, None, step)
+    step = step._replace(obs=obs, reward=reward,
+                         final_observation=info["final_observation"])
+    return step, state._replace(rollout=state.rollout._replace(
+        env_state=env_state))
+
+  return learner.Stepping(act=act, learn=learn_trajectory, mode=mode,
+                          restart=restart, observe=observe)
 
 
 def make_learner(name: str, config_type: type, init: Callable,

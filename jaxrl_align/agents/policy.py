@@ -68,10 +68,12 @@ class Policy(NamedTuple):
 
 def make_policy(config, observation_space, action_space) -> Policy:
   """The policy for a task's spaces (gymnax or Gymnasium ``Box`` /
-  ``Discrete``), with ``config.hidden`` layers (gSDE's head with
+  ``Discrete``), with ``config.hidden`` layers of ``config.activation``
+  (gSDE's head with
   ``config.use_sde``)."""
   head = heads.for_space(action_space,
                          config.hidden[-1] if config.use_sde else None)
-  return Policy(networks.ActorCritic(head, config.hidden, config.ortho_init),
+  return Policy(networks.ActorCritic(head, config.hidden, config.ortho_init,
+                                     config.activation),
                 head,
                 tuple(int(d) for d in observation_space.shape))

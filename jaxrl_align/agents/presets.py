@@ -27,7 +27,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         clip_eps=0.2, vf_clip_eps=0.2, ent_coef=0.01, vf_coef=0.5,
         max_grad_norm=0.5, target_kl=float("inf"), kl_target=0.01,
         kl_beta_init=1.0, log_std_init=0.0, use_sde=False,
-        sde_sample_freq=-1, ortho_init=True),
+        sde_sample_freq=-1, ortho_init=True, activation="tanh"),
     "trpo": dict(
         total_timesteps=102_400, num_envs=8, num_steps=128, num_minibatches=4,
         update_epochs=10, hidden=(64, 64), normalize_obs=False,
@@ -35,8 +35,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         fisher_subsample=1, adv_norm_ddof=0, learning_rate=1e-3, gamma=0.99,
         gae_lambda=0.95, max_kl=0.01, cg_damping=0.1, backtrack_coeff=0.8,
         max_grad_norm=0.5, log_std_init=0.0, use_sde=False,
-        sde_sample_freq=-1, ortho_init=True),
+        sde_sample_freq=-1, ortho_init=True, activation="tanh"),
 }
+
+_MUJOCO_PPO = dict(normalize_obs=True, scale_reward=True, adv_norm_ddof=1,
+                   anneal_lr=False)
+_ZOO_MUJOCO_NET = dict(hidden=(256, 256), activation="relu",
+                       log_std_init=-2.0, ortho_init=False)
+# trpo.yml's MuJoCo entries (its &mujoco-defaults: &pybullet-defaults, 1M
+# steps).
+_ZOO_TRPO_MUJOCO = dict(
+    total_timesteps=999_424, num_envs=2, num_steps=1024, num_minibatches=16,
+    update_epochs=20, learning_rate=1e-3, gamma=0.99, gae_lambda=0.95,
+    cg_iters=25, cg_damping=0.1, normalize_obs=True, scale_reward=True,
+    adv_norm_ddof=1, max_grad_norm=float("inf"))
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("ppo", "CartPole-v1"): dict(  # Zoo ppo.yml CartPole-v1
@@ -104,6 +116,52 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         total_timesteps=198_656, num_envs=4, num_steps=512,
         num_minibatches=8, update_epochs=10, gamma=0.9, gae_lambda=0.95,
         max_kl=0.01),
+    # MuJoCo, stepped on the host: the RL Baselines3 Zoo's tuned entries
+    # (rl-zoo3 2.9.2 ppo.yml and trpo.yml, for the -v4 tasks; Gymnasium 1.x
+    # has -v5), translated as benchmarks/peers.py translates them (its
+    # ZOO table; tests/test_presets.py checks these against it): the
+    # budget (1M steps) in whole batches; `normalize: true` is observation
+    # normalisation and reward scaling; minibatches = batch / batch_size;
+    # vf_coef doubled; SB3's torch std (adv_norm_ddof=1); SB3's constant
+    # learning rate; policy_kwargs' ReLU, 256 x 256, log_std_init -2 and
+    # PyTorch's init where the entry has them.
+    ("ppo", "Hopper-v5"): dict(
+        **_MUJOCO_PPO, total_timesteps=999_936, num_envs=1, num_steps=512,
+        num_minibatches=16, update_epochs=5, learning_rate=9.80828e-05,
+        gamma=0.999, gae_lambda=0.99, clip_eps=0.2, ent_coef=0.00229519,
+        vf_coef=2 * 0.835671, max_grad_norm=0.7, **_ZOO_MUJOCO_NET),
+    ("ppo", "Walker2d-v5"): dict(
+        **_MUJOCO_PPO, total_timesteps=999_936, num_envs=1, num_steps=512,
+        num_minibatches=16, update_epochs=20, learning_rate=5.05041e-05,
+        gamma=0.99, gae_lambda=0.95, clip_eps=0.1, ent_coef=0.000585045,
+        vf_coef=2 * 0.871923, max_grad_norm=1.0),
+    ("ppo", "HalfCheetah-v5"): dict(
+        **_MUJOCO_PPO, total_timesteps=999_936, num_envs=1, num_steps=512,
+        num_minibatches=8, update_epochs=20, learning_rate=2.0633e-05,
+        gamma=0.98, gae_lambda=0.92, clip_eps=0.1, ent_coef=0.000401762,
+        vf_coef=2 * 0.58096, max_grad_norm=0.8, **_ZOO_MUJOCO_NET),
+    ("ppo", "Swimmer-v5"): dict(  # SB3's defaults where the entry is silent
+        **_MUJOCO_PPO, total_timesteps=999_424, num_envs=4, num_steps=1024,
+        num_minibatches=16, update_epochs=10, learning_rate=6e-4,
+        gamma=0.9999, gae_lambda=0.98, clip_eps=0.2, ent_coef=0.0,
+        vf_coef=2 * 0.5, max_grad_norm=0.5),
+    ("ppo", "InvertedDoublePendulum-v5"): dict(  # batch_size 512 > 128
+        **_MUJOCO_PPO, total_timesteps=999_936, num_envs=1, num_steps=128,
+        num_minibatches=1, update_epochs=10, learning_rate=0.000155454,
+        gamma=0.98, gae_lambda=0.8, clip_eps=0.4, ent_coef=1.05057e-06,
+        vf_coef=2 * 0.695929, max_grad_norm=0.5),
+    ("trpo", "Hopper-v5"): dict(_ZOO_TRPO_MUJOCO),
+    ("trpo", "Walker2d-v5"): dict(_ZOO_TRPO_MUJOCO),
+    ("trpo", "HalfCheetah-v5"): dict(_ZOO_TRPO_MUJOCO, max_kl=0.04),
+    ("trpo", "Swimmer-v5"): dict(_ZOO_TRPO_MUJOCO, gamma=0.9999),
+    # trpo.yml has no entry for it: its `default` (1M steps, sb3-contrib's
+    # defaults: one env of 2,048 steps, minibatches of 128, 10 critic
+    # epochs, 15 CG steps, no normalisation, no critic gradient clip).
+    ("trpo", "InvertedDoublePendulum-v5"): dict(
+        total_timesteps=999_424, num_envs=1, num_steps=2048,
+        num_minibatches=16, update_epochs=10, learning_rate=1e-3,
+        gamma=0.99, gae_lambda=0.95, cg_iters=15, adv_norm_ddof=1,
+        max_grad_norm=float("inf")),
 }
 
 

@@ -4,7 +4,8 @@
 the environment and its params (JAX-native ids), the observation and
 action spaces (Gymnasium's own for an id stepped on the host), whether it
 runs inside ``jit``, and from them the policy (:meth:`Task.policy`), the
-training env's wrapper stack (:meth:`Task.training_env`) and how an
+training env's wrapper stack (:meth:`Task.training_env`, and
+:meth:`Task.host_env` for an id stepped on the host) and how an
 evaluation reads that stack's observation statistics
 (:meth:`Task.observation_normalizer`). The boundary (the command line,
 :func:`jaxrl_align.host.stepping.train`, a user's code) builds the task and
@@ -92,10 +93,22 @@ class Task:
 
   def training_env(self, config):
     """The training vector env of ``config.num_envs`` copies, with the
-    config's wrapper stack: observation normalisation (clipped at
-    :data:`OBS_CLIP`), then reward scaling (``config.gamma``, clipped at
-    :data:`REWARD_CLIP`)."""
-    env = self.vec_env(config.num_envs)
+    config's wrapper stack (:meth:`wrap`)."""
+    return self.wrap(config, self.vec_env(config.num_envs))
+
+  def host_env(self, config):
+    """The config's wrapper stack (:meth:`wrap`) over
+    :class:`~jaxrl_align.envs.Given`: what a run stepped on the host feeds
+    each Gymnasium step and reset through (``step`` and ``restart``), so
+    its observations and rewards are normalised by the JAX-native
+    wrappers' own code, their statistics in the learner state."""
+    return self.wrap(config, envs.Given())
+
+  @staticmethod
+  def wrap(config, env):
+    """``env`` inside the config's wrappers: observation normalisation
+    (clipped at :data:`OBS_CLIP`), then reward scaling (``config.gamma``,
+    clipped at :data:`REWARD_CLIP`); SB3's ``VecNormalize`` order."""
     if config.normalize_obs:
       env = envs.NormalizeObservation(env, clip=OBS_CLIP)
     if config.scale_reward:
@@ -104,11 +117,14 @@ class Task:
 
   def observation_normalizer(self, config, env_state) -> Callable:
     """``obs -> obs`` as the training env sees it: normalised with the
-    statistics held in ``env_state`` (the training env's state, frozen),
-    or unchanged when the config does not normalise observations."""
-    if not (self.jax_native and config.normalize_obs):
+    statistics held in ``env_state`` (the training env's state, or, for a
+    task stepped on the host, the :meth:`host_env` state; frozen), or
+    unchanged when the config does not normalise observations."""
+    if not config.normalize_obs:
       return lambda obs: obs
-    stats = self.training_env(config).obs_stats(env_state)
+    env = (self.training_env(config) if self.jax_native
+           else self.host_env(config))
+    stats = env.obs_stats(env_state)
     return lambda obs: normalization.normalize(stats, obs, clip=OBS_CLIP)
 
   @property
@@ -118,16 +134,14 @@ class Task:
 
   def check(self, config) -> None:
     """Refuses a config this task cannot run, before anything is compiled:
-    another id, the JAX-env wrappers or gSDE on a task stepped on the host,
-    gSDE on a ``Discrete`` action space."""
+    another id, gSDE on a task stepped on the host, gSDE on a ``Discrete``
+    action space."""
     if config.env_id != self.env_id:
       raise ValueError(f"The config is for {config.env_id}, the task is "
                        f"{self.env_id}.")
-    if not self.jax_native and (config.normalize_obs or config.scale_reward
-                                or config.use_sde):
-      raise ValueError(f"`normalize_obs`, `scale_reward` and `use_sde` are "
-                       f"JAX-native only; {self.env_id} is stepped on the "
-                       f"host: set them to false.")
+    if not self.jax_native and config.use_sde:
+      raise ValueError(f"`use_sde` is JAX-native only; {self.env_id} is "
+                       f"stepped on the host: set it to false.")
     self.policy(config)  # its head refuses the spaces it does not take
 
 

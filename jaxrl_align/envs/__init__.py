@@ -25,6 +25,8 @@ from jaxrl_align.envs.rollout import RolloutState
 from jaxrl_align.envs.rollout import Trajectory
 from jaxrl_align.envs.wrappers import Env
 from jaxrl_align.envs.wrappers import EnvState
+from jaxrl_align.envs.wrappers import Given
+from jaxrl_align.envs.wrappers import HostStep
 from jaxrl_align.envs.wrappers import NormalizeObservation
 from jaxrl_align.envs.wrappers import ScaleReward
 from jaxrl_align.envs.wrappers import VecEnv
@@ -132,7 +134,9 @@ __all__ = (
     "ENV_IDS",
     "Env",
     "EnvState",
+    "Given",
     "GymnasiumVecEnv",
+    "HostStep",
     "is_jax_native",
     "make",
     "make_gymnax",

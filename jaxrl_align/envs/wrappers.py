@@ -11,6 +11,10 @@ action, params)``:
 * :class:`VecEnv`, ``num_envs`` copies stepped as one batch with one key;
   :class:`NormalizeObservation` and :class:`ScaleReward` wrap a
   :class:`VecEnv` so their running statistics are shared by all copies.
+* :class:`Given`, a vector env stepped elsewhere (on the host): its step
+  returns the :class:`HostStep` passed as its params, so the same two
+  wrappers, with the same code, normalise environments stepped by
+  Gymnasium (:mod:`jaxrl_align.host.stepping`).
 
 Wrapper objects hold only static configuration and are hashable, so they can
 be closed over or passed as static arguments; all changing data is in the
@@ -250,6 +254,52 @@ class VecEnv:
     return jax.vmap(env._merge)(stepped, reset)
 
 
+class HostStep(NamedTuple):
+  """One step of ``N`` environments stepped outside JAX, as arrays.
+
+  Attributes:
+    obs: ``[N, *obs_shape]``, the observation after the step (the reset
+      one where an episode ended).
+    reward: ``[N]``.
+    terminated: ``[N]`` bool.
+    truncated: ``[N]`` bool.
+    final_observation: ``[N, *obs_shape]``, the true successor (the final
+      observation where an episode ended).
+  """
+  obs: Array
+  reward: Array
+  terminated: Array
+  truncated: Array
+  final_observation: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Given:
+  """A vector env whose data comes from outside: ``reset(key, obs)``
+  returns ``obs``; ``step(key, state, action, step)`` returns the
+  :class:`HostStep` ``step`` in the six-value API (the action is ignored:
+  the step was taken elsewhere). Its state is ``None``. Wrapped in
+  :class:`NormalizeObservation` and :class:`ScaleReward`, it applies their
+  exact arithmetic to environments stepped on the host."""
+
+  def obs_stats(self, state) -> None:
+    del state
+    return None
+
+  def reset(self, key: Array, obs: Array):
+    del key
+    return obs, None
+
+  def restart(self, state, obs: Array):
+    del state
+    return obs, None
+
+  def step(self, key: Array, state, action, step: HostStep):
+    del key, state, action
+    return (step.obs, None, step.reward, step.terminated, step.truncated,
+            {"final_observation": step.final_observation})
+
+
 class NormalizeObservationState(NamedTuple):
   """Inner vector-env state and the shared observation statistics."""
   inner: Any
@@ -283,6 +333,16 @@ class NormalizeObservation:
   def reset(self, key: Array, params):
     obs, inner = self.env.reset(key, params)
     stats = normalization.running_mean_std_init(obs.shape[1:], obs.dtype)
+    if self.update_stats:
+      stats = normalization.running_mean_std_update(stats, obs)
+    return self._normalize(stats, obs), NormalizeObservationState(inner, stats)
+
+  def restart(self, state: NormalizeObservationState, obs: Array):
+    """A reset whose observations ``obs`` came from outside (a
+    :class:`Given` inside): the statistics in ``state`` are kept and, as in
+    :meth:`reset`, updated with ``obs`` before normalising it."""
+    obs, inner = self.env.restart(state.inner, obs)
+    stats = state.obs_stats
     if self.update_stats:
       stats = normalization.running_mean_std_update(stats, obs)
     return self._normalize(stats, obs), NormalizeObservationState(inner, stats)
@@ -337,6 +397,14 @@ class ScaleReward:
     n = obs.shape[0]
     return obs, ScaleRewardState(inner, jnp.zeros((n,), jnp.float32),
                                  normalization.running_mean_std_init(()))
+
+  def restart(self, state: ScaleRewardState, obs: Array):
+    """A reset whose observations ``obs`` came from outside (a
+    :class:`Given` inside): every env's discounted return starts again at
+    0, as in :meth:`reset`; the return statistics in ``state`` are kept."""
+    obs, inner = self.env.restart(state.inner, obs)
+    return obs, ScaleRewardState(inner, jnp.zeros_like(
+        state.discounted_return), state.return_stats)
 
   def step(self, key: Array, state: ScaleRewardState, action, params):
     obs, inner, reward, terminated, truncated, info = self.env.step(

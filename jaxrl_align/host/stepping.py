@@ -4,15 +4,18 @@ Any Gymnasium id whose observations are a ``Box`` and whose actions are a
 ``Box`` or ``Discrete`` trains through :class:`HostPrograms`: the rollout
 runs on the host through :class:`~jaxrl_align.envs.GymnasiumVecEnv` (one per
 seed), and the learner's pure :class:`~jaxrl_align.learner.Stepping`
-functions (``act``, ``learn``, ``mode``), jitted and vmapped over seeds, do
-the rest, so the learning is the code of the JAX-native path and the host
-never reads a learner's state. The runner uses these programs for every
-environment that is not JAX-native. The environments' state lives in
-Gymnasium, outside the learner state: a resumed run continues from the
-checkpoint's parameters with freshly reset environments, so it is not
-bit-identical to an uninterrupted one. Observation normalisation, reward
-scaling and gSDE are JAX-env only, not available here (configs and the
-task's check refuse them).
+functions (``restart``, ``observe``, ``act``, ``learn``, ``mode``), jitted
+and vmapped over seeds, do the rest, so the learning is the code of the
+JAX-native path and the host never reads a learner's state. Observation
+normalisation and reward scaling are the JAX-native wrappers themselves,
+over :class:`~jaxrl_align.envs.Given` (``Task.host_env``): each
+Gymnasium step goes through them, their statistics in the learner state.
+The runner uses these programs for every environment that is not
+JAX-native. The environments' state lives in Gymnasium, outside the
+learner state: a resumed run continues from the checkpoint's parameters
+and statistics with freshly reset environments, so it is not
+bit-identical to an uninterrupted one. gSDE is JAX-env only (configs and
+the task's check refuse it here).
 """
 
 from __future__ import annotations
@@ -48,15 +51,29 @@ def host_stepped(learner: Learner, config, data=None) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _jitted(stepping, task: tasks.Task):
-  """``(act, learn)`` vmapped over seeds and ``mode`` of one seed, jitted:
-  one set per learner and task (tasks compare by what they are), so the
-  runs of one process (:func:`train` per seed, runs one after another)
-  compile them once; jit keys them on the config's static fields."""
-  return (jax.jit(jax.vmap(lambda c, s, o: stepping.act(c, s, o, task),
-                           in_axes=(None, 0, 0))),
-          jax.jit(jax.vmap(lambda c, s, t: stepping.learn(c, s, t, task),
-                           in_axes=(None, 0, 0))),
-          jax.jit(lambda c, s, o: stepping.mode(c, s, o, task)))
+  """The host loop's programs of one learner and task, vmapped over seeds
+  and jitted (``mode``: one seed): one set per learner and task (tasks
+  compare by what they are), so the runs of one process (:func:`train` per
+  seed, runs one after another) compile them once; jit keys them on the
+  config's static fields. ``observe_act`` is ``observe`` then ``act`` on
+  the observed step's observations: one program per host step."""
+  restart = stepping.restart or (lambda c, s, o, d: (o, s))
+  observe = stepping.observe or (lambda c, s, t, d: (t, s))
+
+  def observe_act(c, s, t):
+    t, s = observe(c, s, t, task)
+    return (t,) + tuple(stepping.act(c, s, t.obs, task))
+
+  def seeds(fn):
+    return jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))
+
+  return dict(
+      act=seeds(lambda c, s, o: stepping.act(c, s, o, task)),
+      learn=seeds(lambda c, s, t: stepping.learn(c, s, t, task)),
+      restart=seeds(lambda c, s, o: restart(c, s, o, task)),
+      observe=seeds(lambda c, s, t: observe(c, s, t, task)),
+      observe_act=seeds(observe_act),
+      mode=jax.jit(lambda c, s, o: stepping.mode(c, s, o, task)))
 
 
 class HostPrograms:
@@ -91,17 +108,20 @@ class HostPrograms:
     self._envs: list[envs.GymnasiumVecEnv] = []
     self._compiled: dict[Any, Any] = {}
     self._task: tasks.Task | None = None
+    self._obs = None  # [seeds, N, ...], as the learners see them
 
   def _programs(self, config):
-    """``(act, learn)`` jitted and vmapped over seeds, once per config."""
+    """The jitted programs (:func:`_jitted`), once per config."""
     key = ("programs", config)
     if key not in self._compiled:
-      self._compiled[key] = _jitted(self._stepping, self._task)[:2]
+      self._compiled[key] = _jitted(self._stepping, self._task)
     return self._compiled[key]
 
   def init(self, config, keys: jax.Array, data=None):
     """Fresh learner states, and one Gymnasium vector env per seed
-    (``data``: the run's task, or None)."""
+    (``data``: the run's task, or None). The envs' first observations go
+    through the learner's ``restart`` at the first :meth:`chunk`, with the
+    states it is given then (fresh or restored)."""
     self._task = (tasks.make(config.env_id, host=True)
                   if data is None or data.jax_native else data)
     self._task.check(config)
@@ -119,38 +139,57 @@ class HostPrograms:
     jitted, seed-vmapped ``learn``. Returns ``(states, metrics)`` with
     ``[seeds, chunk]`` metrics, as the compiled chunk does."""
     del data
-    act, learn = self._programs(config)
+    programs = self._programs(config)
+    if self._obs is None:
+      self._obs, states = programs["restart"](
+          config, states, np.stack([env.obs for env in self._envs]))
     rows = []
     for _ in range(self._chunk):
-      trajectory, states = self._rollout(config, act, states)
-      states, metrics = learn(config, states, trajectory)
+      trajectory, states = self._rollout(config, programs, states)
+      states, metrics = programs["learn"](config, states, trajectory)
       rows.append(metrics)
     return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
 
-  def _rollout(self, config, act, states):
-    steps, actions, extras = [], [], []
-    for _ in range(config.num_steps):
-      obs = jnp.asarray(np.stack([env.obs for env in self._envs]))
-      action, extra, states = act(config, states, obs)
-      host_action = np.asarray(action)
-      steps.append([env.step(a) for env, a in zip(self._envs, host_action)])
-      actions.append(action)
-      extras.append(extra)
-    fields = {name: jnp.asarray(np.stack([[s[name] for s in per_env]
-                                          for per_env in steps], axis=1))
-              for name in steps[0][0]}  # [seeds, T, N, ...]
-    trajectory = envs.Trajectory(
-        action=jnp.stack(actions, axis=1),
-        extras=jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *extras),
-        **fields)
-    return trajectory, states
+  def _rollout(self, config, programs, states):
+    """``num_steps`` host steps: each step's Gymnasium outputs go through
+    the learner's ``observe`` (normalised as the learner sees them) and
+    its ``act`` for the next step's actions, one program per step."""
+    obs = self._obs
+    action, extra, states = programs["act"](config, states, obs)
+    rows = []
+    for t in range(config.num_steps):
+      action, extra, obs = jax.device_get((action, extra, obs))
+      steps = [env.step(a) for env, a in zip(self._envs, action)]
+      field = lambda name: np.stack([s[name] for s in steps])  # noqa: E731
+      raw = envs.HostStep(
+          obs=np.stack([env.obs for env in self._envs]),
+          reward=field("reward"), terminated=field("terminated"),
+          truncated=field("truncated"), final_observation=field("next_obs"))
+      row = dict(obs=obs, action=action, extras=extra,
+                 terminated=raw.terminated, truncated=raw.truncated,
+                 episode_return=field("episode_return"),
+                 episode_length=field("episode_length"))
+      if t + 1 < config.num_steps:
+        seen, action, extra, states = programs["observe_act"](config, states,
+                                                              raw)
+      else:
+        seen, states = programs["observe"](config, states, raw)
+      seen = jax.device_get(seen)
+      row.update(reward=seen.reward, next_obs=seen.final_observation)
+      rows.append(row)
+      obs = seen.obs
+    self._obs = obs
+    # [seeds, T, N, ...], stacked on the host: one transfer per field
+    trajectory = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs, axis=1)),
+                              *rows)
+    return envs.Trajectory(**trajectory), states
 
   def evaluate(self, config, states, keys: jax.Array, data=None):
     """``[seeds, eval_episodes]`` returns of the deterministic policy, one
     episode per env; NaN for an episode that did not end within the
     environment's time limit (or 10,000 steps without one)."""
     del data
-    mode = _jitted(self._stepping, self._task)[2]
+    mode = _jitted(self._stepping, self._task)["mode"]
     returns = []
     for i, key in enumerate(keys):
       state = jax.tree.map(lambda x: x[i], states)
@@ -174,6 +213,7 @@ class HostPrograms:
     for env in self._envs:
       env.close()
     self._envs = []
+    self._obs = None
 
 
 def train(learner: Any, config, key: jax.Array, *, env_id: str | None = None,
