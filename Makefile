@@ -87,7 +87,7 @@ accelerator-check: $(VENV)/.installed-test .venv-trl/.installed .venv-rejax/bin/
 .venv-peers/.installed:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip --disable-pip-version-check install --quiet "stable-baselines3==2.9.2" "sb3-contrib==2.9.2" "sbx-rl==0.28.0" "torch==2.13.0" "rejax==0.1.3" "gymnax==0.0.9" "jax==0.10.2" "jaxlib==0.10.2"
+	.venv-peers/bin/python -m pip --disable-pip-version-check install --quiet "stable-baselines3==2.9.2" "sb3-contrib==2.9.2" "sbx-rl==0.28.0" "torch==2.13.0" "rejax==0.1.3" "gymnax==0.0.9" "jax==0.10.2" "jaxlib==0.10.2" "mujoco==4.0.0" "imageio==2.38.1"
 	touch $@
 
 bench-peers: $(VENV)/.installed-test .venv-peers/.installed

@@ -26,6 +26,12 @@ seconds are interpolated over the warm training time, after compilation;
 rejax: its own deterministic evaluations, 10 per run). Ratios are computed
 from the figures of this one run.
 
+``--envs`` also takes the five MuJoCo tasks of ``MUJOCO_ENVS`` (the Zoo's
+MuJoCo entries; ours stepped on the host through the runner, as the
+command runs them, its wall time including compilation and evaluation;
+SB3 and sb3-contrib as for the others; not rejax, whose environments are
+gymnax's). ``.venv-peers`` needs ``gymnasium[mujoco]`` for them.
+
 What we translate from a Zoo entry, and what we lack, is printed and
 recorded with each result (``notes``). Our ``value_loss`` is ½·MSE where
 SB3's is MSE, so a Zoo ``vf_coef`` of c becomes 2c here; SB3's
@@ -279,6 +285,8 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
   names = {f.name for f in dataclasses.fields(config_type)}
   fields, notes = our_fields(algo, env_id, names)
   config = config_type(**fields)
+  if env_id in MUJOCO_ENVS:
+    return _run_ours_host(algo, config, seeds, fields, notes)
   keys = jax.random.split(jax.random.key(0), seeds)
   assert len(jax.devices()) >= devices, jax.devices()
   mesh = (jax.set_mesh(parallel.mesh(seeds=devices)) if devices > 1
@@ -304,6 +312,45 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
                                 for i in range(n)]},
           "notes": notes, "config": {k: (list(v) if isinstance(v, tuple)
                                          else v) for k, v in fields.items()}}
+
+
+def _run_ours_host(algo, config, seeds, fields, notes) -> dict:
+  """Our run of a task stepped on the host, through the runner as the
+  command runs it (one Gymnasium vector env of every seed's envs, the
+  learner vmapped over seeds), in a scratch directory."""
+  import tempfile
+
+  import numpy as np
+
+  from jaxrl_align.host import runner
+
+  with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    result = runner.run(algo, config, os.path.join(tmp, "run"),
+                        runner.RunnerSettings(seeds=seeds,
+                                              eval_episodes=EVAL_EPISODES),
+                        progress=False)
+    wall = time.perf_counter() - start
+    rows = runner.read_metrics(os.path.join(tmp, "run"))
+  updates = config.num_updates
+  curve = np.full((seeds, updates), np.nan)
+  for row in rows:
+    if row["episode_return"] is not None:
+      curve[row["seed"], row["update"] - 1] = row["episode_return"]
+  steps = [(i + 1) * config.num_envs * config.num_steps
+           for i in range(updates)]
+  mean = [None if np.all(np.isnan(c)) else float(np.nanmean(c))
+          for c in curve.T]
+  return {"compile_s": None, "warm_s": wall, "devices": 1,
+          "env_steps": steps[-1] * seeds,
+          "returns": np.nanmean(result.evaluation, axis=1).tolist(),
+          "curve": {"steps": steps, "return": mean,
+                    "seconds": [wall * (i + 1) / updates
+                                for i in range(updates)]},
+          "notes": notes + ["stepped on the host; wall time includes "
+                            "compiling and the final evaluation"],
+          "config": {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in fields.items()}}
 
 
 # ----------------------------------------------------------------- peers
@@ -607,7 +654,9 @@ def _save(args, cores, results) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+  parser.add_argument("--envs", nargs="+", default=list(ENVS),
+                      choices=ENVS + MUJOCO_ENVS,
+                      help="default: the five classic-control tasks")
   parser.add_argument("--algos", nargs="+", default=["ppo", "trpo"],
                       choices=["ppo", "trpo"])
   parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES),
@@ -645,7 +694,8 @@ def main():
       by_lib = {}
       for library in args.libraries:
         if algo not in LIBRARIES[library] or (
-            library == "ours-cores" and (cores == 1 or args.seeds % cores)):
+            library == "ours-cores" and (cores == 1 or args.seeds % cores)) or (
+                env_id in MUJOCO_ENVS and library in ("ours-cores", "rejax")):
           continue
         python = (sys.executable if library.startswith("ours")
                   else args.peer_python)

@@ -112,6 +112,26 @@ def test_mujoco_through_the_adapter():
   host.close()
 
 
+def test_one_seed_per_env_seeds_each_as_its_own_vector_env_would():
+  """The host loop steps every seed's envs as one vector env, seeding env
+  ``j`` of seed ``i`` as seed ``i``'s own vector env would: the same
+  observations and transitions."""
+  together = envs.GymnasiumVecEnv("InvertedPendulum-v5", 4,
+                                  seed=[7, 8, 30, 31])
+  apart = [envs.GymnasiumVecEnv("InvertedPendulum-v5", 2, seed=s)
+           for s in (7, 30)]
+  np.testing.assert_array_equal(together.obs, np.concatenate(
+      [a.obs for a in apart]))
+  actions = np.linspace(-3, 3, 4, dtype=np.float32)[:, None]
+  for _ in range(40):  # episodes end and reset inside
+    step = together.step(actions)
+    parts = [a.step(actions[2 * i:2 * i + 2]) for i, a in enumerate(apart)]
+    for name in step:
+      np.testing.assert_array_equal(step[name], np.concatenate(
+          [p[name] for p in parts]))
+  assert not np.array_equal(together.obs[:2], together.obs[2:])
+
+
 def test_adapter_bad_input():
   host = envs.GymnasiumVecEnv("CartPole-v1", 2)
   with pytest.raises(ValueError, match=r"shape \(2,\)"):
@@ -125,6 +145,8 @@ def test_adapter_bad_input():
                          vectorization_mode="vector_entry_point")
   with pytest.raises(ValueError, match="num_envs"):
     envs.GymnasiumVecEnv("CartPole-v1", 0)
+  with pytest.raises(ValueError, match="one per env"):
+    envs.GymnasiumVecEnv("CartPole-v1", 2, seed=[1, 2, 3])
   # A policy built for another task: its action shape is named, not broadcast.
   def wrong_policy(key, obs):
     return jnp.zeros((obs.shape[0], 1), jnp.float32), {}

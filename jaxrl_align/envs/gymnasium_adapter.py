@@ -18,7 +18,7 @@ only offer ``NEXT_STEP`` (Gymnasium's NumPy-vectorised classic control,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium
 import jax
@@ -38,7 +38,8 @@ class GymnasiumVecEnv:
   Args:
     env_id: any registered Gymnasium id.
     num_envs: number of copies, > 0.
-    seed: seed of the first reset (copy ``i`` gets ``seed + i``).
+    seed: seed of the first reset: an int (copy ``i`` gets ``seed + i``)
+      or one per copy.
     vectorization_mode: ``"sync"`` (default) or ``"async"``.
     clip_action: clip continuous actions to the box before stepping (the
       trajectory keeps the policy's unclipped action).
@@ -51,10 +52,16 @@ class GymnasiumVecEnv:
       key, trajectory = venv.rollout(policy, key, num_steps=128)
   """
 
-  def __init__(self, env_id: str, num_envs: int, *, seed: int = 0,
+  def __init__(self, env_id: str, num_envs: int, *,
+               seed: int | Sequence[int] = 0,
                vectorization_mode: str = "sync", clip_action: bool = True,
                **env_kwargs: Any):
     _checks.check_positive_int("num_envs", num_envs)
+    if not isinstance(seed, (int, np.integer)):
+      seed = [int(s) for s in seed]
+      if len(seed) != num_envs:
+        raise ValueError(f"`seed` must be an int or one per env ({num_envs}),"
+                         f" got {len(seed)}.")
     if vectorization_mode not in ("sync", "async"):
       raise ValueError(
           f"`vectorization_mode` must be 'sync' or 'async', got "

@@ -2,8 +2,8 @@
 
 Any Gymnasium id whose observations are a ``Box`` and whose actions are a
 ``Box`` or ``Discrete`` trains through :class:`HostPrograms`: the rollout
-runs on the host through :class:`~jaxrl_align.envs.GymnasiumVecEnv` (one per
-seed), and the learner's pure :class:`~jaxrl_align.learner.Stepping`
+runs on the host through one :class:`~jaxrl_align.envs.GymnasiumVecEnv` of
+every seed's environments, and the learner's pure :class:`~jaxrl_align.learner.Stepping`
 functions (``restart``, ``observe``, ``act``, ``learn``, ``mode``), jitted
 and vmapped over seeds, do the rest, so the learning is the code of the
 JAX-native path and the host never reads a learner's state. Observation
@@ -49,6 +49,54 @@ def host_stepped(learner: Learner, config, data=None) -> bool:
   return not envs.is_jax_native(config.env_id)
 
 
+class _ChangedOnly:
+  """``fn(config, state, x) -> (*outputs, state)`` vmapped over seeds and
+  jitted, returning only the state's arrays that ``fn`` changed: the rest
+  come back as the very arrays given, put in place on the host (by
+  position in the state's pytree, never by what they mean). Passing a
+  learner state of 27 arrays through a host step's program and back cost
+  more than the step's sampling (measured: docs/agents.md, MuJoCo); a step
+  changes only the sampling key and the wrappers' statistics."""
+
+  def __init__(self, fn):
+    self._layouts = {}
+    self._config = (None, None)  # the last config given, its structure
+
+    def changed_only(c, s, x):
+      *outputs, new = fn(c, s, x)
+      given = {id(leaf): i for i, leaf in enumerate(jax.tree.leaves(s))}
+      leaves, treedef = jax.tree.flatten(new)
+      source = tuple(given.get(id(leaf)) for leaf in leaves)
+      self._layouts[_layout_key(c, s)] = (source, treedef)
+      return tuple(outputs), [leaf for leaf, i in zip(leaves, source)
+                              if i is None]
+
+    self._jitted = jax.jit(jax.vmap(changed_only, in_axes=(None, 0, 0)))
+
+  def __call__(self, c, s, x):
+    outputs, changed = self._jitted(c, s, x)
+    if self._config[0] is not c:  # a config is immutable: once per config
+      self._config = (c, jax.tree.structure(c))
+    given, structure = jax.tree.flatten(s)
+    source, treedef = self._layouts[self._config[1], structure]
+    changed = iter(changed)
+    return (*outputs, treedef.unflatten(
+        [next(changed) if i is None else given[i] for i in source]))
+
+
+def _layout_key(c, s):
+  """What fixes which state arrays a program returns: the config's static
+  fields and the state's structure (a new one is traced anew)."""
+  return jax.tree.structure(c), jax.tree.structure(s)
+
+
+@jax.jit
+def _stack_steps(rows):
+  """A rollout's per-step device arrays (a list of pytrees, one per step),
+  stacked on their time axis: ``[seeds, T, ...]``, in one program."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
+
+
 @functools.lru_cache(maxsize=None)
 def _jitted(stepping, task: tasks.Task):
   """The host loop's programs of one learner and task, vmapped over seeds
@@ -56,7 +104,8 @@ def _jitted(stepping, task: tasks.Task):
   compare by what they are), so the runs of one process (:func:`train` per
   seed, runs one after another) compile them once; jit keys them on the
   config's static fields. ``observe_act`` is ``observe`` then ``act`` on
-  the observed step's observations: one program per host step."""
+  the observed step's observations: one program per host step, which
+  returns only what it changed of the state (:class:`_ChangedOnly`)."""
   restart = stepping.restart or (lambda c, s, o, d: (o, s))
   observe = stepping.observe or (lambda c, s, t, d: (t, s))
 
@@ -64,15 +113,13 @@ def _jitted(stepping, task: tasks.Task):
     t, s = observe(c, s, t, task)
     return (t,) + tuple(stepping.act(c, s, t.obs, task))
 
-  def seeds(fn):
-    return jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))
-
   return dict(
-      act=seeds(lambda c, s, o: stepping.act(c, s, o, task)),
-      learn=seeds(lambda c, s, t: stepping.learn(c, s, t, task)),
-      restart=seeds(lambda c, s, o: restart(c, s, o, task)),
-      observe=seeds(lambda c, s, t: observe(c, s, t, task)),
-      observe_act=seeds(observe_act),
+      act=_ChangedOnly(lambda c, s, o: stepping.act(c, s, o, task)),
+      learn=jax.jit(jax.vmap(lambda c, s, t: stepping.learn(c, s, t, task),
+                             in_axes=(None, 0, 0))),
+      restart=_ChangedOnly(lambda c, s, o: restart(c, s, o, task)),
+      observe=_ChangedOnly(lambda c, s, t: observe(c, s, t, task)),
+      observe_act=_ChangedOnly(observe_act),
       mode=jax.jit(lambda c, s, o: stepping.mode(c, s, o, task)))
 
 
@@ -91,7 +138,8 @@ class HostPrograms:
     eval_episodes: episodes per seed in :meth:`evaluate`.
     env_seed: the Gymnasium seed of seed ``i``'s environments is
       ``env_seed + i * num_envs``; by default it is drawn from the run's key.
-    env_kwargs: passed to each :class:`~jaxrl_align.envs.GymnasiumVecEnv`.
+    env_kwargs: passed to the :class:`~jaxrl_align.envs.GymnasiumVecEnv`
+      (one of every seed's environments, stepped in one call).
   """
 
   assess = None
@@ -105,10 +153,11 @@ class HostPrograms:
     self._chunk, self._eval_episodes = chunk, eval_episodes
     self._env_seed = env_seed
     self._env_kwargs = env_kwargs
-    self._envs: list[envs.GymnasiumVecEnv] = []
+    self._env: envs.GymnasiumVecEnv | None = None  # all seeds' envs
     self._compiled: dict[Any, Any] = {}
     self._task: tasks.Task | None = None
     self._obs = None  # [seeds, N, ...], as the learners see them
+    self._seeds = 0
 
   def _programs(self, config):
     """The jitted programs (:func:`_jitted`), once per config."""
@@ -118,9 +167,10 @@ class HostPrograms:
     return self._compiled[key]
 
   def init(self, config, keys: jax.Array, data=None):
-    """Fresh learner states, and one Gymnasium vector env per seed
-    (``data``: the run's task, or None). The envs' first observations go
-    through the learner's ``restart`` at the first :meth:`chunk`, with the
+    """Fresh learner states, and one Gymnasium vector env of every seed's
+    environments (``data``: the run's task, or None). The envs' first
+    observations go
+    through the learner's ``restart`` at the first :meth:`rollout`, with the
     states it is given then (fresh or restored)."""
     self._task = (tasks.make(config.env_id, host=True)
                   if data is None or data.jax_native else data)
@@ -128,9 +178,13 @@ class HostPrograms:
     self.close()
     seeds = ([_env_seed(k) for k in keys] if self._env_seed is None else
              [self._env_seed + i * config.num_envs for i in range(len(keys))])
-    self._envs = [envs.GymnasiumVecEnv(config.env_id, config.num_envs,
-                                       seed=seed, **self._env_kwargs)
-                  for seed in seeds]
+    self._seeds = len(seeds)
+    # One vector env of every seed's envs, seed i's seeded as its own
+    # vector env would be (env j: seeds[i] + j), stepped in one call.
+    self._env = envs.GymnasiumVecEnv(
+        config.env_id, len(seeds) * config.num_envs,
+        seed=[seed + j for seed in seeds for j in range(config.num_envs)],
+        **self._env_kwargs)
     init, task = self._learner.init, self._task
     return jax.jit(jax.vmap(lambda k: init(config, k, task)))(keys)
 
@@ -140,49 +194,56 @@ class HostPrograms:
     ``[seeds, chunk]`` metrics, as the compiled chunk does."""
     del data
     programs = self._programs(config)
-    if self._obs is None:
-      self._obs, states = programs["restart"](
-          config, states, np.stack([env.obs for env in self._envs]))
     rows = []
     for _ in range(self._chunk):
-      trajectory, states = self._rollout(config, programs, states)
+      trajectory, states = self.rollout(config, states)
       states, metrics = programs["learn"](config, states, trajectory)
       rows.append(metrics)
     return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
 
-  def _rollout(self, config, programs, states):
-    """``num_steps`` host steps: each step's Gymnasium outputs go through
-    the learner's ``observe`` (normalised as the learner sees them) and
-    its ``act`` for the next step's actions, one program per step."""
+  def rollout(self, config, states):
+    """``(trajectory, states)``: ``num_steps`` host steps of every seed,
+    no update (:meth:`chunk` learns from them). Each step's Gymnasium
+    outputs go through the learner's ``observe`` (normalised as the
+    learner sees them) and its ``act`` for the next step's actions, one
+    program per step; the envs' first observations go through its
+    ``restart``, with the states given then (fresh or restored)."""
+    programs = self._programs(config)
+    if self._obs is None:
+      self._obs, states = programs["restart"](
+          config, states, self._per_seed(self._env.obs))
     obs = self._obs
     action, extra, states = programs["act"](config, states, obs)
-    rows = []
+    on_device, on_host = [], []  # each step's arrays, stacked at the end
     for t in range(config.num_steps):
-      action, extra, obs = jax.device_get((action, extra, obs))
-      steps = [env.step(a) for env, a in zip(self._envs, action)]
-      field = lambda name: np.stack([s[name] for s in steps])  # noqa: E731
+      taken = np.asarray(action)  # the only transfer a step waits for
+      step = self._env.step(taken.reshape((-1,) + taken.shape[2:]))
+      field = lambda name: self._per_seed(step[name])  # noqa: E731
       raw = envs.HostStep(
-          obs=np.stack([env.obs for env in self._envs]),
+          obs=self._per_seed(self._env.obs),
           reward=field("reward"), terminated=field("terminated"),
           truncated=field("truncated"), final_observation=field("next_obs"))
-      row = dict(obs=obs, action=action, extras=extra,
-                 terminated=raw.terminated, truncated=raw.truncated,
-                 episode_return=field("episode_return"),
-                 episode_length=field("episode_length"))
+      on_host.append(dict(terminated=raw.terminated, truncated=raw.truncated,
+                          episode_return=field("episode_return"),
+                          episode_length=field("episode_length")))
+      row = dict(obs=obs, action=action, extras=extra)
       if t + 1 < config.num_steps:
         seen, action, extra, states = programs["observe_act"](config, states,
                                                               raw)
       else:
         seen, states = programs["observe"](config, states, raw)
-      seen = jax.device_get(seen)
-      row.update(reward=seen.reward, next_obs=seen.final_observation)
-      rows.append(row)
+      on_device.append(dict(row, reward=seen.reward,
+                            next_obs=seen.final_observation))
       obs = seen.obs
     self._obs = obs
-    # [seeds, T, N, ...], stacked on the host: one transfer per field
-    trajectory = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs, axis=1)),
-                              *rows)
+    trajectory = _stack_steps(on_device)  # [seeds, T, N, ...]
+    trajectory.update(jax.tree.map(
+        lambda *xs: jnp.asarray(np.stack(xs, axis=1)), *on_host))
     return envs.Trajectory(**trajectory), states
+
+  def _per_seed(self, x: np.ndarray) -> np.ndarray:
+    """``[seeds * N, ...]`` -> ``[seeds, N, ...]``."""
+    return x.reshape((self._seeds, -1) + x.shape[1:])
 
   def evaluate(self, config, states, keys: jax.Array, data=None):
     """``[seeds, eval_episodes]`` returns of the deterministic policy, one
@@ -210,9 +271,9 @@ class HostPrograms:
     return np.stack(returns)
 
   def close(self) -> None:
-    for env in self._envs:
-      env.close()
-    self._envs = []
+    if self._env is not None:
+      self._env.close()
+    self._env = None
     self._obs = None
 
 
