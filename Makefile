@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: demo test test-fast bench bench-learners bench-peers bench-rlhf-trl \
-	bench-rlhf-trl-family bench-rlhf-tunix accelerator-wheels accelerator-check clean
+	bench-rlhf-trl-family bench-rlhf-tunix bench-mjx accelerator-wheels accelerator-check clean
 
 demo: $(VENV)/.installed-run
 	$(BIN)/python -m jaxrl_align demo --overwrite
@@ -37,7 +37,7 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .venv-rejax .venv-trl .venv-tunix .venv-peers .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .venv-rejax .venv-trl .venv-tunix .venv-peers .venv-mjx .pytest_cache .hypothesis *.egg-info
 
 # rejax 0.1.3 needs gymnax 0.0.9, which conflicts with ours: its own venv.
 .venv-rejax/bin/python:
@@ -73,6 +73,16 @@ bench-rlhf-trl-family: $(VENV)/.installed-test
 
 bench-rlhf-tunix: .venv-tunix/.installed
 	.venv-tunix/bin/python benchmarks/rlhf_tunix.py
+
+# MJX (MuJoCo in JAX) against MuJoCo's C engine on Gymnasium's models:
+# mujoco-mjx 3.17.0 installs beside mujoco 4.0.0 and jax 0.10.2.
+.venv-mjx/.installed: pyproject.toml constraints.txt
+	test -x .venv-mjx/bin/python || $(PYTHON) -m venv .venv-mjx
+	.venv-mjx/bin/python -m pip --disable-pip-version-check install --quiet -c constraints.txt "mujoco-mjx==3.17.0" "trimesh==5.2.0" "etils[epath]==1.15.0" "gymnasium[mujoco]" -e .
+	touch $@
+
+bench-mjx: .venv-mjx/.installed
+	.venv-mjx/bin/python benchmarks/mjx_check.py
 
 # The GPU run (benchmarks/accelerator.sh): its wheels for the offline GPU
 # machine (Python 3.12), and a check of the script at toy sizes on this one.
