@@ -104,6 +104,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--json", default=None, help="also write the figures")
   args = parser.parse_args()
+  if min(args.seeds + [args.updates, args.repeats]) < 1:
+    parser.exit(2, "host_throughput.py: --seeds, --updates and --repeats "
+                   "must be at least 1\n")
   compiler.unroll_threefry_on_cpu()  # as the command does
   print(f"{platform.processor() or platform.machine()}, JAX "
         f"{jax.__version__} on {jax.devices()[0].platform}; median of "

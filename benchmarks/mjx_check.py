@@ -36,7 +36,14 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
+
+try:
+  from mujoco import mjx
+except ImportError:
+  import sys
+  print("mjx_check.py: mujoco-mjx is not installed here; run it with "
+        "`make bench-mjx` (.venv-mjx)", file=sys.stderr)
+  raise SystemExit(2) from None
 
 ENVS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5",
         "InvertedDoublePendulum-v5")
@@ -149,6 +156,9 @@ def main():
   parser.add_argument("--batch", type=int, nargs="+", default=[1, 64, 1024])
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
+  if min(args.batch + [args.steps, args.trajectories]) < 1:
+    parser.exit(2, "mjx_check.py: --steps, --trajectories and --batch must "
+                   "be at least 1\n")
   print(f"{platform.processor() or platform.machine()}, mujoco "
         f"{mujoco.__version__}, JAX {jax.__version__} on "
         f"{jax.devices()[0].platform}")
