@@ -66,19 +66,27 @@ def test_host_stepped_gymnasium_cartpole_learns_with_ppo():
 
 
 @pytest.mark.slow
-def test_host_stepped_mujoco_inverted_pendulum_learns_with_ppo(tmp_path):
-  # Through the runner (4 seeds, each with its own Gymnasium vector env),
-  # with the preset (204,800 steps, learning rate 3e-4, no entropy bonus):
-  # measured 1000 (the maximum) on every seed, 60 s on 2 cores.
+def test_compiled_mujoco_inverted_pendulum_learns_with_ppo(tmp_path):
+  # The compiled path: InvertedPendulum-v5 stepped by MJX inside the
+  # training program, 4 seeds in one vmap, through the runner, with the
+  # task's preset cut from 204,800 steps to 61,440. Holding the cart
+  # still lasts about 27 steps (19-58 over 50 starts), random actions
+  # about 7. Measured (2026-12-07, 4 deterministic episodes per seed):
+  # 332, 264, 236, 181 with this key set; 310, 148, 132, 171 and 423,
+  # 201, 222, 257 with base seeds 1 and 2; about 60 s on 2 cores, 16 s of
+  # it compiling. (The host path learns the same task to 1,000 with the
+  # whole preset: docs/agents.md.)
+  pytest.importorskip("mujoco.mjx")
   from jaxrl_align.host import runner
 
-  config = ppo.PPOConfig(env_id="InvertedPendulum-v5")
+  config = ppo.PPOConfig(env_id="mjx/InvertedPendulum-v5",
+                         total_timesteps=61_440)
   result = runner.run("ppo", config, str(tmp_path / "ip"),
                       runner.RunnerSettings(seeds=4, eval_episodes=4),
                       progress=False)
   per_seed = result.evaluation.mean(axis=1)
-  assert result.summary["env_path"] == "host"
-  assert (per_seed >= 900).sum() >= 3 and per_seed.mean() >= 800, per_seed
+  assert result.summary["env_path"] == "jax"
+  assert (per_seed >= 100).all() and per_seed.mean() >= 150, per_seed
 
 
 @pytest.mark.slow

@@ -130,6 +130,29 @@ def test_missing_extras_are_named(tmp_path, capsys, monkeypatch):
   assert not os.path.exists(tmp_path / "s")
 
 
+def test_a_renderer_that_fails_is_one_line_and_no_gif(tmp_path, capsys,
+                                                     monkeypatch):
+  # MuJoCo's renderer on a machine without OpenGL raises mujoco.FatalError
+  # at the first frame (measured here); any renderer's failure is one line.
+  import gymnasium.envs.classic_control.cartpole as cartpole
+
+  run = tmp_path / "run"
+  assert run_cli(capsys, "train", "--out", run, "--total-timesteps", "32",
+                 *TINY)[0] == 0
+  before = sorted(os.listdir(run))
+
+  def fail(self):
+    raise RuntimeError("an OpenGL platform library has not been loaded "
+                       "into this process\nsecond line")
+
+  monkeypatch.setattr(cartpole.CartPoleEnv, "render", fail)
+  code, _, err = run_cli(capsys, "eval", run, "--video", "--episodes", "1")
+  line = one_error_line(err)
+  assert code == 2 and "could not be rendered here" in line, err
+  assert "OpenGL" in line and "MUJOCO_GL=egl" in line
+  assert sorted(os.listdir(run)) == before
+
+
 # ------------------------------------------------------- 3. divergence
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxrl_align import envs
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": dict(
         total_timesteps=102_400, num_envs=8, num_steps=128, num_minibatches=4,
@@ -166,5 +168,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def preset(algo: str, env_id: str) -> dict[str, Any]:
-  """The task's preset for ``algo`` (empty when it has none)."""
-  return PRESETS.get((algo, env_id), {})
+  """The task's preset for ``algo`` (empty when it has none). A MuJoCo
+  task compiled with MJX (``mjx/Hopper-v5``) takes its Gymnasium task's
+  (``Hopper-v5``): the same task, stepped by another engine."""
+  return PRESETS.get((algo, envs.gymnasium_id(env_id)), {})

@@ -1,4 +1,6 @@
-"""Environments: JAX-native Gymnasium classic control, and a host adapter.
+"""Environments: JAX-native Gymnasium classic control, Gymnasium's MuJoCo
+tasks compiled with MJX (``mjx/Hopper-v5``, optional ``mujoco-mjx``), and
+a host adapter.
 
 ``env, params = make("CartPole-v1")`` gives one auto-resetting environment
 with gymnax 1.x's API; ``make_vec`` gives ``num_envs`` of them as one batch,
@@ -18,6 +20,7 @@ from jaxrl_align.envs.gymnasium_adapter import GymnasiumVecEnv
 from jaxrl_align.envs.registry import ENV_IDS
 from jaxrl_align.envs.registry import PROBE_IDS
 from jaxrl_align.envs.registry import make_gymnax
+from jaxrl_align.envs.registry import MJX_IDS
 from jaxrl_align.envs.rollout import rollout
 from jaxrl_align.envs.rollout import rollout_init
 from jaxrl_align.envs.rollout import rollout_resampled
@@ -37,7 +40,8 @@ def make(env_id: str, *, clip_action: bool = True):
 
   Args:
     env_id: one of ``CartPole-v1``, ``Acrobot-v1``, ``MountainCar-v0``,
-      ``MountainCarContinuous-v0``, ``Pendulum-v1``.
+      ``MountainCarContinuous-v0``, ``Pendulum-v1``, or of :data:`MJX_IDS`
+      (``mjx/Hopper-v5``, ...: needs ``mujoco-mjx``).
     clip_action: clip continuous actions to the action box.
 
   Returns:
@@ -79,9 +83,16 @@ def make_vec(env_id: str, num_envs: int, *, normalize_obs: bool = False,
 
 
 def is_jax_native(env_id: str) -> bool:
-  """True for the tasks that run inside ``jit`` (:data:`ENV_IDS` and the
-  probes); any other registered Gymnasium id is stepped on the host."""
-  return env_id in ENV_IDS or env_id in PROBE_IDS
+  """True for the tasks that run inside ``jit`` (:data:`ENV_IDS`,
+  :data:`MJX_IDS` and the probes); any other registered Gymnasium id is
+  stepped on the host."""
+  return env_id in ENV_IDS or env_id in MJX_IDS or env_id in PROBE_IDS
+
+
+def gymnasium_id(env_id: str) -> str:
+  """The Gymnasium id a task is: ``Hopper-v5`` for ``mjx/Hopper-v5`` (the
+  same task, stepped by MJX), the id itself otherwise."""
+  return env_id.removeprefix("mjx/") if env_id in MJX_IDS else env_id
 
 
 def check_env_id(env_id: str) -> None:
@@ -90,11 +101,12 @@ def check_env_id(env_id: str) -> None:
   if is_jax_native(env_id) or env_id in gymnasium.envs.registry:
     return
   close = difflib.get_close_matches(
-      str(env_id), list(ENV_IDS) + list(gymnasium.envs.registry), n=1)
+      str(env_id), list(ENV_IDS + MJX_IDS) + list(gymnasium.envs.registry),
+      n=1)
   hint = f" Did you mean {close[0]}?" if close else ""
   raise ValueError(f"Unknown `env_id` {env_id!r}; known ids: "
-                   f"{', '.join(ENV_IDS)} (JAX-native), or any registered "
-                   f"Gymnasium id (stepped on the host).{hint}")
+                   f"{', '.join(ENV_IDS + MJX_IDS)} (JAX-native), or any "
+                   f"registered Gymnasium id (stepped on the host).{hint}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,12 +147,14 @@ __all__ = (
     "Env",
     "EnvState",
     "Given",
+    "gymnasium_id",
     "GymnasiumVecEnv",
     "HostStep",
     "is_jax_native",
     "make",
     "make_gymnax",
     "make_vec",
+    "MJX_IDS",
     "NormalizeObservation",
     "PROBE_IDS",
     "rollout",

@@ -1,4 +1,6 @@
-"""The five Gymnasium classic-control tasks, JAX-native (gymnax underneath).
+"""The JAX-native tasks: Gymnasium's five classic-control tasks (gymnax
+underneath), and its MuJoCo tasks stepped by MJX (``mjx/Hopper-v5``,
+:mod:`jaxrl_align.envs.mujoco_tasks`, when ``mujoco-mjx`` is installed).
 
 gymnax's dynamics are used as they are, with one exception that our parity
 tests against Gymnasium found: gymnax's MountainCarContinuous zeroes a
@@ -9,8 +11,6 @@ restores Gymnasium's rule and changes nothing else.
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 from gymnax.environments.classic_control import acrobot
@@ -19,18 +19,11 @@ from gymnax.environments.classic_control import continuous_mountain_car
 from gymnax.environments.classic_control import mountain_car
 from gymnax.environments.classic_control import pendulum
 
+from jaxrl_align.envs import foreign
 from jaxrl_align.envs import probes
 
-
-@contextlib.contextmanager
-def foreign_numerics():
-  """Standard dtype and rank promotion for code we do not own (gymnax).
-
-  Our tests run with strict promotion; gymnax relies on the standard rules
-  (``1.0 - bool``, ``[N] + scalar-shaped`` arrays), which is correct there.
-  """
-  with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-    yield
+# Standard promotion for gymnax (and MJX): `with registry.foreign_numerics():`.
+foreign_numerics = foreign.foreign_numerics
 
 
 class _MountainCarContinuous(continuous_mountain_car.ContinuousMountainCar):
@@ -68,6 +61,12 @@ _ENVS = {
 
 ENV_IDS: tuple[str, ...] = tuple(_ENVS)
 PROBE_IDS: tuple[str, ...] = tuple(probes.PROBES)
+# Gymnasium's MuJoCo tasks compiled with MJX (`mujoco_tasks`, imported on
+# first use: it needs the optional `mujoco-mjx`).
+MJX_IDS: tuple[str, ...] = tuple(
+    "mjx/" + k for k in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5",
+                         "Swimmer-v5", "InvertedPendulum-v5",
+                         "InvertedDoublePendulum-v5"))
 
 # Tasks whose gymnax `step_env` uses its key (Acrobot's optional torque noise).
 STOCHASTIC_STEP = frozenset({"Acrobot-v1"})
@@ -77,20 +76,31 @@ def make_gymnax(env_id: str):
   """The gymnax environment and default params for a Gymnasium id.
 
   Args:
-    env_id: one of :data:`ENV_IDS` (or a probe, :data:`PROBE_IDS`).
+    env_id: one of :data:`ENV_IDS`, :data:`MJX_IDS` (or a probe,
+      :data:`PROBE_IDS`).
 
   Returns:
     ``(gymnax_env, gymnax_params)``.
 
   Raises:
-    ValueError: unknown ``env_id``; the message lists the known ones.
+    ValueError: unknown ``env_id`` (the message lists the known ones), or
+      an MJX id without ``mujoco-mjx`` installed.
   """
+  if env_id in MJX_IDS:
+    try:
+      from jaxrl_align.envs import mujoco_tasks  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(
+          f"{env_id} needs mujoco-mjx ({e}): pip install "
+          f"'jaxrl_align[mjx]'.") from None
+    env = mujoco_tasks.make(env_id)
+    return env, env.default_params
   if env_id in probes.PROBES:
     env = probes.PROBES[env_id]()
     return env, env.default_params
   if env_id not in _ENVS:
     raise ValueError(f"Unknown `env_id` {env_id!r}; known ids: "
-                     f"{', '.join(ENV_IDS)} (and the probes "
+                     f"{', '.join(ENV_IDS + MJX_IDS)} (and the probes "
                      f"{', '.join(PROBE_IDS)}).")
   env = _ENVS[env_id]()
   return env, env.default_params

@@ -167,9 +167,11 @@ def add_parser(sub) -> None:
   run.add_argument("--env", default=None, metavar="ENV_ID",
                    type=options.text("an environment id"),
                    help="task: " + ", ".join(envs.ENV_IDS) + " (JAX-native; "
-                   f"default {default_env}), or any registered Gymnasium id "
-                   "with Box observations and Box or Discrete actions "
-                   "(stepped on the host)")
+                   f"default {default_env}); Gymnasium's MuJoCo tasks "
+                   "compiled with MJX (" + ", ".join(envs.MJX_IDS) + "; "
+                   "needs mujoco-mjx); or any registered Gymnasium id with "
+                   "Box observations and Box or Discrete actions (stepped "
+                   "on the host)")
   run.add_argument("--out", default=None, metavar="RUN_DIR",
                    type=options.text("a run directory"),
                    help="run directory to create")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import jax
 import numpy as np
 
 from jaxrl_align import agents
+from jaxrl_align import envs
 from jaxrl_align.agents import on_policy
 from jaxrl_align.host import checkpoints
 from jaxrl_align.host import files
@@ -70,8 +72,9 @@ MAX_FRAMES = 10_000  # an episode without a time limit is cut here
 def record_video(run_dir: str, path: str, *, seed_index: int = 0,
                  env_seed: int = 0) -> tuple[float, int]:
   """Renders one deterministic episode of seed ``seed_index``'s policy in
-  Gymnasium's own env (``render_mode="rgb_array"``) to an animated GIF
-  (at most :data:`MAX_FRAMES` frames).
+  Gymnasium's own env (``render_mode="rgb_array"``; for a task compiled
+  with MJX, the Gymnasium task it is) to an animated GIF (at most
+  :data:`MAX_FRAMES` frames).
 
   Returns:
     ``(episode return, frames)``.
@@ -95,28 +98,44 @@ def record_video(run_dir: str, path: str, *, seed_index: int = 0,
     return policy(obs[None])[0]
 
   try:
-    env = gymnasium.make(config.env_id, render_mode="rgb_array")
+    env = gymnasium.make(envs.gymnasium_id(config.env_id),
+                         render_mode="rgb_array")
   except gymnasium.error.Error as e:
     raise files.RunError(f"{config.env_id} cannot be rendered by Gymnasium: "
                          f"{e}") from None
-  try:
-    obs, _ = env.reset(seed=env_seed)
+  with warnings.catch_warnings():
+    # MuJoCo's renderer tries a window first; what GLFW says of the
+    # missing display is not the user's concern (a failure is, below).
+    warnings.filterwarnings("ignore", module="glfw")
     try:
-      frames, total, done = [env.render()], 0.0, False
-    except gymnasium.error.DependencyNotInstalled as e:
-      raise files.RunError(f"rendering needs the video extra: pip install "
-                           f"'jaxrl_align[video]' ({e})") from None
-    while not done and len(frames) <= MAX_FRAMES:
-      action = np.asarray(act(np.asarray(obs, np.float32)))
-      if isinstance(env.action_space, gymnasium.spaces.Box):
-        action = np.clip(action.reshape(env.action_space.shape),
-                         env.action_space.low, env.action_space.high)
-      obs, reward, terminated, truncated, _ = env.step(action)
-      total += float(reward)
-      done = terminated or truncated
-      frames.append(env.render())
-  finally:
-    env.close()
+      obs, _ = env.reset(seed=env_seed)
+      try:
+        frames, total, done = [env.render()], 0.0, False
+      except gymnasium.error.DependencyNotInstalled as e:
+        raise files.RunError(f"rendering needs the video extra: pip install "
+                             f"'jaxrl_align[video]' ({e})") from None
+      except Exception as e:  # pylint: disable=broad-except
+        # MuJoCo's renderer without an OpenGL context (mujoco.FatalError), a
+        # display-less pygame, ...: what the renderer said, in one line.
+        hint = (" (MuJoCo renders without a display with MUJOCO_GL=egl or "
+                "MUJOCO_GL=osmesa, where those libraries are installed)"
+                if "mujoco" in type(e).__module__ + str(e).lower() or
+                "OpenGL" in str(e) else "")
+        raise files.RunError(
+            f"{envs.gymnasium_id(config.env_id)} could not be rendered here: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{hint}") from None
+      while not done and len(frames) <= MAX_FRAMES:
+        action = np.asarray(act(np.asarray(obs, np.float32)))
+        if isinstance(env.action_space, gymnasium.spaces.Box):
+          action = np.clip(action.reshape(env.action_space.shape),
+                           env.action_space.low, env.action_space.high)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+        frames.append(env.render())
+    finally:
+      env.close()
   images = [Image.fromarray(f) for f in frames]
   tmp = f"{path}.tmp-{os.getpid()}.gif"  # Pillow picks the format by suffix
   images[0].save(tmp, save_all=True, append_images=images[1:], duration=20,
