@@ -144,7 +144,7 @@ def main():
                    "must be at least 1\n")
   if args.compiled:
     try:
-      importlib.import_module("mujoco.mjx")
+      importlib.import_module("jaxrl_align.envs.mujoco_tasks")
     except ImportError:
       parser.exit(2, "host_throughput.py: --compiled needs mujoco-mjx "
                      "(pip install 'jaxrl_align[mjx]')\n")

@@ -27,6 +27,8 @@ Usage: ``python benchmarks/mjx_check.py [--envs Hopper-v5 ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import time
@@ -38,7 +40,8 @@ import mujoco
 import numpy as np
 
 try:
-  from mujoco import mjx
+  with contextlib.redirect_stdout(io.StringIO()):  # its "no warp" notice
+    from mujoco import mjx
 except ImportError:
   import sys
   print("mjx_check.py: mujoco-mjx is not installed here; run it with "
