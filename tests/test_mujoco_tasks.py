@@ -151,6 +151,14 @@ def test_reset_draws_gymnasiums_noise():
       assert np.abs(qvel).max() <= scale * (1 + 1e-6)
       np.testing.assert_allclose(qvel.std(0), scale / np.sqrt(3), rtol=0.1)
     assert (np.asarray(state.time) == 0).all()
+    if not mujoco_tasks.RULES[gymnasium_id].observe_reads_forward:
+      # Its reset skips `mj_forward`: the same observation and the same
+      # state to start from as Gymnasium's `set_state`, which runs it.
+      obs, one = jax.jit(mjx_env.reset_env)(jax.random.key(3),
+                                            mjx_env.default_params)
+      obs_set, two = jax.jit(mjx_env.set_state)(one.qpos, one.qvel)
+      np.testing.assert_array_equal(obs, obs_set)
+      jax.tree.map(np.testing.assert_array_equal, one, two)
 
 
 def test_mjx_ids_are_jax_native_tasks_with_gymnasiums_spaces_and_presets():

@@ -80,12 +80,15 @@ class _Rules:
   """One task's Gymnasium v5 rules (defaults of its constructor).
 
   ``observe(data)``, and ``score(qpos_before, data, action, dt)`` giving
-  ``(reward, terminated)``.
+  ``(reward, terminated)``. ``observe_reads_forward``: the observation
+  reads what ``mj_forward`` computes (InvertedDoublePendulum's constraint
+  force), not only ``qpos`` and ``qvel``.
   """
   reset_noise: float
   normal_velocity_noise: bool
   observe: Callable[[Any], Array]
   score: Callable[..., tuple[Array, Array]]
+  observe_reads_forward: bool = False
 
 
 def _locomotion(skip_positions: int, clip_velocity: bool, ctrl_cost: float,
@@ -158,9 +161,9 @@ RULES: dict[str, _Rules] = {
     "InvertedPendulum-v5": _Rules(0.01, False, _pendulum_observe,
                                   _pendulum_score),
     "InvertedDoublePendulum-v5": _Rules(0.1, True, _double_pendulum_observe,
-                                        _double_pendulum_score),
+                                        _double_pendulum_score,
+                                        observe_reads_forward=True),
 }
-
 
 
 class MjxEnv(environment.Environment[MjxState, MjxParams]):
@@ -234,7 +237,16 @@ class MjxEnv(environment.Environment[MjxState, MjxParams]):
     else:
       noise = jax.random.uniform(qvel_key, self._qvel0.shape, minval=-scale,
                                  maxval=scale)
-    return self.set_state(qpos, self._qvel0 + noise)
+    qvel = self._qvel0 + noise
+    if self.rules.observe_reads_forward:
+      return self.set_state(qpos, qvel)
+    # `mj_forward` changes nothing the next step starts from (that step
+    # runs it again, and it leaves the warm start alone), so where the
+    # observation reads only qpos and qvel the reset skips it: `Env`
+    # computes a reset at every step of every env.
+    data = self._data0.replace(qpos=qpos, qvel=qvel)
+    return self.rules.observe(data), self._carry(data,
+                                                 jnp.zeros((), jnp.int32))
 
   def step_env(self, key: Array, state: MjxState, action: Array,
                params: MjxParams):
