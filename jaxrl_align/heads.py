@@ -53,6 +53,18 @@ class Categorical(NamedTuple):
   def sample(self, key: Array, out: Array) -> Array:
     return distributions.categorical_sample(key, out)
 
+  def noise(self, key: Array, batch_shape: tuple[int, ...]) -> Array:
+    """Sampling noise drawn beforehand for ``batch_shape`` samples:
+    standard Gumbel ``[*batch_shape, A]``, so that :meth:`sample_with` of
+    it is :meth:`sample` with the same key, exactly."""
+    return jax.random.gumbel(key, tuple(batch_shape) + (self.num_actions,))
+
+  def sample_with(self, out, noise, xp=jnp):
+    """The actions that ``noise`` (:meth:`noise`) picks for ``out``:
+    ``argmax(logits + noise)`` (the Gumbel-max trick); ``xp``: ``jnp``,
+    or ``numpy`` for a host that acts without a program."""
+    return xp.argmax(out + noise, axis=-1).astype(xp.int32)
+
   def log_prob(self, out: Array, action: Array) -> Array:
     return distributions.categorical_log_prob(out, action)
 
@@ -101,6 +113,20 @@ class DiagGaussian(NamedTuple):
 
   def sample(self, key: Array, out) -> Array:
     return distributions.gaussian_sample(key, *out)
+
+  def noise(self, key: Array, batch_shape: tuple[int, ...]) -> Array:
+    """Sampling noise drawn beforehand for ``batch_shape`` samples:
+    standard normal ``[*batch_shape, D]``, so that :meth:`sample_with` of
+    it is :meth:`sample` with the same key, exactly."""
+    return jax.random.normal(key, tuple(batch_shape) + (self.action_dim,))
+
+  def sample_with(self, out, noise, xp=jnp):
+    """The actions ``mean + exp(log_std) * noise`` (:meth:`noise`);
+    ``xp``: ``jnp``, or ``numpy`` for a host that acts without a
+    program."""
+    mean, log_std = out
+    std = xp.exp(log_std)
+    return mean + std.reshape((1,) * (mean.ndim - std.ndim) + std.shape) * noise
 
   def log_prob(self, out, action: Array) -> Array:
     return distributions.gaussian_log_prob(*out, action)

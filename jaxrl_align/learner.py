@@ -34,16 +34,33 @@ import numpy as np
 
 
 class Stepping(NamedTuple):
-  """A learner's pure functions for environments stepped outside its
-  programs (Gymnasium on the host): the host loop calls only these, so it
-  never reads the learner's state. ``data`` is the run's data (for an
+  """A learner's functions for environments stepped outside its programs
+  (Gymnasium on the host): the host loop calls only these, so it never
+  reads the learner's state. ``data`` is the run's data (for an
   environment learner, its :class:`~jaxrl_align.agents.tasks.Task`).
 
+  A program launched per environment step costs more on a CPU than a
+  MuJoCo step, so a rollout is three parts: ``prepare`` (one program),
+  every step acted on the host by the ``actor`` (NumPy, no program), then
+  ``replay`` (one program) turning the raw steps into the
+  :class:`~jaxrl_align.envs.Trajectory` that ``learn`` takes, as the
+  JAX-native rollout would have recorded it.
+
   Attributes:
-    act: ``(config, state, obs, data) -> (action, extras, state)``: one
-      batch of actions sampled for ``obs`` (``extras``: what ``learn`` needs
-      of the step, e.g. values and log-probabilities), the state with its
-      sampling key advanced.
+    prepare: ``(config, state, data) -> (arrays, state)``: what the actor
+      needs for one rollout (its parameters, the observation statistics,
+      the rollout's sampling noise drawn beforehand), the state's sampling
+      key advanced.
+    actor: ``(config, data) -> actor``: the host's actor (not a program),
+      built once per config: ``actor.load(arrays)`` once per rollout (the
+      arrays of ``prepare``, fetched to the host), then
+      ``actor.observe(obs)`` (a step's raw observations as the learner sees
+      them) and ``actor.act(obs, t)`` (step ``t``'s actions).
+    replay: ``(config, state, rollout, data) -> (trajectory, obs,
+      state)``: a :class:`~jaxrl_align.envs.HostRollout` through the
+      learner's wrappers (statistics updated), with the values and
+      log-probabilities of the actions taken; ``obs``: the last step's
+      observations as the learner sees them (the next rollout's first).
     learn: ``(config, state, trajectory, data) -> (state, metrics)``: one
       update on a trajectory of :class:`~jaxrl_align.envs.Trajectory`
       arrays, with the metrics of the JAX-native ``update``.
@@ -52,15 +69,13 @@ class Stepping(NamedTuple):
     restart: ``(config, state, obs, data) -> (obs, state)``: the
       environments' observations after a reset, as the learner sees them
       (e.g. normalised, with its statistics updated); None: unchanged.
-    observe: ``(config, state, step, data) -> (step, state)``: one host
-      step (:class:`~jaxrl_align.envs.HostStep`) as the learner sees it
-      (observations normalised, reward scaled); None: unchanged.
   """
-  act: Callable[..., Any]
+  prepare: Callable[..., Any]
+  actor: Callable[..., Any]
+  replay: Callable[..., Any]
   learn: Callable[..., Any]
   mode: Callable[..., Any]
   restart: Callable[..., Any] | None = None
-  observe: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

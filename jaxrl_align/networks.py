@@ -156,3 +156,15 @@ class ActorCritic(nn.Module):
                 activation=self.activation, name="critic")(x)[:, 0]
     extra = self.head.extra_params(self)
     return self.head.output(out, extra, features), value
+
+  def actor_arrays(self, params):
+    """``(layers, extra)``: the actor's dense layers as ``(kernel [in,
+    out], bias [out])`` pairs in order, the last one the policy output's,
+    and the head's own parameter (``log_std``; None for a categorical):
+    what an actor outside JAX needs (:mod:`jaxrl_align.agents.host_actor`).
+    """
+    inner = params["params"]
+    actor = inner["actor"]
+    layers = tuple((actor[f"Dense_{i}"]["kernel"], actor[f"Dense_{i}"]["bias"])
+                   for i in range(len(self.hidden) + 1))
+    return layers, inner.get("log_std")

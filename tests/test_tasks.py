@@ -166,9 +166,13 @@ def _opaque(learner):
   wrap = lambda state: _Opaque((state,))  # noqa: E731
   s = learner.stepping
 
-  def act(config, state, obs, task):
-    action, extras, inner = s.act(config, state[0], obs, task)
-    return action, extras, wrap(inner)
+  def prepare(config, state, task):
+    arrays, inner = s.prepare(config, state[0], task)
+    return arrays, wrap(inner)
+
+  def replay(config, state, rollout, task):
+    trajectory, obs, inner = s.replay(config, state[0], rollout, task)
+    return trajectory, obs, wrap(inner)
 
   def learn(config, state, trajectory, task):
     inner, metrics = s.learn(config, state[0], trajectory, task)
@@ -178,15 +182,11 @@ def _opaque(learner):
     obs, inner = s.restart(config, state[0], obs, task)
     return obs, wrap(inner)
 
-  def observe(config, state, step, task):
-    step, inner = s.observe(config, state[0], step, task)
-    return step, wrap(inner)
-
   return dataclasses.replace(
       learner, name="opaque",
       init=lambda config, key, task: wrap(learner.init(config, key, task)),
       stepping=s._replace(
-          act=act, learn=learn, restart=restart, observe=observe,
+          prepare=prepare, replay=replay, learn=learn, restart=restart,
           mode=lambda config, state, obs, task: s.mode(config, state[0], obs,
                                                        task)))
 
@@ -213,40 +213,3 @@ def test_host_stepping_calls_only_the_learners_stepping(tmp_path):
   for x, y in zip(_leaves((plain.states, plain.evaluation)),
                   _leaves((hidden.states[0], hidden.evaluation))):
     np.testing.assert_array_equal(x, y)
-
-
-def test_host_step_programs_returning_only_what_changed_are_the_same_run(
-    monkeypatch):
-  """The host loop's per-step programs return only the state arrays they
-  changed (``stepping._ChangedOnly``) and the host puts the others back:
-  the same run, bit for bit, as programs returning the whole state; a
-  variant that puts the given state back whole (dropping the changes) is
-  caught."""
-  from jaxrl_align.host import stepping
-
-  config = ppo.PPOConfig(env_id=HOST_ID, num_envs=2, num_steps=8,
-                         total_timesteps=32, num_minibatches=2, hidden=(8,),
-                         normalize_obs=True, scale_reward=True)
-
-  def run():
-    stepping._jitted.cache_clear()
-    return stepping.train(ppo, config, jax.random.key(3), seed=5)
-
-  def whole(fn):
-    return jax.jit(jax.vmap(fn, in_axes=(None, 0, 0)))
-
-  def dropped(fn):
-    jitted = whole(fn)
-    return lambda c, s, x: (*jitted(c, s, x)[:-1], s)
-
-  ours = run()
-  monkeypatch.setattr(stepping, "_ChangedOnly", whole)
-  reference = run()
-  monkeypatch.setattr(stepping, "_ChangedOnly", dropped)
-  wrong = run()
-  stepping._jitted.cache_clear()
-  for x, y in zip(_leaves(ours[0]), _leaves(reference[0])):
-    np.testing.assert_array_equal(x, y)
-  np.testing.assert_equal(ours[1], reference[1])  # every update's metrics
-  assert any(np.any(np.asarray(x) != np.asarray(y))
-             for x, y in zip(_leaves(ours[0]), _leaves(wrong[0])))

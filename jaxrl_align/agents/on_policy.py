@@ -29,6 +29,7 @@ from jaxrl_align import heads
 from jaxrl_align import learner
 from jaxrl_align import networks
 from jaxrl_align import parallel
+from jaxrl_align.agents import host_actor
 from jaxrl_align.agents import policy as policy_lib
 from jaxrl_align.agents import presets
 from jaxrl_align.agents import tasks
@@ -407,22 +408,73 @@ def functions(init: Callable, learn: Callable):
   return update_fn, train, evaluate_fn
 
 
+def _host_prepare(config, state, task):
+  """The actor's arrays for one rollout of ``num_steps``: its layers, the
+  head's parameters, the observation statistics and the head's noise for
+  every step, drawn with the state's rollout key (advanced)."""
+  task = _task(config, task)
+  policy = task.policy(config)
+  key, noise_key = jax.random.split(state.rollout.key)
+  layers, extra = policy.network.actor_arrays(state.params)
+  stats = (task.host_env(config).obs_stats(state.rollout.env_state)
+           if config.normalize_obs else None)
+  arrays = host_actor.ActorArrays(
+      layers=layers, extra=extra, obs_stats=stats,
+      noise=policy.head.noise(noise_key, (config.num_steps,
+                                          config.num_envs)))
+  return arrays, state._replace(rollout=state.rollout._replace(key=key))
+
+
+def _host_actor(config, task):
+  """The NumPy actor of a host-stepped run (built once per config)."""
+  policy = _task(config, task).policy(config)
+  return host_actor.HostActor(
+      policy.head, config.activation,
+      OBS_CLIP if config.normalize_obs else None)
+
+
+def _host_replay(config, state, rollout, task):
+  """A host rollout through the config's wrappers, step by step (as the
+  JAX-native training env steps: observations normalised, rewards
+  scaled, statistics updated), then the policy's values and
+  log-probabilities of the actions taken, for the whole rollout at once:
+  ``(trajectory, last obs, state)``."""
+  task = _task(config, task)
+  env, policy = task.host_env(config), task.policy(config)
+
+  def one(env_state, step):
+    obs, env_state, reward, _, _, info = env.step(None, env_state, None,
+                                                  step)
+    return env_state, (obs, reward, info["final_observation"])
+
+  env_state, (seen, reward, final) = jax.lax.scan(
+      one, state.rollout.env_state, rollout.steps)
+  obs = jnp.concatenate([rollout.obs[None], seen[:-1]])
+  t, n = reward.shape
+  flat = lambda x: x.reshape((t * n,) + x.shape[2:])  # noqa: E731
+  out, value = policy.apply(state.params, flat(obs))
+  log_prob = policy.head.log_prob(out, flat(rollout.action))
+  trajectory = envs.Trajectory(
+      obs=obs, action=rollout.action, reward=reward,
+      terminated=rollout.steps.terminated,
+      truncated=rollout.steps.truncated, next_obs=final,
+      extras={"log_prob": log_prob.reshape(t, n),
+              "value": value.reshape(t, n)},
+      episode_return=rollout.episode_return,
+      episode_length=rollout.episode_length)
+  return trajectory, seen[-1], state._replace(
+      rollout=state.rollout._replace(env_state=env_state))
+
+
 def stepping(learn: Callable) -> learner.Stepping:
   """The :class:`~jaxrl_align.learner.Stepping` of an on-policy learner
   given its ``learn``: for environments stepped on the host
   (:mod:`jaxrl_align.host.stepping`), which thereby never read the state.
   ``data`` is the run's task (its policy is built from that environment's
-  own spaces)."""
-
-  def act(config, state, obs, task):
-    """Actions for ``obs`` sampled with the state's rollout key (advanced);
-    ``extras``: values and log-probabilities, as the JAX-native rollout
-    records them."""
-    key, policy_key = jax.random.split(state.rollout.key)
-    policy = _task(config, task).policy(config)
-    action, extras = policy.act(state.params)(policy_key, obs)
-    return action, extras, state._replace(
-        rollout=state.rollout._replace(key=key))
+  own spaces). The host acts with :class:`~jaxrl_align.agents.host_actor.
+  HostActor` (NumPy) and the trajectory is the rollout replayed through
+  the config's wrappers (:meth:`~jaxrl_align.agents.tasks.Task.host_env`),
+  as the JAX-native rollout records it."""
 
   def learn_trajectory(config, state, trajectory, task):
     """``learn`` on a host trajectory ``[T, N, ...]``, with the episode
@@ -445,21 +497,9 @@ def stepping(learn: Callable) -> learner.Stepping:
     return obs, state._replace(rollout=state.rollout._replace(
         env_state=env_state))
 
-  def observe(config, state, step, task):
-    """A host step (:class:`~jaxrl_align.envs.HostStep`) through the
-    config's wrappers, as the JAX-native training env steps:
-    ``(step, state)``, the step's observations normalised and its reward
-    scaled."""
-    env = _task(config, task).host_env(config)
-    obs, env_state, reward, _, _, info = env.step(
-        None, state.rollout.env_state, None, step)
-    step = step._replace(obs=obs, reward=reward,
-                         final_observation=info["final_observation"])
-    return step, state._replace(rollout=state.rollout._replace(
-        env_state=env_state))
-
-  return learner.Stepping(act=act, learn=learn_trajectory, mode=mode,
-                          restart=restart, observe=observe)
+  return learner.Stepping(prepare=_host_prepare, actor=_host_actor,
+                          replay=_host_replay, learn=learn_trajectory,
+                          mode=mode, restart=restart)
 
 
 def make_learner(name: str, config_type: type, init: Callable,

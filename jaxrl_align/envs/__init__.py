@@ -29,6 +29,7 @@ from jaxrl_align.envs.rollout import Trajectory
 from jaxrl_align.envs.wrappers import Env
 from jaxrl_align.envs.wrappers import EnvState
 from jaxrl_align.envs.wrappers import Given
+from jaxrl_align.envs.wrappers import HostRollout
 from jaxrl_align.envs.wrappers import HostStep
 from jaxrl_align.envs.wrappers import NormalizeObservation
 from jaxrl_align.envs.wrappers import ScaleReward
@@ -149,6 +150,7 @@ __all__ = (
     "Given",
     "gymnasium_id",
     "GymnasiumVecEnv",
+    "HostRollout",
     "HostStep",
     "is_jax_native",
     "make",

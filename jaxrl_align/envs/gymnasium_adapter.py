@@ -95,6 +95,12 @@ class GymnasiumVecEnv:
     self._obs = self._as_obs(obs)
     self._episode_return = np.zeros(num_envs, np.float64)
     self._episode_length = np.zeros(num_envs, np.int32)
+    self._no_return = np.zeros(num_envs, np.float32)
+    self._no_length = np.zeros(num_envs, np.int32)
+    self._no_return.flags.writeable = self._no_length.flags.writeable = False
+    self._action_shape = (num_envs,) + tuple(self.action_space.shape)
+    self._flat_action_shape = (num_envs,
+                               int(np.prod(self.action_space.shape)))
 
   @property
   def obs(self) -> np.ndarray:
@@ -116,13 +122,12 @@ class GymnasiumVecEnv:
     Gaussian policy head produces); it is reshaped to the box.
     """
     action = np.asarray(action)
-    shape = (self.num_envs,) + tuple(self.action_space.shape)
-    flat = (self.num_envs, int(np.prod(self.action_space.shape)))
-    if not self._discrete and action.shape == flat != shape:
-      action = action.reshape(shape)
-    if action.shape != shape:
-      raise ValueError(f"{self.env_id}: the policy's `action` must have shape "
-                       f"{shape}, got {action.shape}.")
+    if action.shape != self._action_shape:
+      if not self._discrete and action.shape == self._flat_action_shape:
+        action = action.reshape(self._action_shape)
+      else:
+        raise ValueError(f"{self.env_id}: the policy's `action` must have "
+                         f"shape {self._action_shape}, got {action.shape}.")
     if self._discrete:
       n = int(self.action_space.n)
       if not np.issubdtype(action.dtype, np.integer):
@@ -132,12 +137,13 @@ class GymnasiumVecEnv:
         raise ValueError(f"{self.env_id}: `action` must be in [0, {n}), got "
                          f"values {action.min()}..{action.max()}.")
       return action.astype(np.int64)
-    if not np.issubdtype(action.dtype, np.floating):
+    if action.dtype.kind != "f":
       raise ValueError(f"{self.env_id}: `action` must be floating point, got "
                        f"dtype {action.dtype}.")
     action = action.astype(self.action_space.dtype)
-    if self.clip_action:
-      action = np.clip(action, self.action_space.low, self.action_space.high)
+    if self.clip_action:  # np.clip's Python wrapper costs more than these
+      action = np.minimum(np.maximum(action, self.action_space.low),
+                          self.action_space.high)
     return action
 
   def step(self, action) -> dict[str, np.ndarray]:
@@ -146,25 +152,29 @@ class GymnasiumVecEnv:
     next_obs, reward, terminated, truncated, info = self.envs.step(
         self._env_action(action))
     next_obs = self._as_obs(next_obs)
-    done = np.logical_or(terminated, truncated)
-    successor = next_obs.copy()
-    if done.any():
-      for i in np.flatnonzero(done):
-        successor[i] = np.asarray(info["final_obs"][i], np.float32)
+    terminated = np.asarray(terminated, bool)
+    truncated = np.asarray(truncated, bool)
+    done = terminated | truncated
     self._episode_return += reward
     self._episode_length += 1
-    transition = {
-        "obs": obs, "reward": np.asarray(reward, np.float32),
-        "terminated": np.asarray(terminated, bool),
-        "truncated": np.asarray(truncated, bool), "next_obs": successor,
-        "episode_return": np.where(done, self._episode_return, 0.0).astype(
-            np.float32),
-        "episode_length": np.where(done, self._episode_length, 0).astype(
-            np.int32)}
-    self._episode_return[done] = 0.0
-    self._episode_length[done] = 0
+    if done.any():
+      successor = next_obs.copy()
+      for i in np.flatnonzero(done):
+        successor[i] = np.asarray(info["final_obs"][i], np.float32)
+      episode_return = np.where(done, self._episode_return, 0.0).astype(
+          np.float32)
+      episode_length = np.where(done, self._episode_length, 0).astype(
+          np.int32)
+      self._episode_return[done] = 0.0
+      self._episode_length[done] = 0
+    else:  # nothing ended: no copy, no masks (arrays nobody writes to)
+      successor = next_obs
+      episode_return, episode_length = self._no_return, self._no_length
     self._obs = next_obs
-    return transition
+    return {"obs": obs, "reward": np.asarray(reward, np.float32),
+            "terminated": terminated, "truncated": truncated,
+            "next_obs": successor, "episode_return": episode_return,
+            "episode_length": episode_length}
 
   def rollout(self, policy_fn: PolicyFn, key: jax.Array,
               num_steps: int) -> tuple[jax.Array, Trajectory]:

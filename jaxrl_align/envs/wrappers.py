@@ -273,6 +273,32 @@ class HostStep(NamedTuple):
   final_observation: Array
 
 
+class HostRollout(NamedTuple):
+  """``T`` steps of ``N`` environments stepped outside JAX, as the
+  environments gave them, before any wrapper: what a learner replays
+  through its wrappers (over :class:`Given`) into a
+  :class:`~jaxrl_align.envs.Trajectory`
+  (:class:`~jaxrl_align.learner.Stepping`'s ``replay``).
+
+  Attributes:
+    obs: ``[N, *obs_shape]``, the observations the first action was chosen
+      on, as the learner saw them (normalised by its last replay or
+      restart).
+    action: ``[T, N, ...]``, as the actor sampled it (unclipped).
+    steps: a :class:`HostStep` of ``[T, N, ...]`` arrays: each step's
+      observations (the reset ones where an episode ended), rewards,
+      flags and true successors, raw.
+    episode_return: ``[T, N]`` float32, the return of the episode that
+      ended at the step (0 where none ended).
+    episode_length: ``[T, N]`` int32, its length (0 where none ended).
+  """
+  obs: Array
+  action: Array
+  steps: HostStep
+  episode_return: Array
+  episode_length: Array
+
+
 @dataclasses.dataclass(frozen=True)
 class Given:
   """A vector env whose data comes from outside: ``reset(key, obs)``

@@ -3,14 +3,19 @@
 Any Gymnasium id whose observations are a ``Box`` and whose actions are a
 ``Box`` or ``Discrete`` trains through :class:`HostPrograms`: the rollout
 runs on the host through one :class:`~jaxrl_align.envs.GymnasiumVecEnv` of
-every seed's environments, and the learner's pure :class:`~jaxrl_align.learner.Stepping`
-functions (``restart``, ``observe``, ``act``, ``learn``, ``mode``), jitted
-and vmapped over seeds, do the rest, so the learning is the code of the
-JAX-native path and the host never reads a learner's state. Observation
-normalisation and reward scaling are the JAX-native wrappers themselves,
-over :class:`~jaxrl_align.envs.Given` (``Task.host_env``): each
-Gymnasium step goes through them, their statistics in the learner state.
-The runner uses these programs for every environment that is not
+every seed's environments, and the learner's
+:class:`~jaxrl_align.learner.Stepping` does the rest, so the learning is
+the code of the JAX-native path and the host never reads a learner's
+state. A rollout launches two programs, jitted and vmapped over seeds:
+``prepare`` before its steps (the actor's arrays, the sampling noise drawn
+beforehand) and ``replay`` after them; each step in between is acted by
+the learner's host ``actor`` in NumPy, because a program launched per step
+cost more than the MuJoCo step itself (docs/agents.md). ``replay`` feeds
+the raw steps through the JAX-native wrappers (observation normalisation,
+reward scaling, over :class:`~jaxrl_align.envs.Given`, ``Task.host_env``),
+their statistics in the learner state, and computes the values and
+log-probabilities of the actions taken, so ``learn`` gets the trajectory a
+JAX-native rollout would have recorded. The runner uses these programs for every environment that is not
 JAX-native. The environments' state lives in Gymnasium, outside the
 learner state: a resumed run continues from the checkpoint's parameters
 and statistics with freshly reset environments, so it is not
@@ -49,77 +54,23 @@ def host_stepped(learner: Learner, config, data=None) -> bool:
   return not envs.is_jax_native(config.env_id)
 
 
-class _ChangedOnly:
-  """``fn(config, state, x) -> (*outputs, state)`` vmapped over seeds and
-  jitted, returning only the state's arrays that ``fn`` changed: the rest
-  come back as the very arrays given, put in place on the host (by
-  position in the state's pytree, never by what they mean). Passing a
-  learner state of 27 arrays through a host step's program and back cost
-  more than the step's sampling (measured: docs/agents.md, MuJoCo); a step
-  changes only the sampling key and the wrappers' statistics."""
-
-  def __init__(self, fn):
-    self._layouts = {}
-    self._config = (None, None)  # the last config given, its structure
-
-    def changed_only(c, s, x):
-      *outputs, new = fn(c, s, x)
-      given = {id(leaf): i for i, leaf in enumerate(jax.tree.leaves(s))}
-      leaves, treedef = jax.tree.flatten(new)
-      source = tuple(given.get(id(leaf)) for leaf in leaves)
-      self._layouts[_layout_key(c, s)] = (source, treedef)
-      return tuple(outputs), [leaf for leaf, i in zip(leaves, source)
-                              if i is None]
-
-    self._jitted = jax.jit(jax.vmap(changed_only, in_axes=(None, 0, 0)))
-
-  def __call__(self, c, s, x):
-    outputs, changed = self._jitted(c, s, x)
-    if self._config[0] is not c:  # a config is immutable: once per config
-      self._config = (c, jax.tree.structure(c))
-    given, structure = jax.tree.flatten(s)
-    source, treedef = self._layouts[self._config[1], structure]
-    changed = iter(changed)
-    return (*outputs, treedef.unflatten(
-        [next(changed) if i is None else given[i] for i in source]))
-
-
-def _layout_key(c, s):
-  """What fixes which state arrays a program returns: the config's static
-  fields and the state's structure (a new one is traced anew)."""
-  return jax.tree.structure(c), jax.tree.structure(s)
-
-
-@jax.jit
-def _stack_steps(rows):
-  """A rollout's per-step device arrays (a list of pytrees, one per step),
-  stacked on their time axis: ``[seeds, T, ...]``, in one program."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
-
-
 @functools.lru_cache(maxsize=None)
 def _jitted(stepping, task: tasks.Task):
   """The host loop's programs of one learner and task, vmapped over seeds
   and jitted (``mode``: one seed): one set per learner and task (tasks
   compare by what they are), so the runs of one process (:func:`train` per
   seed, runs one after another) compile them once; jit keys them on the
-  config's static fields. ``observe_act`` is ``observe`` then ``act`` on
-  the observed step's observations: one program per host step, which
-  returns only what it changed of the state (:class:`_ChangedOnly`)."""
+  config's static fields. A rollout launches two: ``prepare`` before its
+  steps, ``replay`` after them; every step in between is the host
+  actor's."""
   restart = stepping.restart or (lambda c, s, o, d: (o, s))
-  observe = stepping.observe or (lambda c, s, t, d: (t, s))
-
-  def observe_act(c, s, t):
-    t, s = observe(c, s, t, task)
-    return (t,) + tuple(stepping.act(c, s, t.obs, task))
-
+  over_seeds = lambda fn, *axes: jax.jit(jax.vmap(  # noqa: E731
+      fn, in_axes=(None,) + axes))
   return dict(
-      act=_ChangedOnly(lambda c, s, o: stepping.act(c, s, o, task)),
-      learn=jax.jit(jax.vmap(lambda c, s, t: stepping.learn(c, s, t, task),
-                             in_axes=(None, 0, 0))),
-      restart=_ChangedOnly(lambda c, s, o: restart(c, s, o, task)),
-      observe=_ChangedOnly(lambda c, s, t: observe(c, s, t, task)),
-      observe_act=_ChangedOnly(observe_act),
+      prepare=over_seeds(lambda c, s: stepping.prepare(c, s, task), 0),
+      replay=over_seeds(lambda c, s, r: stepping.replay(c, s, r, task), 0, 0),
+      learn=over_seeds(lambda c, s, t: stepping.learn(c, s, t, task), 0, 0),
+      restart=over_seeds(lambda c, s, o: restart(c, s, o, task), 0, 0),
       mode=jax.jit(lambda c, s, o: stepping.mode(c, s, o, task)))
 
 
@@ -160,10 +111,13 @@ class HostPrograms:
     self._seeds = 0
 
   def _programs(self, config):
-    """The jitted programs (:func:`_jitted`), once per config."""
+    """The jitted programs (:func:`_jitted`) and the host actor, once per
+    config."""
     key = ("programs", config)
     if key not in self._compiled:
-      self._compiled[key] = _jitted(self._stepping, self._task)
+      self._compiled[key] = dict(
+          _jitted(self._stepping, self._task),
+          actor=self._stepping.actor(config, self._task))
     return self._compiled[key]
 
   def init(self, config, keys: jax.Array, data=None):
@@ -203,43 +157,50 @@ class HostPrograms:
 
   def rollout(self, config, states):
     """``(trajectory, states)``: ``num_steps`` host steps of every seed,
-    no update (:meth:`chunk` learns from them). Each step's Gymnasium
-    outputs go through the learner's ``observe`` (normalised as the
-    learner sees them) and its ``act`` for the next step's actions, one
-    program per step; the envs' first observations go through its
+    no update (:meth:`chunk` learns from them). The learner's ``prepare``
+    gives the actor its arrays; each step's observations go through the
+    actor's ``observe`` and ``act`` on the host, no program launched; the
+    raw steps then go through the learner's ``replay`` (normalised as the
+    learner sees them, with the values and log-probabilities of the
+    actions taken). The envs' first observations go through its
     ``restart``, with the states given then (fresh or restored)."""
     programs = self._programs(config)
     if self._obs is None:
       self._obs, states = programs["restart"](
           config, states, self._per_seed(self._env.obs))
-    obs = self._obs
-    action, extra, states = programs["act"](config, states, obs)
-    on_device, on_host = [], []  # each step's arrays, stacked at the end
+    arrays, states = programs["prepare"](config, states)
+    actor = programs["actor"]
+    actor.load(jax.device_get(arrays))
+    obs = np.asarray(self._obs)
+    actions, steps, seen = [], [], []
     for t in range(config.num_steps):
-      taken = np.asarray(action)  # the only transfer a step waits for
-      step = self._env.step(taken.reshape((-1,) + taken.shape[2:]))
-      field = lambda name: self._per_seed(step[name])  # noqa: E731
-      raw = envs.HostStep(
-          obs=self._per_seed(self._env.obs),
-          reward=field("reward"), terminated=field("terminated"),
-          truncated=field("truncated"), final_observation=field("next_obs"))
-      on_host.append(dict(terminated=raw.terminated, truncated=raw.truncated,
-                          episode_return=field("episode_return"),
-                          episode_length=field("episode_length")))
-      row = dict(obs=obs, action=action, extras=extra)
+      action = actor.act(obs, t)
+      step = self._env.step(action.reshape((-1,) + action.shape[2:]))
+      actions.append(action)
+      steps.append(step)
+      seen.append(self._env.obs)
       if t + 1 < config.num_steps:
-        seen, action, extra, states = programs["observe_act"](config, states,
-                                                              raw)
-      else:
-        seen, states = programs["observe"](config, states, raw)
-      on_device.append(dict(row, reward=seen.reward,
-                            next_obs=seen.final_observation))
-      obs = seen.obs
-    self._obs = obs
-    trajectory = _stack_steps(on_device)  # [seeds, T, N, ...]
-    trajectory.update(jax.tree.map(
-        lambda *xs: jnp.asarray(np.stack(xs, axis=1)), *on_host))
-    return envs.Trajectory(**trajectory), states
+        obs = actor.observe(self._per_seed(self._env.obs))
+    over_time = lambda xs: jnp.asarray(self._per_seed_time(  # noqa: E731
+        np.stack(xs)))
+    field = lambda name: over_time([s[name] for s in steps])  # noqa: E731
+    rollout = envs.HostRollout(
+        obs=self._obs,
+        action=jnp.asarray(np.stack(actions, axis=1)),
+        steps=envs.HostStep(
+            obs=over_time(seen), reward=field("reward"),
+            terminated=field("terminated"), truncated=field("truncated"),
+            final_observation=field("next_obs")),
+        episode_return=field("episode_return"),
+        episode_length=field("episode_length"))
+    trajectory, self._obs, states = programs["replay"](config, states,
+                                                       rollout)
+    return trajectory, states
+
+  def _per_seed_time(self, x: np.ndarray) -> np.ndarray:
+    """``[T, seeds * N, ...]`` -> ``[seeds, T, N, ...]``."""
+    x = x.reshape((x.shape[0], self._seeds, -1) + x.shape[2:])
+    return np.moveaxis(x, 0, 1)
 
   def _per_seed(self, x: np.ndarray) -> np.ndarray:
     """``[seeds * N, ...]`` -> ``[seeds, N, ...]``."""
