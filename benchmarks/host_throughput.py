@@ -7,10 +7,16 @@ alternation (median of ``--repeats``):
 * random: the Gymnasium vector env our host path builds (``make_vec``,
   ``"sync"``, every seed's envs in one, auto-reset in the same step)
   stepped with uniform random actions drawn beforehand, nothing else;
-* collect: our host loop's rollouts (``HostPrograms.rollout``: each step
-  normalised, the next actions sampled by the jitted, seed-vmapped
-  program, the step taken through :class:`~jaxrl_align.envs.GymnasiumVecEnv`),
-  without the updates;
+* bare: the same envs stepped with random actions in a bare Python loop
+  (each env's ``step``, ``reset()`` where an episode ended), without the
+  vector env's bookkeeping, which our host path skips too (it steps a
+  ``SyncVectorEnv``'s envs itself): the strictest baseline;
+* collect: our host loop's rollouts (``HostPrograms.rollout``: the
+  learner's ``prepare`` program, then every step normalised and sampled by
+  the NumPy actor and taken through
+  :class:`~jaxrl_align.envs.GymnasiumVecEnv`, then its ``replay`` program
+  through the wrappers, with values and log-probabilities), without the
+  updates;
 * train: whole chunks, rollouts and updates (``HostPrograms.chunk``), as
   the command runs them;
 * compiled (``--compiled``, needs ``mujoco-mjx``): the same config on the
@@ -18,7 +24,7 @@ alternation (median of ``--repeats``):
   as one program (``jit(vmap(train))`` over the seeds).
 
 Reported as env steps/s over all seeds and as ratios to random (issue 31's
-target: at least 0.8x). Compile is excluded (a warm-up chunk first).
+target: at least 0.8x) and to bare. Compile is excluded (a warm-up chunk first).
 
 Usage: ``python benchmarks/host_throughput.py [--envs Hopper-v5 ...]
 [--algos ppo trpo] [--seeds 1 4] [--updates 4] [--repeats 3] [--compiled]
@@ -65,6 +71,25 @@ def random_steps_per_s(env_id: str, num_envs: int, steps: int) -> float:
   return steps * num_envs / elapsed
 
 
+def bare_steps_per_s(env_id: str, num_envs: int, steps: int) -> float:
+  """Env steps/s of the same envs under random actions stepped in a bare
+  loop (each env's ``step``, ``reset()`` where an episode ended), without
+  the vector env's bookkeeping: the least any host loop could cost."""
+  env = gymnasium.make_vec(env_id, num_envs, vectorization_mode="sync")
+  env.reset(seed=0)
+  env.action_space.seed(0)
+  actions = [env.action_space.sample() for _ in range(steps)]
+  start = time.perf_counter()
+  for a in actions:
+    for i, e in enumerate(env.envs):
+      _, _, terminated, truncated, _ = e.step(a[i])
+      if terminated or truncated:
+        e.reset()
+  elapsed = time.perf_counter() - start
+  env.close()
+  return steps * num_envs / elapsed
+
+
 def compiled_steps_per_s(algo: str, env_id: str, seeds: int, updates: int,
                          repeats: int) -> float:
   """Env steps/s of ``updates`` updates of every seed on the MJX task, one
@@ -100,9 +125,10 @@ def measure(algo: str, env_id: str, seeds: int, updates: int,
   jax.block_until_ready(states)
   n = seeds * config.num_envs
   steps = updates * config.num_steps
-  rows = {"random": [], "collect": [], "train": []}
+  rows = {"random": [], "bare": [], "collect": [], "train": []}
   for _ in range(repeats):
     rows["random"].append(random_steps_per_s(env_id, n, steps))
+    rows["bare"].append(bare_steps_per_s(env_id, n, steps))
     start = time.perf_counter()
     for _ in range(updates):
       trajectory, states = programs.rollout(config, states)
@@ -122,6 +148,7 @@ def measure(algo: str, env_id: str, seeds: int, updates: int,
                                              for k, v in med.items()},
               collect_vs_random=med["collect"] / med["random"],
               train_vs_random=med["train"] / med["random"],
+              collect_vs_bare=med["collect"] / med["bare"],
               **({"compiled_vs_random": med["compiled"] / med["random"]}
                  if compiled else {}))
 
@@ -154,9 +181,11 @@ def main():
         f"{args.repeats}")
   extra = (" compiled | compiled / random |", " ---: | ---: |") if (
       args.compiled) else ("", "")
-  print("| algo | task | seeds x envs | random (steps/s) | collect | train "
-        "| collect / random | train / random |" + extra[0])
-  print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + extra[1])
+  print("| algo | task | seeds x envs | random (steps/s) | bare | collect "
+        "| train | collect / random | train / random | collect / bare |"
+        + extra[0])
+  print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + extra[1])
   results = []
   for algo in args.algos:
     for env_id in args.envs:
@@ -169,10 +198,12 @@ def main():
                     else "")
         print(f"| {algo} | {env_id} | {seeds} x {r['num_envs']} | "
               f"{r['random_steps_per_s']:,.0f} | "
+              f"{r['bare_steps_per_s']:,.0f} | "
               f"{r['collect_steps_per_s']:,.0f} | "
               f"{r['train_steps_per_s']:,.0f} | "
               f"{r['collect_vs_random']:.2f}x | "
-              f"{r['train_vs_random']:.2f}x |{compiled}", flush=True)
+              f"{r['train_vs_random']:.2f}x | "
+              f"{r['collect_vs_bare']:.2f}x |{compiled}", flush=True)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

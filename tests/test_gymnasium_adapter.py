@@ -132,6 +132,39 @@ def test_one_seed_per_env_seeds_each_as_its_own_vector_env_would():
   assert not np.array_equal(together.obs[:2], together.obs[2:])
 
 
+@pytest.mark.parametrize("env_id", ["InvertedDoublePendulum-v5",
+                                    "CartPole-v1"])
+def test_stepping_the_sync_envs_directly_is_the_vector_envs_step(env_id):
+  """The adapter steps a ``SyncVectorEnv``'s envs itself (no merging of
+  their info dicts): every field of every step, episodes ending and
+  resetting inside, is what Gymnasium's own ``step`` gives, bit for bit,
+  final observations included (where they differ from the reset ones)."""
+  ours = envs.GymnasiumVecEnv(env_id, 3, seed=11)
+  theirs = envs.GymnasiumVecEnv(env_id, 3, seed=11)
+  assert ours._step == ours._step_sync_envs
+  theirs._step = theirs._step_vector_env
+  rng = np.random.default_rng(0)
+  ended = 0
+  for _ in range(150):
+    if ours._discrete:
+      action = rng.integers(0, 2, 3)
+    else:
+      action = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
+    a, b = ours.step(action), theirs.step(action)
+    assert a.keys() == b.keys()
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+      assert a[name].dtype == b[name].dtype, name
+    done = a["terminated"] | a["truncated"]
+    ended += done.sum()
+    if done.any():  # the final observation is not the reset one
+      assert not np.array_equal(a["next_obs"][done], ours.obs[done])
+  assert ended >= 3
+  np.testing.assert_array_equal(ours.obs, theirs.obs)
+  ours.close()
+  theirs.close()
+
+
 def test_adapter_bad_input():
   host = envs.GymnasiumVecEnv("CartPole-v1", 2)
   with pytest.raises(ValueError, match=r"shape \(2,\)"):
