@@ -87,19 +87,21 @@ def test_noise_drawn_beforehand_is_the_heads_own_sampling(head):
   assert not np.array_equal(drawn, head.sample(jax.random.key(10), out))
 
 
-def test_numpy_observation_statistics_follow_the_wrapper():
+@pytest.mark.parametrize("n", [1, N])
+def test_numpy_observation_statistics_follow_the_wrapper(n):
   """The actor's ``observe`` over a stream of batches gives, per seed, the
   observations and statistics of :class:`envs.NormalizeObservation` over
   :class:`envs.Given` (its ``restart`` then ``step``) to float32
-  rounding, and the statistics of all samples so far in float64 NumPy.
+  rounding, and the statistics of all samples so far in float64 NumPy,
+  with one env per seed (a batch variance of 0) or several.
   Normalising before merging the batch is caught."""
   rng = np.random.default_rng(0)
   # far from zero mean and unit variance, different per seed and dimension
-  stream = (rng.normal(size=(12, S, N, 4)) * [1.0, 10.0, 0.1, 3.0]
+  stream = (rng.normal(size=(12, S, n, 4)) * [1.0, 10.0, 0.1, 3.0]
             + [[[5.0]], [[-2.0]]]).astype(np.float32)
   wrapper = envs.NormalizeObservation(envs.Given(), clip=10.0)
   init = jax.vmap(lambda o: wrapper.reset(None, o)[1])(
-      jnp.zeros((S, N, 4)))
+      jnp.zeros((S, n, 4)))
   fresh = init._replace(obs_stats=jax.tree.map(
       jnp.zeros_like, init.obs_stats)._replace(var=jnp.ones((S, 4))))
 
@@ -116,7 +118,7 @@ def test_numpy_observation_statistics_follow_the_wrapper():
     return jnp.concatenate([obs0[None], obs]), state
 
   theirs, state = jax.jit(jax_stream)(fresh)
-  noise = np.zeros((S, 1, N, 1), np.float32)
+  noise = np.zeros((S, 1, n, 1), np.float32)
   actor = host_actor.HostActor(heads.DiagGaussian(1), "tanh", 10.0)
   actor.load(host_actor.ActorArrays((), None, fresh.obs_stats, noise))
   ours = np.stack([actor.observe(x) for x in stream])
@@ -127,7 +129,7 @@ def test_numpy_observation_statistics_follow_the_wrapper():
   every = stream.transpose(1, 0, 2, 3).reshape(S, -1, 4).astype(np.float64)
   np.testing.assert_allclose(mean, every.mean(axis=1), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(var, every.var(axis=1), rtol=1e-4)
-  np.testing.assert_array_equal(count, [12 * N] * S)
+  np.testing.assert_array_equal(count, [12 * n] * S)
 
   class Late(host_actor.HostActor):  # normalises with the old statistics
     def observe(self, obs):

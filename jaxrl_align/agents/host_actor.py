@@ -123,14 +123,19 @@ class HostActor:
     n = np.float32(x.shape[1])
     # ufuncs called directly: ndarray.sum and np.clip add a Python layer
     # that costs more than the arithmetic at these sizes.
-    batch_mean = np.add.reduce(x, axis=1) / n
-    centred = x - batch_mean[:, None]
-    batch_var = np.add.reduce(centred * centred, axis=1) / n
     total = count + n
-    delta = batch_mean - mean
-    mean = mean + delta * (n / total)
-    var = (var * count + batch_var * n + delta * delta * (count * n / total)
-           ) / total
+    if x.shape[1] == 1:  # one env: its batch variance is exactly 0
+      delta = x[:, 0] - mean
+      mean = mean + delta * (n / total)
+      var = (var * count + delta * delta * (count * n / total)) / total
+    else:
+      batch_mean = np.add.reduce(x, axis=1) / n
+      centred = x - batch_mean[:, None]
+      batch_var = np.add.reduce(centred * centred, axis=1) / n
+      delta = batch_mean - mean
+      mean = mean + delta * (n / total)
+      var = (var * count + batch_var * n
+             + delta * delta * (count * n / total)) / total
     self._stats = [mean, var, total]
     y = (x - mean[:, None]) / np.sqrt(var + self._eps)[:, None]
     return np.minimum(np.maximum(y, -self._clip), self._clip)
