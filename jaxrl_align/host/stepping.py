@@ -15,12 +15,12 @@ the raw steps through the JAX-native wrappers (observation normalisation,
 reward scaling, over :class:`~jaxrl_align.envs.Given`, ``Task.host_env``),
 their statistics in the learner state, and computes the values and
 log-probabilities of the actions taken, so ``learn`` gets the trajectory a
-JAX-native rollout would have recorded. The runner uses these programs for every environment that is not
-JAX-native. The environments' state lives in Gymnasium, outside the
-learner state: a resumed run continues from the checkpoint's parameters
-and statistics with freshly reset environments, so it is not
-bit-identical to an uninterrupted one. gSDE is JAX-env only (configs and
-the task's check refuse it here).
+JAX-native rollout would have recorded. The runner uses these programs
+for every environment that is not JAX-native. The environments' state
+lives in Gymnasium, outside the learner state: a resumed run continues
+from the checkpoint's parameters and statistics with freshly reset
+environments, so it is not bit-identical to an uninterrupted one. gSDE
+is JAX-env only (configs and the task's check refuse it here).
 """
 
 from __future__ import annotations
