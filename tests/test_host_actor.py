@@ -181,8 +181,8 @@ def test_replay_gives_the_trajectory_a_jax_native_rollout_records(env_id):
   wrapped_state, wrapped = run(normalize_obs=True, scale_reward=True,
                                gamma=gamma)
   raw_state, raw = run()
-  assert np.asarray(raw.terminated | raw.truncated).any() or env_id != (
-      "CartPole-v1")
+  if env_id == "CartPole-v1":  # episodes end inside the rollout
+    assert np.asarray(raw.terminated | raw.truncated).any()
   stepping = ppo.LEARNER.stepping
   obs0, state = jax.jit(lambda s: stepping.restart(config, s, raw.obs[0],
                                                    task))(state)
