@@ -165,6 +165,59 @@ def test_stepping_the_sync_envs_directly_is_the_vector_envs_step(env_id):
   theirs.close()
 
 
+@pytest.mark.parametrize("through_vector_step", [False, True])
+def test_collect_is_a_plain_gymnasium_loop(through_vector_step):
+  """``collect`` (the host loop) against Gymnasium's own vector env stepped
+  in a plain loop, with float64 episode sums: the observation each step's
+  policy is shown, every field, episodes ending inside; the sync envs
+  stepped directly, or the vector env's own ``step`` (an async env's
+  path; not forked here, under JAX's threads). Its ``next_obs`` differs
+  from the next step's input where an episode ended, so a loop that
+  recorded the reset observation as the successor would fail."""
+  n, steps = 3, 120
+  ours = envs.GymnasiumVecEnv("InvertedPendulum-v5", n, seed=5)
+  if through_vector_step:
+    ours._step = ours._step_vector_env
+  ref = gymnasium.make_vec("InvertedPendulum-v5", n, vectorization_mode="sync",
+                           vector_kwargs={"autoreset_mode": gymnasium.vector
+                                          .AutoresetMode.SAME_STEP})
+  obs, _ = ref.reset(seed=5)
+  running, length = np.zeros(n), np.zeros(n, int)
+  seen, rows = [], []
+
+  def policy(o, t):  # depends on what it is shown, raw and unclipped
+    seen.append(o.copy())
+    return np.tanh(3 * o[:, :1] + 0.01 * t).astype(np.float32) * 4
+
+  got = ours.collect(policy, steps)
+  for t in range(steps):
+    action = np.tanh(3 * obs[:, :1].astype(np.float32)
+                     + 0.01 * t).astype(np.float32) * 4
+    np.testing.assert_array_equal(seen[t], obs.astype(np.float32))
+    nxt, r, te, tr, info = ref.step(np.clip(action, -3, 3))
+    done = te | tr
+    running, length = running + r, length + 1
+    final = nxt.copy()
+    final[done] = np.stack(info["final_obs"][done]) if done.any() else 0
+    rows.append(dict(action=action, obs=obs, reward=r, terminated=te,
+                     truncated=tr, next_obs=final,
+                     episode_return=np.where(done, running, 0),
+                     episode_length=np.where(done, length, 0)))
+    running, length = np.where(done, 0, running), np.where(done, 0, length)
+    obs = nxt
+  want = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+  want["obs"] = np.concatenate([want["obs"], obs[None]])
+  for name, value in want.items():
+    np.testing.assert_array_equal(got[name], value.astype(got[name].dtype),
+                                  err_msg=name)
+  done = got["terminated"] | got["truncated"]
+  assert done.sum() >= 3
+  assert not np.array_equal(got["next_obs"][done], got["obs"][1:][done])
+  np.testing.assert_array_equal(ours.obs, obs.astype(np.float32))
+  ours.close()
+  ref.close()
+
+
 def test_adapter_bad_input():
   host = envs.GymnasiumVecEnv("CartPole-v1", 2)
   with pytest.raises(ValueError, match=r"shape \(2,\)"):

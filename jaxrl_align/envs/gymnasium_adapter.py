@@ -18,7 +18,7 @@ only offer ``NEXT_STEP`` (Gymnasium's NumPy-vectorised classic control,
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import gymnasium
 import jax
@@ -99,9 +99,6 @@ class GymnasiumVecEnv:
     self._obs = self._as_obs(obs)
     self._episode_return = np.zeros(num_envs, np.float64)
     self._episode_length = np.zeros(num_envs, np.int32)
-    self._no_return = np.zeros(num_envs, np.float32)
-    self._no_length = np.zeros(num_envs, np.int32)
-    self._no_return.flags.writeable = self._no_length.flags.writeable = False
     self._action_shape = (num_envs,) + tuple(self.action_space.shape)
     self._flat_action_shape = (num_envs,
                                int(np.prod(self.action_space.shape)))
@@ -144,33 +141,31 @@ class GymnasiumVecEnv:
     if action.dtype.kind != "f":
       raise ValueError(f"{self.env_id}: `action` must be floating point, got "
                        f"dtype {action.dtype}.")
-    action = action.astype(self.action_space.dtype)
-    if self.clip_action:  # np.clip's Python wrapper costs more than these
-      action = np.minimum(np.maximum(action, self.action_space.low),
-                          self.action_space.high)
-    return action
+    if not self.clip_action:
+      return action.astype(self.action_space.dtype)
+    # np.clip's Python wrapper costs more than these; np.maximum copies.
+    action = action.astype(self.action_space.dtype, copy=False)
+    return np.minimum(np.maximum(action, self.action_space.low),
+                      self.action_space.high)
 
-  def _step_vector_env(self, action):
-    """``(obs, reward, terminated, truncated, final_obs)`` of one step of
-    the vector env; ``final_obs[i]``: env ``i``'s true successor where its
-    episode ended (the vector env put the reset observation in ``obs``)."""
-    obs, reward, terminated, truncated, info = self.envs.step(action)
-    done = np.logical_or(terminated, truncated)
-    final = {i: info["final_obs"][i] for i in np.flatnonzero(done)}
-    return (self._as_obs(obs), reward, np.asarray(terminated, bool),
-            np.asarray(truncated, bool), final)
+  def _step_vector_env(self, action, obs, reward, terminated, truncated):
+    """One step of the vector env, written into the rows ``obs``,
+    ``reward``, ``terminated`` and ``truncated`` (``[N, ...]``); returns
+    ``{i: final_obs}`` for each env ``i`` whose episode ended (the vector
+    env put the reset observation in ``obs``)."""
+    o, r, te, tr, info = self.envs.step(action)
+    obs[...] = self._as_obs(o)
+    reward[...], terminated[...], truncated[...] = r, te, tr
+    return {i: info["final_obs"][i]
+            for i in np.flatnonzero(terminated | truncated)}
 
-  def _step_sync_envs(self, action):
+  def _step_sync_envs(self, action, obs, reward, terminated, truncated):
     """:meth:`_step_vector_env` for a ``SyncVectorEnv``, its envs stepped
     here, as its own ``step`` does in ``SAME_STEP`` mode (each env's
     ``step``, then ``reset()`` where the episode ended), without the
     per-env merging of every ``info`` dict and the copies it makes (about
     a third of a MuJoCo step's time: docs/agents.md). The same envs, in
     the same order, with the same calls: the same observations."""
-    n = self.num_envs
-    obs = np.empty((n,) + self._obs_shape, np.float32)
-    reward = np.empty(n, np.float64)
-    terminated, truncated = np.empty(n, bool), np.empty(n, bool)
     final = {}
     for i, env in enumerate(self.envs.envs):
       o, reward[i], terminated[i], truncated[i], _ = env.step(action[i])
@@ -178,34 +173,77 @@ class GymnasiumVecEnv:
         final[i] = o
         o, _ = env.reset()
       obs[i] = o
-    return obs, reward, terminated, truncated, final
+    return final
 
-  def step(self, action) -> dict[str, np.ndarray]:
-    """One host step of all copies; returns one transition's fields."""
-    obs = self._obs
-    next_obs, reward, terminated, truncated, final = self._step(
-        self._env_action(action))
-    done = terminated | truncated
+  def _count(self, reward, done, episode_return, episode_length) -> None:
+    """Adds a step to the running episodes; writes the return and length
+    of each that ended (``done``; None: none did) into the zeroed rows
+    ``episode_return`` and ``episode_length``, and restarts it."""
     self._episode_return += reward
     self._episode_length += 1
-    if final:
-      successor = next_obs.copy()
-      for i, o in final.items():
-        successor[i] = np.asarray(o, np.float32)
-      episode_return = np.where(done, self._episode_return, 0.0).astype(
-          np.float32)
-      episode_length = np.where(done, self._episode_length, 0).astype(
-          np.int32)
+    if done is not None:
+      episode_return[done] = self._episode_return[done]
+      episode_length[done] = self._episode_length[done]
       self._episode_return[done] = 0.0
       self._episode_length[done] = 0
-    else:  # nothing ended: no copy, no masks (arrays nobody writes to)
-      successor = next_obs
-      episode_return, episode_length = self._no_return, self._no_length
-    self._obs = next_obs
-    return {"obs": obs, "reward": np.asarray(reward, np.float32),
-            "terminated": terminated, "truncated": truncated,
-            "next_obs": successor, "episode_return": episode_return,
+
+  def collect(self, policy: Callable[[np.ndarray, int], Any],
+              num_steps: int) -> dict[str, np.ndarray]:
+    """``num_steps`` host steps of every copy, step ``t`` taking the action
+    ``policy(obs, t)`` at the observations ``obs [N, ...]`` it starts from.
+
+    The host loop of :meth:`rollout` and of
+    :class:`~jaxrl_align.host.stepping.HostPrograms`: each step's fields
+    are written into arrays made once for the whole rollout, not stacked
+    afterwards.
+
+    Returns:
+      NumPy arrays, ``[T, N, ...]`` but ``obs``: ``action`` (as ``policy``
+      returned it), ``obs [T + 1, N, ...]`` (the observations each step
+      started from, then the last step's result; where an episode ended,
+      the reset observation), ``reward`` (float32), ``terminated``,
+      ``truncated``, ``next_obs`` (each step's true successor: the final
+      observation where an episode ended), ``episode_return`` and
+      ``episode_length`` (of the episodes that ended at that step, 0
+      elsewhere).
+    """
+    _checks.check_positive_int("num_steps", num_steps)
+    t_n = (num_steps, self.num_envs)
+    obs = np.empty((num_steps + 1, self.num_envs) + self._obs_shape,
+                   np.float32)
+    obs[0] = self._obs
+    reward = np.empty(t_n, np.float64)  # the running returns add float64
+    terminated, truncated = np.empty(t_n, bool), np.empty(t_n, bool)
+    episode_return = np.zeros(t_n, np.float32)
+    episode_length = np.zeros(t_n, np.int32)
+    actions, finals = None, []
+    for t in range(num_steps):
+      action = np.asarray(policy(obs[t], t))
+      env_action = self._env_action(action)
+      if actions is None:
+        actions = np.empty((num_steps,) + action.shape, action.dtype)
+      actions[t] = action
+      final = self._step(env_action, obs[t + 1], reward[t], terminated[t],
+                         truncated[t])
+      self._count(reward[t], (terminated[t] | truncated[t]) if final else None,
+                  episode_return[t], episode_length[t])
+      finals.extend((t, i, o) for i, o in final.items())
+    self._obs = obs[-1].copy()  # not a view of what the caller gets
+    next_obs = obs[1:].copy() if finals else obs[1:]
+    for t, i, o in finals:
+      next_obs[t, i] = np.asarray(o, np.float32)
+    return {"action": actions, "obs": obs,
+            "reward": reward.astype(np.float32), "terminated": terminated,
+            "truncated": truncated, "next_obs": next_obs,
+            "episode_return": episode_return,
             "episode_length": episode_length}
+
+  def step(self, action) -> dict[str, np.ndarray]:
+    """One host step of all copies: one transition's fields, ``[N, ...]``,
+    as :meth:`collect`'s (``obs``: the observation it started from)."""
+    steps = self.collect(lambda obs, t: action, 1)
+    del steps["action"]
+    return {k: v[0] for k, v in steps.items()}
 
   def rollout(self, policy_fn: PolicyFn, key: jax.Array,
               num_steps: int) -> tuple[jax.Array, Trajectory]:
@@ -222,20 +260,21 @@ class GymnasiumVecEnv:
     Returns:
       ``(key, Trajectory)`` with ``[T, N, ...]`` JAX arrays.
     """
-    _checks.check_positive_int("num_steps", num_steps)
-    steps, actions, extras = [], [], []
-    for _ in range(num_steps):
-      key, policy_key = jax.random.split(key)
-      action, extra = policy_fn(policy_key, jnp.asarray(self._obs))
-      steps.append(self.step(action))
-      actions.append(action)
+    keys, extras = [key], []
+
+    def policy(obs, t):
+      del t
+      key, policy_key = jax.random.split(keys[-1])
+      keys.append(key)
+      action, extra = policy_fn(policy_key, jnp.asarray(obs))
       extras.append(extra)
-    stacked = {k: jnp.asarray(np.stack([s[k] for s in steps]))
-               for k in steps[0]}
-    return key, Trajectory(
-        action=jnp.stack(actions),
+      return action
+
+    steps = self.collect(policy, num_steps)
+    steps["obs"] = steps["obs"][:-1]
+    return keys[-1], Trajectory(
         extras=jax.tree.map(lambda *xs: jnp.stack(xs), *extras),
-        **stacked)
+        **{k: jnp.asarray(v) for k, v in steps.items()})
 
   def close(self) -> None:
     self.envs.close()

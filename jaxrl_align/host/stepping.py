@@ -171,25 +171,25 @@ class HostPrograms:
     arrays, states = programs["prepare"](config, states)
     actor = programs["actor"]
     actor.load(jax.device_get(arrays))
-    obs = np.asarray(self._obs)
-    actions, steps, seen = [], [], []
-    for t in range(config.num_steps):
+    first = np.asarray(self._obs)
+
+    def policy(obs, t):
+      if t:
+        obs = actor.observe(self._per_seed(obs))
+      else:  # the learner's restart or replay normalised it already
+        obs = first
       action = actor.act(obs, t)
-      step = self._env.step(action.reshape((-1,) + action.shape[2:]))
-      actions.append(action)
-      steps.append(step)
-      seen.append(self._env.obs)
-      if t + 1 < config.num_steps:
-        obs = actor.observe(self._per_seed(self._env.obs))
-    over_time = lambda xs: jnp.asarray(self._per_seed_time(  # noqa: E731
-        np.stack(xs)))
-    field = lambda name: over_time([s[name] for s in steps])  # noqa: E731
+      return action.reshape((-1,) + action.shape[2:])
+
+    steps = self._env.collect(policy, config.num_steps)
+    field = lambda name: jnp.asarray(  # noqa: E731
+        self._per_seed_time(steps[name]))
     rollout = envs.HostRollout(
-        obs=self._obs,
-        action=jnp.asarray(np.stack(actions, axis=1)),
+        obs=self._obs, action=field("action"),
         steps=envs.HostStep(
-            obs=over_time(seen), reward=field("reward"),
-            terminated=field("terminated"), truncated=field("truncated"),
+            obs=jnp.asarray(self._per_seed_time(steps["obs"][1:])),
+            reward=field("reward"), terminated=field("terminated"),
+            truncated=field("truncated"),
             final_observation=field("next_obs")),
         episode_return=field("episode_return"),
         episode_length=field("episode_length"))
