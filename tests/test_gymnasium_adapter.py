@@ -218,6 +218,29 @@ def test_collect_is_a_plain_gymnasium_loop(through_vector_step):
   ref.close()
 
 
+def test_collect_stopped_by_its_policy_leaves_obs_where_the_envs_are():
+  """A policy that raises at step 3 leaves ``obs`` at the envs' state
+  after three steps (the next ``collect`` starts from it), not at the
+  rollout's start."""
+  host = envs.GymnasiumVecEnv("InvertedPendulum-v5", 2, seed=3)
+  twin = envs.GymnasiumVecEnv("InvertedPendulum-v5", 2, seed=3)
+  action = np.full((2, 1), 0.5, np.float32)
+
+  def policy(obs, t):
+    if t == 3:
+      raise RuntimeError("stop")
+    return action
+
+  with pytest.raises(RuntimeError, match="stop"):
+    host.collect(policy, 10)
+  twin.collect(lambda obs, t: action, 3)
+  np.testing.assert_array_equal(host.obs, twin.obs)
+  assert not np.array_equal(host.obs, envs.GymnasiumVecEnv(
+      "InvertedPendulum-v5", 2, seed=3).obs)
+  host.close()
+  twin.close()
+
+
 def test_adapter_bad_input():
   host = envs.GymnasiumVecEnv("CartPole-v1", 2)
   with pytest.raises(ValueError, match=r"shape \(2,\)"):

@@ -228,6 +228,7 @@ class GymnasiumVecEnv:
       self._count(reward[t], (terminated[t] | truncated[t]) if final else None,
                   episode_return[t], episode_length[t])
       finals.extend((t, i, o) for i, o in final.items())
+      self._obs = obs[t + 1]  # where the envs are, should policy raise
     self._obs = obs[-1].copy()  # not a view of what the caller gets
     next_obs = obs[1:].copy() if finals else obs[1:]
     for t, i, o in finals:
