@@ -1,8 +1,8 @@
 """Two processes on 127.0.0.1 (two CPU devices each, one ``jax.distributed``
 job); run by ``test_parallel.py``, which compares what they wrote with
 ``parallel_checks.py``'s runs of the same configs in one process.
-Usage: ``multihost_checks.py OUT_DIR PROCESS_ID PORT`` (``PROCESS_ID`` 0 or
-1). In order, every process:
+Usage: ``multihost_checks.py OUT_DIR PROCESS_ID PORT HOST_ARGS``
+(``PROCESS_ID`` 0 or 1). In order, every process:
 
 1. joins the job through the command (``jaxrl-align train --coordinator
    ... --num-processes 2 --process-id I``), which first refuses
@@ -15,7 +15,12 @@ Usage: ``multihost_checks.py OUT_DIR PROCESS_ID PORT`` (``PROCESS_ID`` 0 or
    with the command's last checkpoint, bit for bit; then again into
    ``OUT_DIR/ctrl_c`` with a Ctrl-C that only process 1 receives;
 3. trains PPO data-parallel over the four devices with the recipe of
-   docs/devices.md (``jax.set_mesh`` and ``jit(ppo.train)``).
+   docs/devices.md (``jax.set_mesh`` and ``jit(ppo.train)``);
+4. trains a task stepped on the host (``HOST_ARGS``, JSON in ``argv[4]``)
+   through the command into ``OUT_DIR/host``, its four seeds spread over
+   the two processes (two each, on one device of each), after refusing
+   seeds that do not divide over them and a device count other than one
+   of each.
 
 Writes ``OUT_DIR/<id>.npz`` (step 3's parameters), ``OUT_DIR/<id>.json``
 (the devices, which environments this process stepped, the command's exit
@@ -32,6 +37,7 @@ import sys
 import numpy as np
 
 OUT, WHO, PORT = sys.argv[1:4]
+HOST_ARGS = json.loads(sys.argv[4])  # test_parallel.HOST_TRAIN
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=2")
 
@@ -150,6 +156,15 @@ def main():
   params["episode_return"] = np.asarray(
       metrics["episode_return"].addressable_data(0))
   np.savez(os.path.join(OUT, f"{WHO}.npz"), **params)
+
+  # 4. a task stepped on the host: its seeds over the processes
+  host = [*HOST_ARGS, *JOB]
+  record["host_seeds_3"] = command([*host, "--seeds", "3", "--out",
+                                    os.path.join(OUT, "never")])
+  record["host_devices_4"] = command([*host, "--devices", "4", "--out",
+                                      os.path.join(OUT, "never")])
+  record["host_refused_dir"] = os.path.exists(os.path.join(OUT, "never"))
+  record["host_run"] = command([*host, "--out", os.path.join(OUT, "host")])
   with open(os.path.join(OUT, f"{WHO}.json"), "w") as f:
     json.dump(record, f)
   jax.distributed.shutdown()

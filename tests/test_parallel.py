@@ -23,6 +23,13 @@ import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# a task stepped on the host (Gymnasium's MuJoCo), four seeds: over two
+# processes (multihost_checks.py) and, the reference, in one
+HOST_TRAIN = ["train", "--env", "InvertedPendulum-v5", "--algo", "ppo",
+              "--total-timesteps", str(2 * 64 * 4), "--num-envs", "2",
+              "--num-steps", "64", "--seeds", "4", "--chunk", "1",
+              "--checkpoint-every", "2", "--eval-episodes", "3",
+              "--no-progress"]
 
 
 def _free_port() -> int:
@@ -46,8 +53,10 @@ def measured(tmp_path_factory):
       "runner": [script, str(tmp / "runner.json"), "runner",
                  str(tmp / "runs")],
       "rlhf": [script, str(tmp / "rlhf.json"), "rlhf"],
-      "host0": [multi, str(tmp / "hosts"), "0", port],
-      "host1": [multi, str(tmp / "hosts"), "1", port]}
+      "host0": [multi, str(tmp / "hosts"), "0", port, json.dumps(HOST_TRAIN)],
+      "host1": [multi, str(tmp / "hosts"), "1", port, json.dumps(HOST_TRAIN)],
+      "host_single": ["-m", "jaxrl_align", *HOST_TRAIN, "--out",
+                      str(tmp / "runs" / "host4")]}
   procs = {name: subprocess.Popen([sys.executable, *cmd], env=env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
@@ -74,7 +83,9 @@ def measured(tmp_path_factory):
   # the command over the two processes, and its one-process reference
   result["runs"] = {name: _run_dir(path) for name, path in {
       "cli": tmp / "hosts" / "cli", "resumed": tmp / "hosts" / "resumed",
-      "single": tmp / "runs" / "single4"}.items()}
+      "single": tmp / "runs" / "single4",
+      "host_cli": tmp / "hosts" / "host",
+      "host_single": tmp / "runs" / "host4"}.items()}
   result["runs"]["cli"]["params"] = dict(np.load(tmp / "hosts" /
                                                  "cli_params.npz"))
   result["runs"]["single"]["params"] = dict(np.load(tmp / "runs" /
@@ -259,6 +270,42 @@ def test_the_command_over_two_processes(measured):
       [s["eval_return_mean"] for s in single["summary"]["per_seed"]])
   # stopped after two updates and resumed: the same metrics, bit for bit
   assert runs["resumed"]["metrics"] == cli["metrics"]
+
+
+def test_a_task_stepped_on_the_host_spreads_its_seeds_over_processes(
+    measured):
+  """``jaxrl-align train`` of a host-stepped task (Gymnasium's MuJoCo) in
+  a job of two processes: each steps two of the four seeds' environments
+  on one device of its own, and the run directory is the one-process
+  run's, bit for bit (every metric of every update and seed, and the
+  final evaluation). Seeds that do not divide over the processes, and a
+  device count other than one of each, are refused in one line before
+  anything is made."""
+  h, runs = measured["hosts"], measured["runs"]
+  for who in ("0", "1"):
+    code, err = h[who]["host_seeds_3"]
+    assert code == 2 and _error_line(err).endswith(
+        "--seeds 3 do not divide over the job's 2 processes (each steps its "
+        "share of the seeds): use a multiple of 2."), err
+    code, err = h[who]["host_devices_4"]
+    assert code == 2 and _error_line(err).endswith(
+        "InvertedPendulum-v5 steps its environments on the host, one device "
+        "of each process: --devices 2 (or drop it)."), err
+    assert not h[who]["host_refused_dir"]
+    assert h[who]["host_run"][0] == 0, h[who]["host_run"]
+  assert "stepped on the host" in h["0"]["host_run"][1]
+  multi, single = runs["host_cli"], runs["host_single"]
+  assert multi["files"] == single["files"]
+  assert multi["config"]["processes"] == 2
+  assert multi["config"]["runner"]["devices"] == 2
+  assert single["config"]["runner"]["devices"] == 1
+  assert {m["seed"] for m in multi["metrics"]} == {0, 1, 2, 3}
+  assert len(multi["metrics"]) == 4 * 4
+  # JSON floats are float32 values printed exactly: equality is bitwise
+  assert multi["metrics"] == single["metrics"]
+  drop = {"wall_seconds_this_session", "first_chunk_seconds"}
+  assert ({k: v for k, v in multi["summary"].items() if k not in drop}
+          == {k: v for k, v in single["summary"].items() if k not in drop})
 
 
 def _error_line(err: str) -> str:

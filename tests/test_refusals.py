@@ -142,6 +142,19 @@ def test_an_option_out_of_range_is_refused_by_its_flag(made, tmp_path, capsys,
   assert os.path.isdir(run)
 
 
+def test_more_devices_for_a_task_stepped_on_the_host_is_refused(
+    tmp_path, capsys, no_compile):
+  """One process steps a host-stepped task on one device; more cores come
+  from spreading its seeds over processes (test_parallel.py), and the
+  refusal says so."""
+  line = refused(capsys, tmp_path, [
+      "InvertedPendulum-v5 steps its environments on the host, one device of "
+      "each process: drop --devices", "spread the seeds over processes"],
+      "train", "--env", "InvertedPendulum-v5", "--seeds", "2", "--devices",
+      "2", "--out", tmp_path / "new", *TINY)
+  assert not os.path.exists(tmp_path / "new"), line
+
+
 def test_eval_checks_the_seed_index_before_evaluating(made, capsys,
                                                       no_compile):
   # It was refused after the evaluation's 16 episodes.

@@ -116,10 +116,9 @@ def _train(args: argparse.Namespace) -> int:
               if getattr(args, k, None) is not None}
   distributed.initialize(args.coordinator, args.num_processes,
                          args.process_id)  # done by `launch`: checked here
-  if distributed.count() > 1 and not args.resume:
-    settings.setdefault("devices", distributed.devices())  # all of them
   learner, config, out = _train_config(args, given, settings)
-  if not args.resume and "devices" not in settings:
+  if not args.resume and "devices" not in settings:  # a job: all of them
+    # (a task stepped on the host: one of each process, default_devices)
     settings["devices"] = settings_lib.default_devices(
         learner, config, runner.RunnerSettings(**settings))
   finished = bool(args.resume) and files.read_summary(out) is not None

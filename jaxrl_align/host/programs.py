@@ -17,6 +17,7 @@ from jaxrl_align import configs
 from jaxrl_align import parallel
 from jaxrl_align.host import distributed
 from jaxrl_align.host import errors
+from jaxrl_align.host import settings as settings_lib
 from jaxrl_align.host import stepping
 from jaxrl_align.learner import Learner
 
@@ -69,8 +70,10 @@ def for_run(learner: Learner, config, settings, data=None):
   """The programs of a run: :class:`~jaxrl_align.host.stepping.HostPrograms`
   for a task stepped on the host, else :func:`compiled`."""
   if stepping.host_stepped(learner, config, data):
+    over = (settings_lib.device_mesh(settings) if distributed.count() > 1
+            else None)  # the seeds over the processes
     return stepping.HostPrograms(learner, settings.chunk,
-                                 settings.eval_episodes)
+                                 settings.eval_episodes, mesh=over)
   return compiled(learner, settings.chunk, settings.eval_episodes)
 
 

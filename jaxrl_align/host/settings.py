@@ -58,10 +58,24 @@ BATCH_FIELDS = ("num_envs", "batch_size")  # what `shard="data"` splits
 
 
 def device_mesh(settings: RunnerSettings) -> jax.sharding.Mesh:
-  """The mesh of a run's settings (one device: a 1 x 1 mesh)."""
+  """The mesh of a run's settings (one device: a 1 x 1 mesh). A run over
+  as many devices as the job has processes, when they have more (a task
+  stepped on the host, :func:`check_devices`), takes the first device of
+  each process, in process order."""
   if settings.shard == "data":
     return parallel.mesh(data=settings.devices)
+  n = distributed.count()
+  if n > 1 and settings.devices == n < distributed.devices():
+    return parallel.mesh(seeds=n, devices=one_device_per_process())
   return parallel.mesh(seeds=settings.devices)
+
+
+def one_device_per_process() -> list:
+  """The first device of each process of the job, in process order."""
+  first: dict[int, jax.Device] = {}
+  for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+    first.setdefault(d.process_index, d)
+  return [first[p] for p in sorted(first)]
 
 
 def default_chunk(num_updates: int, target_chunks: int = 20,
@@ -127,20 +141,20 @@ def check_devices(learner: Learner, config, settings: RunnerSettings):
   if settings.shard not in SHARDS:
     raise RunError(f"`shard` must be one of {', '.join(SHARDS)}, got "
                    f"{settings.shard!r}.")
+  processes = distributed.count()
+  if stepping.host_stepped(learner, config):
+    _check_host_stepped(learner, config, settings, processes)
+    return
   if d == 1:
     return
   have = len(jax.devices())
-  if distributed.count() > 1 and d != have:
-    raise RunError(f"--devices {d}: a run over {distributed.count()} "
+  if processes > 1 and d != have:
+    raise RunError(f"--devices {d}: a run over {processes} "
                    f"processes spans all their devices: --devices {have}.")
   if d > have:
     raise RunError(
         f"--devices {d}: there are {have} (on CPU, XLA_FLAGS="
         f"--xla_force_host_platform_device_count={d} makes {d}).")
-  if stepping.host_stepped(learner, config):
-    raise RunError(f"{getattr(config, 'env_id', learner.name)} steps its "
-                   f"environments on the host, one device only: drop "
-                   f"--devices.")
   if settings.shard == "seeds" and settings.seeds % d:
     raise RunError(f"--seeds {settings.seeds} do not divide over --devices "
                    f"{d}: use a multiple of {d} seeds, or --shard data.")
@@ -150,6 +164,27 @@ def check_devices(learner: Learner, config, settings: RunnerSettings):
       if isinstance(size, int) and size % d:
         raise RunError(f"--{name.replace('_', '-')} {size} does not divide "
                        f"over --devices {d}.")
+
+
+def _check_host_stepped(learner, config, settings, processes) -> None:
+  """A task stepped on the host runs on one device of each process: its
+  seeds spread over the processes (one Python loop each)."""
+  name = getattr(config, "env_id", learner.name)
+  if settings.shard == "data" and processes > 1:
+    raise RunError(f"{name} steps its environments on the host: over "
+                   f"{processes} processes it spreads its seeds, not its "
+                   f"batch: drop --shard data.")
+  if settings.devices != processes:
+    raise RunError(
+        f"{name} steps its environments on the host, one device of each "
+        f"process: " + ("drop --devices (to use more cores, spread the "
+                        "seeds over processes: docs/devices.md)."
+                        if processes == 1 else
+                        f"--devices {processes} (or drop it)."))
+  if settings.seeds % processes:
+    raise RunError(f"--seeds {settings.seeds} do not divide over the job's "
+                   f"{processes} processes (each steps its share of the "
+                   f"seeds): use a multiple of {processes}.")
 
 
 def spread(size: int, have: int | None = None) -> int:
@@ -169,10 +204,13 @@ def default_devices(learner: Learner, config, settings: RunnerSettings,
   (:func:`spread`); one device for a single seed (splitting one seed's
   environments cost 5x on the classic-control tasks here: docs/devices.md)
   unless ``--shard data`` asks for it (then as many as the batch divides
-  over), and for a task stepped on the host. ``have``: the devices there
-  are (default: this process's)."""
+  over). ``have``: the devices there are (default: this process's). In a
+  job of several processes, every device of the job; a task stepped on
+  the host, one device of each process (one in a process of its own)."""
   if stepping.host_stepped(learner, config):
-    return 1
+    return distributed.count()
+  if distributed.count() > 1:
+    return distributed.devices()
   if settings.shard == "data":
     sizes = [getattr(config, n) for n in BATCH_FIELDS
              if isinstance(getattr(config, n, None), int)]

@@ -25,6 +25,7 @@ is JAX-env only (configs and the task's check refuse it here).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_align import envs
+from jaxrl_align import parallel
 from jaxrl_align.agents import tasks
 from jaxrl_align.learner import Learner
 
@@ -41,6 +43,16 @@ def _env_seed(key: jax.Array) -> int:
   """A Gymnasium seed drawn from a run's key (so the run's seed fixes it)."""
   return int(jax.random.randint(jax.random.fold_in(key, 0x6e76), (), 0,
                                 2 ** 31 - 1))
+
+
+def _whole_here(x: jax.Array) -> jax.Array:
+  """A replicated array (the run's keys, made under its mesh) as this
+  process's copy of it."""
+  if x.is_fully_addressable:
+    return x
+  if not x.sharding.is_fully_replicated:
+    raise ValueError("expected the run's keys replicated on every process.")
+  return x.addressable_data(0)
 
 
 def host_stepped(learner: Learner, config, data=None) -> bool:
@@ -83,12 +95,24 @@ class HostPrograms:
   :class:`~jaxrl_align.agents.tasks.Task`; None: made from
   ``config.env_id``, stepped on the host), kept for the run.
 
+  Over several processes (a ``jax.distributed`` job, ``mesh`` given), the
+  seeds are spread over the processes: each steps the environments of its
+  own seeds and runs their programs on its one device of the mesh, with
+  no communication between processes; the states, metrics and evaluation
+  it returns are the whole run's (arrays over the mesh, and the
+  evaluation gathered on every process), as the runner expects of any
+  programs. A Python loop drives one core, so a job of one process per
+  core trains that many seeds at once on one machine.
+
   Args:
     learner: a learner with :class:`~jaxrl_align.learner.Stepping`.
     chunk: updates per :meth:`chunk` call.
     eval_episodes: episodes per seed in :meth:`evaluate`.
     env_seed: the Gymnasium seed of seed ``i``'s environments is
       ``env_seed + i * num_envs``; by default it is drawn from the run's key.
+    mesh: over several processes, a mesh of one device of each, with
+      one ``seeds`` axis (``host.settings.device_mesh``); None in one
+      process.
     env_kwargs: passed to the :class:`~jaxrl_align.envs.GymnasiumVecEnv`
       (one of every seed's environments, stepped in one call).
   """
@@ -96,7 +120,8 @@ class HostPrograms:
   assess = None
 
   def __init__(self, learner: Learner, chunk: int, eval_episodes: int, *,
-               env_seed: int | None = None, **env_kwargs: Any):
+               env_seed: int | None = None,
+               mesh: jax.sharding.Mesh | None = None, **env_kwargs: Any):
     if learner.stepping is None:
       raise ValueError(f"{learner.name} cannot learn from host-stepped "
                        f"environments (it has no `stepping`).")
@@ -108,7 +133,12 @@ class HostPrograms:
     self._compiled: dict[Any, Any] = {}
     self._task: tasks.Task | None = None
     self._obs = None  # [seeds, N, ...], as the learners see them
-    self._seeds = 0
+    self._seeds = 0  # this process's
+    self._spread = (None if mesh is None else jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(parallel.SEEDS)))
+    self._here = slice(None)  # this process's seeds of the run's
+    self._device = None  # this process's device of the mesh
+    self._total = 0  # the run's seeds
 
   def _programs(self, config):
     """The jitted programs (:func:`_jitted`) and the host actor, once per
@@ -130,17 +160,61 @@ class HostPrograms:
                   if data is None or data.jax_native else data)
     self._task.check(config)
     self.close()
-    seeds = ([_env_seed(k) for k in keys] if self._env_seed is None else
-             [self._env_seed + i * config.num_envs for i in range(len(keys))])
-    self._seeds = len(seeds)
-    # One vector env of every seed's envs, seed i's seeded as its own
-    # vector env would be (env j: seeds[i] + j), stepped in one call.
-    self._env = envs.GymnasiumVecEnv(
-        config.env_id, len(seeds) * config.num_envs,
-        seed=[seed + j for seed in seeds for j in range(config.num_envs)],
-        **self._env_kwargs)
+    self._total = len(keys)
+    if self._spread is not None:
+      mine = self._spread.addressable_devices_indices_map((self._total,))
+      (self._device, (self._here,)), = mine.items()  # one device each
+      size = self._total // jax.process_count()
+      first = jax.process_index() * size
+      if range(self._total)[self._here] != range(first, first + size):
+        raise ValueError("the mesh must hold one device of each process, "
+                         "in process order (host.settings.device_mesh).")
+    index = range(self._total)[self._here]
     init, task = self._learner.init, self._task
-    return jax.jit(jax.vmap(lambda k: init(config, k, task)))(keys)
+    with self._on_mine():
+      keys = self._my_keys(keys)
+      seeds = ([_env_seed(k) for k in keys] if self._env_seed is None else
+               [self._env_seed + i * config.num_envs for i in index])
+      self._seeds = len(seeds)
+      # One vector env of every seed's envs, seed i's seeded as its own
+      # vector env would be (env j: seeds[i] + j), stepped in one call.
+      self._env = envs.GymnasiumVecEnv(
+          config.env_id, len(seeds) * config.num_envs,
+          seed=[seed + j for seed in seeds for j in range(config.num_envs)],
+          **self._env_kwargs)
+      states = jax.jit(jax.vmap(lambda k: init(config, k, task)))(keys)
+    return self._whole(states)
+
+  def _my_keys(self, keys: jax.Array) -> jax.Array:
+    """This process's seeds' keys of the run's (under :meth:`_on_mine`)."""
+    keys = _whole_here(keys)
+    if self._device is not None:
+      keys = jax.device_put(keys, self._device)
+    return keys[self._here]
+
+  def _on_mine(self):
+    """Over several processes, the context of this process's programs: a
+    mesh of its one device (the run's mesh spans every process's)."""
+    if self._device is None:
+      return contextlib.nullcontext()
+    return jax.set_mesh(parallel.mesh(devices=[self._device]))
+
+  def _whole(self, tree):
+    """This process's seeds' arrays -> the run's (over the mesh); as they
+    are in one process."""
+    if self._spread is None:
+      return tree
+    return jax.tree.map(
+        lambda x: jax.make_array_from_single_device_arrays(
+            (self._total,) + x.shape[1:], self._spread,
+            [jax.device_put(x, self._device)]), tree)
+
+  def _mine(self, tree):
+    """The run's arrays -> this process's seeds'; as they are in one
+    process."""
+    if self._spread is None:
+      return tree
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
   def chunk(self, config, states, data=None):
     """``chunk`` updates: a host rollout of ``num_steps`` per seed, then the
@@ -148,12 +222,15 @@ class HostPrograms:
     ``[seeds, chunk]`` metrics, as the compiled chunk does."""
     del data
     programs = self._programs(config)
+    states = self._mine(states)
     rows = []
-    for _ in range(self._chunk):
-      trajectory, states = self.rollout(config, states)
-      states, metrics = programs["learn"](config, states, trajectory)
-      rows.append(metrics)
-    return states, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
+    with self._on_mine():
+      for _ in range(self._chunk):
+        trajectory, states = self.rollout(config, states)
+        states, metrics = programs["learn"](config, states, trajectory)
+        rows.append(metrics)
+      metrics = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *rows)
+    return self._whole((states, metrics))
 
   def rollout(self, config, states):
     """``(trajectory, states)``: ``num_steps`` host steps of every seed,
@@ -209,9 +286,16 @@ class HostPrograms:
   def evaluate(self, config, states, keys: jax.Array, data=None):
     """``[seeds, eval_episodes]`` returns of the deterministic policy, one
     episode per env; NaN for an episode that did not end within the
-    environment's time limit (or 10,000 steps without one)."""
+    environment's time limit (or 10,000 steps without one). Over several
+    processes each evaluates its own seeds, and every process gets all."""
     del data
     mode = _jitted(self._stepping, self._task)["mode"]
+    states = self._mine(states)
+    with self._on_mine():
+      returns = self._evaluate(config, states, self._my_keys(keys), mode)
+    return self._gathered(np.stack(returns))
+
+  def _evaluate(self, config, states, keys, mode) -> list[np.ndarray]:
     returns = []
     for i, key in enumerate(keys):
       state = jax.tree.map(lambda x: x[i], states)
@@ -229,7 +313,18 @@ class HostPrograms:
           break
       env.close()
       returns.append(result)
-    return np.stack(returns)
+    return returns
+
+  def _gathered(self, mine: np.ndarray) -> np.ndarray:
+    """Every process's float64 rows, in seed order, on every process
+    (sent as their bits: JAX without x64 would round them to float32)."""
+    if self._spread is None:
+      return mine
+    from jax.experimental import multihost_utils
+
+    bits = multihost_utils.process_allgather(mine.view(np.uint32),
+                                             tiled=True)
+    return np.ascontiguousarray(np.asarray(bits)).view(np.float64)
 
   def close(self) -> None:
     if self._env is not None:
