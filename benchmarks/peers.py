@@ -29,8 +29,11 @@ from the figures of this one run.
 ``--envs`` also takes the five MuJoCo tasks of ``MUJOCO_ENVS`` (the Zoo's
 MuJoCo entries; ours stepped on the host through the runner, as the
 command runs them, its wall time including compilation and evaluation;
-SB3 and sb3-contrib as for the others; not rejax, whose environments are
-gymnax's). ``.venv-peers`` needs ``gymnasium[mujoco]`` for them.
+``ours-cores`` there is the same run with its seeds spread over one
+process per core, a ``jax.distributed`` job on 127.0.0.1 writing one run
+directory, as ``jaxrl-align train --coordinator ... --num-processes``
+runs it; SB3 and sb3-contrib as for the others; not rejax, whose
+environments are gymnax's). ``.venv-peers`` needs ``gymnasium[mujoco]`` for them.
 
 What we translate from a Zoo entry, and what we lack, is printed and
 recorded with each result (``notes``). Our ``value_loss`` is ½·MSE where
@@ -263,9 +266,12 @@ def our_fields(algo: str, env_id: str, field_names) -> tuple[dict, list]:
   return f, notes
 
 
-def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
+def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1,
+             run_dir: str | None = None) -> dict:
   """Our run: the seeds in one ``vmap``, spread over ``devices`` CPU
-  devices (forced by the caller's ``XLA_FLAGS``)."""
+  devices (forced by the caller's ``XLA_FLAGS``); a MuJoCo task stepped
+  on the host, in ``run_dir`` (None: a scratch directory), its seeds
+  spread over the processes of the job this process joined."""
   import contextlib
   import dataclasses
 
@@ -286,7 +292,7 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
   fields, notes = our_fields(algo, env_id, names)
   config = config_type(**fields)
   if env_id in MUJOCO_ENVS:
-    return _run_ours_host(algo, config, seeds, fields, notes)
+    return _run_ours_host(algo, config, seeds, fields, notes, run_dir)
   keys = jax.random.split(jax.random.key(0), seeds)
   assert len(jax.devices()) >= devices, jax.devices()
   mesh = (jax.set_mesh(parallel.mesh(seeds=devices)) if devices > 1
@@ -314,20 +320,25 @@ def run_ours(algo: str, env_id: str, seeds: int, devices: int = 1) -> dict:
                                          else v) for k, v in fields.items()}}
 
 
-def _run_ours_host(algo, config, seeds, fields, notes) -> dict:
+def _run_ours_host(algo, config, seeds, fields, notes, run_dir) -> dict:
   """Our run of a task stepped on the host, through the runner as the
   command runs it (one Gymnasium vector env of every seed's envs, the
-  learner vmapped over seeds), in a scratch directory."""
+  learner vmapped over seeds; over the processes of a job, each process's
+  share of the seeds), in ``run_dir`` (None: a scratch directory)."""
+  import contextlib
   import tempfile
 
+  import jax
   import numpy as np
 
   from jaxrl_align.host import runner
 
-  with tempfile.TemporaryDirectory() as tmp:
+  processes = jax.process_count()
+  with (tempfile.TemporaryDirectory() if run_dir is None
+        else contextlib.nullcontext(run_dir)) as tmp:
     start = time.perf_counter()
     result = runner.run(algo, config, os.path.join(tmp, "run"),
-                        runner.RunnerSettings(seeds=seeds,
+                        runner.RunnerSettings(seeds=seeds, devices=processes,
                                               eval_episodes=EVAL_EPISODES),
                         progress=False)
     wall = time.perf_counter() - start
@@ -348,7 +359,9 @@ def _run_ours_host(algo, config, seeds, fields, notes) -> dict:
                     "seconds": [wall * (i + 1) / updates
                                 for i in range(updates)]},
           "notes": notes + ["stepped on the host; wall time includes "
-                            "compiling and the final evaluation"],
+                            "compiling and the final evaluation"] + (
+                                [f"seeds over {processes} processes"]
+                                if processes > 1 else []),
           "config": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in fields.items()}}
 
@@ -473,8 +486,15 @@ def run_rejax(algo: str, env_id: str, seeds: int) -> dict:
 
 
 def worker(args) -> None:
-  if args.library == "ours":
-    out = run_ours(args.algo, args.env, args.seeds)
+  if args.job:  # one of the processes of a host-stepped run (ours-cores)
+    from jaxrl_align.host import distributed
+
+    port, count, index = map(int, args.job.split(","))
+    distributed.initialize(f"127.0.0.1:{port}", count, index)
+  if args.library == "ours" or args.job:
+    out = run_ours(args.algo, args.env, args.seeds, run_dir=args.run_dir)
+    if args.job and not args.job.endswith(",0"):
+      return  # process 0 reports the job's run
   elif args.library == "ours-cores":
     out = run_ours(args.algo, args.env, args.seeds, os.cpu_count() or 1)
   elif args.library == "rejax":
@@ -489,12 +509,12 @@ def worker(args) -> None:
 # -------------------------------------------------------------- the run
 
 
-def _launch(python, library, algo, env_id, seeds, seed):
+def _launch(python, library, algo, env_id, seeds, seed, job=()):
   cmd = [python, os.path.abspath(__file__), "--worker", "--library", library,
          "--algo", algo, "--env", env_id, "--seeds", str(seeds), "--seed",
-         str(seed), "--steps-scale", str(SCALE[0])]
+         str(seed), "--steps-scale", str(SCALE[0]), *job]
   env = dict(os.environ)
-  if library == "ours-cores":  # one CPU device per core
+  if library == "ours-cores" and not job:  # one CPU device per core
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_"
                         f"platform_device_count={os.cpu_count() or 1}")
   return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -513,9 +533,41 @@ def _collect(proc, start) -> dict:
   return result
 
 
+def _run_ours_processes(python, algo, env_id, seeds, cores) -> dict:
+  """``ours-cores`` on a task stepped on the host: one process per core
+  (a ``jax.distributed`` job on 127.0.0.1), each stepping its share of
+  the seeds, one run directory; process 0's result, timed until every
+  process has ended."""
+  import socket
+  import tempfile
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  with tempfile.TemporaryDirectory() as tmp:
+    began = time.perf_counter()
+    procs = [_launch(python, "ours-cores", algo, env_id, seeds, 0,
+                     ["--job", f"{port},{cores},{i}", "--run-dir", tmp])
+             for i in range(cores)]
+    outs = [p.communicate() for p, _ in procs]
+    wall = time.perf_counter() - began
+  for (p, _), (out, err) in zip(procs, outs):
+    if p.returncode:
+      return {"error": ((err.strip().splitlines() or ["no output"])[-1]
+                        )[:300]}
+  lines = [l for l in outs[0][0].splitlines() if l.startswith("RESULT ")]
+  result = json.loads(lines[-1][len("RESULT "):])
+  result["process_s"] = wall
+  result["processes"] = cores
+  return result
+
+
 def run_library(library, algo, env_id, seeds, python, cores) -> dict:
-  """A library's runs on one task: one process (JAX libraries) or one per
-  seed, ``cores`` at a time; the per-seed results merged."""
+  """A library's runs on one task: one process (JAX libraries; ours on a
+  MuJoCo task as ``ours-cores``: one per core) or one per seed, ``cores``
+  at a time; the per-seed results merged."""
+  if library == "ours-cores" and env_id in MUJOCO_ENVS:
+    return _run_ours_processes(python, algo, env_id, seeds, cores)
   if library in ("ours", "ours-cores", "rejax"):
     return _collect(*_launch(python, library, algo, env_id, seeds, 0))
   results, running = [], []
@@ -596,7 +648,7 @@ def table(results) -> str:
             f"{r['process_s'] / ours['process_s']:.1f}x"
             if not library.startswith("ours") and ours and "error" not in ours
             else "")
-      ours = by_lib.get("ours", {})
+      ours = by_lib.get("ours") or by_lib.get("ours-cores", {})
       ratios.append(_difference(ours["returns"], r["returns"])
                     if not library.startswith("ours") and ours
                     and "error" not in ours else "")
@@ -673,6 +725,8 @@ def main():
   parser.add_argument("--library", help=argparse.SUPPRESS)
   parser.add_argument("--algo", help=argparse.SUPPRESS)
   parser.add_argument("--env", help=argparse.SUPPRESS)
+  parser.add_argument("--job", help=argparse.SUPPRESS)  # PORT,COUNT,INDEX
+  parser.add_argument("--run-dir", help=argparse.SUPPRESS)
   args = parser.parse_args()
   SCALE[0] = args.steps_scale
   if args.worker:
@@ -695,7 +749,7 @@ def main():
       for library in args.libraries:
         if algo not in LIBRARIES[library] or (
             library == "ours-cores" and (cores == 1 or args.seeds % cores)) or (
-                env_id in MUJOCO_ENVS and library in ("ours-cores", "rejax")):
+                env_id in MUJOCO_ENVS and library == "rejax"):
           continue
         python = (sys.executable if library.startswith("ours")
                   else args.peer_python)
