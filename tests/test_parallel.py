@@ -56,18 +56,26 @@ def measured(tmp_path_factory):
       "host0": [multi, str(tmp / "hosts"), "0", port, json.dumps(HOST_TRAIN)],
       "host1": [multi, str(tmp / "hosts"), "1", port, json.dumps(HOST_TRAIN)],
       "host_single": ["-m", "jaxrl_align", *HOST_TRAIN, "--out",
-                      str(tmp / "runs" / "host4")]}
+                      str(tmp / "runs" / "host4")],
+      # the command starting its own job of two processes on this machine
+      "host_spawned": ["-m", "jaxrl_align", *HOST_TRAIN, "--processes", "2",
+                       "--out", str(tmp / "runs" / "host_spawned")],
+      "native_spawned": ["-m", "jaxrl_align", "train", "--env", "CartPole-v1",
+                         "--seeds", "2", "--processes", "2", "--out",
+                         str(tmp / "runs" / "never")]}
   procs = {name: subprocess.Popen([sys.executable, *cmd], env=env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
            for name, cmd in commands.items()}
-  failed = {}
+  failed, outputs = {}, {}
   for name, p in procs.items():
     out, _ = p.communicate(timeout=900)
-    if p.returncode:
+    outputs[name] = (p.returncode, out)
+    if p.returncode and name != "native_spawned":
       failed[name] = out[-3000:]
   assert not failed, failed
-  result = {}
+  result = {"outputs": outputs,
+            "native_dir": os.path.exists(tmp / "runs" / "never")}
   for name in ("learners", "runner", "rlhf"):
     with open(tmp / f"{name}.json") as f:
       result[name] = json.load(f)
@@ -85,7 +93,8 @@ def measured(tmp_path_factory):
       "cli": tmp / "hosts" / "cli", "resumed": tmp / "hosts" / "resumed",
       "single": tmp / "runs" / "single4",
       "host_cli": tmp / "hosts" / "host",
-      "host_single": tmp / "runs" / "host4"}.items()}
+      "host_single": tmp / "runs" / "host4",
+      "host_spawned": tmp / "runs" / "host_spawned"}.items()}
   result["runs"]["cli"]["params"] = dict(np.load(tmp / "hosts" /
                                                  "cli_params.npz"))
   result["runs"]["single"]["params"] = dict(np.load(tmp / "runs" /
@@ -289,8 +298,9 @@ def test_a_task_stepped_on_the_host_spreads_its_seeds_over_processes(
         "share of the seeds): use a multiple of 2."), err
     code, err = h[who]["host_devices_4"]
     assert code == 2 and _error_line(err).endswith(
-        "InvertedPendulum-v5 steps its environments on the host, one device "
-        "of each process: --devices 2 (or drop it)."), err
+        "InvertedPendulum-v5 steps its environments on the host, on one "
+        "device of each process: --devices 4 needs 4 processes (--processes "
+        "4, which spreads the seeds over them); this job has 2."), err
     assert not h[who]["host_refused_dir"]
     assert h[who]["host_run"][0] == 0, h[who]["host_run"]
   assert "stepped on the host" in h["0"]["host_run"][1]
@@ -306,6 +316,30 @@ def test_a_task_stepped_on_the_host_spreads_its_seeds_over_processes(
   drop = {"wall_seconds_this_session", "first_chunk_seconds"}
   assert ({k: v for k, v in multi["summary"].items() if k not in drop}
           == {k: v for k, v in single["summary"].items() if k not in drop})
+
+
+def test_the_command_starts_its_own_job_with_processes(measured):
+  """``jaxrl-align train --processes 2``: the command starts process 1 of
+  a job on 127.0.0.1 and is process 0; the run directory is the
+  one-process run's, bit for bit, and the result is printed once. A
+  JAX-native task is refused in one line (its seeds spread over
+  devices), with nothing made."""
+  runs, outputs = measured["runs"], measured["outputs"]
+  spawned, single = runs["host_spawned"], runs["host_single"]
+  assert spawned["config"]["processes"] == 2
+  assert spawned["config"]["runner"]["devices"] == 2
+  assert spawned["files"] == single["files"]
+  assert spawned["metrics"] == single["metrics"]
+  drop = {"wall_seconds_this_session", "first_chunk_seconds"}
+  assert ({k: v for k, v in spawned["summary"].items() if k not in drop}
+          == {k: v for k, v in single["summary"].items() if k not in drop})
+  code, out = outputs["host_spawned"]
+  assert code == 0 and out.count("PPO on InvertedPendulum-v5, 4 seeds") == 1
+  code, out = outputs["native_spawned"]
+  assert code == 2 and _error_line(out).endswith(
+      "CartPole-v1 is JAX-native: its seeds spread over this machine's "
+      "devices (--devices), not processes: drop --processes."), out
+  assert not measured["native_dir"]
 
 
 def _error_line(err: str) -> str:

@@ -148,11 +148,22 @@ def test_more_devices_for_a_task_stepped_on_the_host_is_refused(
   from spreading its seeds over processes (test_parallel.py), and the
   refusal says so."""
   line = refused(capsys, tmp_path, [
-      "InvertedPendulum-v5 steps its environments on the host, one device of "
-      "each process: drop --devices", "spread the seeds over processes"],
+      "InvertedPendulum-v5 steps its environments on the host, on one device "
+      "of each process: --devices 2 needs 2 processes (--processes 2, which "
+      "spreads the seeds over them); this job has 1."],
       "train", "--env", "InvertedPendulum-v5", "--seeds", "2", "--devices",
       "2", "--out", tmp_path / "new", *TINY)
   assert not os.path.exists(tmp_path / "new"), line
+  # --processes starts processes: the command does, not a call in-process
+  refused(capsys, tmp_path, "--processes 2 starts processes: run it as the "
+          "jaxrl-align command", "train", "--env", "InvertedPendulum-v5",
+          "--processes", "2", "--out", tmp_path / "new", *TINY)
+  refused(capsys, tmp_path, "--processes starts its own job on this machine: "
+          "drop --coordinator, --num-processes and --process-id.", "train",
+          "--processes", "2", "--coordinator", "127.0.0.1:1",
+          "--num-processes", "2", "--process-id", "0", "--out",
+          tmp_path / "new", *TINY)
+  assert not os.path.exists(tmp_path / "new")
 
 
 def test_eval_checks_the_seed_index_before_evaluating(made, capsys,

@@ -29,9 +29,10 @@ RUNNER_OPTIONS = {  # each an integer >= 1 (`seed`: >= 0)
     "keep": "checkpoints kept (default 3)",
     "eval_episodes": "final evaluation episodes per seed (default 16)",
     "devices": "devices to spread the run over (default: as many as the "
-               "seeds divide over, 1 for one seed or a task stepped on the "
-               "host; on CPU the command makes one device per core unless "
-               "XLA_FLAGS sets --xla_force_host_platform_device_count)"}
+               "seeds divide over, 1 for one seed; a task stepped on the "
+               "host: one of each process, see --processes; on CPU the "
+               "command makes one device per core unless XLA_FLAGS sets "
+               "--xla_force_host_platform_device_count)"}
 
 
 def config_fields() -> dict[str, list[str]]:
@@ -114,6 +115,13 @@ def _train(args: argparse.Namespace) -> int:
   given = options.given(args, config_fields())
   settings = {k: getattr(args, k) for k in (*RUNNER_OPTIONS, "shard")
               if getattr(args, k, None) is not None}
+  if (args.processes or 1) > 1 and distributed.count() != args.processes:
+    raise runner.RunError(  # the job `launch` starts has that many
+        "--processes starts its own job on this machine: drop "
+        "--coordinator, --num-processes and --process-id."
+        if args.coordinator is not None else
+        f"--processes {args.processes} starts processes: run it as the "
+        f"jaxrl-align command (or python -m jaxrl_align).")
   distributed.initialize(args.coordinator, args.num_processes,
                          args.process_id)  # done by `launch`: checked here
   learner, config, out = _train_config(args, given, settings)
@@ -124,6 +132,10 @@ def _train(args: argparse.Namespace) -> int:
   finished = bool(args.resume) and files.read_summary(out) is not None
   # built once for the run, and checked (a finished run builds nothing)
   task = None if finished else settings_lib.task_for(config)
+  if task is not None and task.jax_native and (args.processes or 1) > 1:
+    raise runner.RunError(
+        f"{config.env_id} is JAX-native: its seeds spread over this "
+        f"machine's devices (--devices), not processes: drop --processes.")
   path = None if finished else (
       "JAX-native: rollouts compiled with the learner" if task.jax_native
       else "a Gymnasium environment stepped on the host (a resumed run "
@@ -191,8 +203,15 @@ def add_parser(sub) -> None:
                    help="also write TensorBoard events (needs tensorboardX)")
   run.add_argument("--no-progress", action="store_true",
                    help="no progress bar")
-  distributed.add_options(train.add_argument_group(
-      "many processes (one run over several hosts; the run directory on a "
-      "filesystem they all see; docs/devices.md)"))
+  job = train.add_argument_group(
+      "many processes (one run over several hosts, the run directory on a "
+      "filesystem they all see; or --processes on this machine; "
+      "docs/devices.md)")
+  job.add_argument("--processes", type=options.integer(1), default=None,
+                   metavar="INT",
+                   help="start INT processes of this command on this "
+                        "machine, one job: a task stepped on the host "
+                        "spreads its seeds over them, one core each")
+  distributed.add_options(job)
   _add_train_options(train)
   train.set_defaults(func=_train)

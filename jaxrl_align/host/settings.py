@@ -174,13 +174,12 @@ def _check_host_stepped(learner, config, settings, processes) -> None:
     raise RunError(f"{name} steps its environments on the host: over "
                    f"{processes} processes it spreads its seeds, not its "
                    f"batch: drop --shard data.")
-  if settings.devices != processes:
+  d = settings.devices
+  if d != processes:
     raise RunError(
-        f"{name} steps its environments on the host, one device of each "
-        f"process: " + ("drop --devices (to use more cores, spread the "
-                        "seeds over processes: docs/devices.md)."
-                        if processes == 1 else
-                        f"--devices {processes} (or drop it)."))
+        f"{name} steps its environments on the host, on one device of each "
+        f"process: --devices {d} needs {d} processes (--processes {d}, "
+        f"which spreads the seeds over them); this job has {processes}.")
   if settings.seeds % processes:
     raise RunError(f"--seeds {settings.seeds} do not divide over the job's "
                    f"{processes} processes (each steps its share of the "
