@@ -286,10 +286,10 @@ def test_a_task_stepped_on_the_host_spreads_its_seeds_over_processes(
   """``jaxrl-align train`` of a host-stepped task (Gymnasium's MuJoCo) in
   a job of two processes: each steps two of the four seeds' environments
   on one device of its own, and the run directory is the one-process
-  run's, bit for bit (every metric of every update and seed, and the
-  final evaluation). Seeds that do not divide over the processes, and a
-  device count other than one of each, are refused in one line before
-  anything is made."""
+  run's (every metric of every update and seed, and the final
+  evaluation). Seeds that do not divide over the processes, and a device
+  count other than one of each, are refused in one line before anything
+  is made."""
   h, runs = measured["hosts"], measured["runs"]
   for who in ("0", "1"):
     code, err = h[who]["host_seeds_3"]
@@ -311,17 +311,48 @@ def test_a_task_stepped_on_the_host_spreads_its_seeds_over_processes(
   assert single["config"]["runner"]["devices"] == 1
   assert {m["seed"] for m in multi["metrics"]} == {0, 1, 2, 3}
   assert len(multi["metrics"]) == 4 * 4
-  # JSON floats are float32 values printed exactly: equality is bitwise
-  assert multi["metrics"] == single["metrics"]
+  _same_run(multi, single)
+
+
+def _same_run(run, reference):
+  """Every metric of every update and seed, and the summary, as the
+  reference's. Each process vmaps its own seeds, and XLA's order of
+  float32 operations can depend on how many seeds a program holds (the
+  first update of TRPO's HalfCheetah differed in the 7th digit between 4
+  and 2 seeds a process), so values are compared to rounding; here they
+  were equal bit for bit. Seeds given another's keys or envs are far off
+  (tried by hand: two processes both stepping seeds 0 and 1)."""
+  key = [(m["update"], m["seed"]) for m in run["metrics"]]
+  assert key == [(m["update"], m["seed"]) for m in reference["metrics"]]
+  for mine, ref in zip(run["metrics"], reference["metrics"]):
+    assert mine.keys() == ref.keys()
+    for k, v in ref.items():
+      if v is None:
+        assert mine[k] is None, k
+      else:
+        np.testing.assert_allclose(mine[k], v, rtol=1e-4, atol=1e-6,
+                                   err_msg=k)
   drop = {"wall_seconds_this_session", "first_chunk_seconds"}
-  assert ({k: v for k, v in multi["summary"].items() if k not in drop}
-          == {k: v for k, v in single["summary"].items() if k not in drop})
+  summary = {k: v for k, v in run["summary"].items() if k not in drop}
+  ref = {k: v for k, v in reference["summary"].items() if k not in drop}
+  assert summary.keys() == ref.keys()
+  assert summary.pop("per_seed") and ref.pop("per_seed")
+  for mine, theirs in zip(run["summary"]["per_seed"],
+                          reference["summary"]["per_seed"]):
+    assert mine["seed"] == theirs["seed"]
+    np.testing.assert_allclose(mine["eval_return_mean"],
+                               theirs["eval_return_mean"], rtol=1e-6)
+  for k, v in ref.items():
+    if isinstance(v, float):
+      np.testing.assert_allclose(summary[k], v, rtol=1e-6, err_msg=k)
+    else:
+      assert summary[k] == v, k
 
 
 def test_the_command_starts_its_own_job_with_processes(measured):
   """``jaxrl-align train --processes 2``: the command starts process 1 of
   a job on 127.0.0.1 and is process 0; the run directory is the
-  one-process run's, bit for bit, and the result is printed once. A
+  one-process run's, and the result is printed once. A
   JAX-native task is refused in one line (its seeds spread over
   devices), with nothing made."""
   runs, outputs = measured["runs"], measured["outputs"]
@@ -329,10 +360,7 @@ def test_the_command_starts_its_own_job_with_processes(measured):
   assert spawned["config"]["processes"] == 2
   assert spawned["config"]["runner"]["devices"] == 2
   assert spawned["files"] == single["files"]
-  assert spawned["metrics"] == single["metrics"]
-  drop = {"wall_seconds_this_session", "first_chunk_seconds"}
-  assert ({k: v for k, v in spawned["summary"].items() if k not in drop}
-          == {k: v for k, v in single["summary"].items() if k not in drop})
+  _same_run(spawned, single)
   code, out = outputs["host_spawned"]
   assert code == 0 and out.count("PPO on InvertedPendulum-v5, 4 seeds") == 1
   code, out = outputs["native_spawned"]
