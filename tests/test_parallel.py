@@ -89,6 +89,8 @@ def measured(tmp_path_factory):
                                             ".ppo_params.npz"))}
   result["hosts"] = hosts
   # the command over the two processes, and its one-process reference
+  result["paths"] = {"host_spawned": tmp / "runs" / "host_spawned",
+                     "host_single": tmp / "runs" / "host4"}
   result["runs"] = {name: _run_dir(path) for name, path in {
       "cli": tmp / "hosts" / "cli", "resumed": tmp / "hosts" / "resumed",
       "single": tmp / "runs" / "single4",
@@ -363,6 +365,15 @@ def test_the_command_starts_its_own_job_with_processes(measured):
   _same_run(spawned, single)
   code, out = outputs["host_spawned"]
   assert code == 0 and out.count("PPO on InvertedPendulum-v5, 4 seeds") == 1
+  # the run's checkpoints, written by two processes, read back in this one
+  from jaxrl_align.host import evaluation
+
+  mine, step = evaluation.evaluate_run(
+      str(measured["paths"]["host_spawned"]), episodes=2)
+  ref, ref_step = evaluation.evaluate_run(
+      str(measured["paths"]["host_single"]), episodes=2)
+  assert step == ref_step == 4 and mine.shape == (4, 2)
+  np.testing.assert_allclose(mine, ref, rtol=1e-6)
   code, out = outputs["native_spawned"]
   assert code == 2 and _error_line(out).endswith(
       "CartPole-v1 is JAX-native: its seeds spread over this machine's "

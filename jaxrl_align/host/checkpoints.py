@@ -131,21 +131,40 @@ class Checkpoints:
     return s, _from_saved(saved, template)
 
   def newest_readable(self) -> int:
-    """The newest step whose checkpoint reads back, read as it was saved
-    (no template: nothing needs compiling to know it) and dropped; the
-    ones skipped are said in one line. Raises as :meth:`restore`."""
-    return self._newest(self._ocp.args.StandardRestore(), None)[0]
+    """The newest step whose checkpoint reads back, read whole onto this
+    process's first device (no template: nothing needs compiling to know
+    it; a run saved over other devices or processes reads back too) and
+    dropped; the ones skipped are said in one line. Raises as
+    :meth:`restore`."""
+    return self._newest(None, None)[0]
+
+  def _whole_here(self, step: int):
+    """Restore arguments reading every array of ``step`` whole onto this
+    process's first device, from its metadata."""
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # not "no step metadata" for an item read
+    try:
+      saved = self._ocp.StandardCheckpointer().metadata(os.path.join(
+          os.path.abspath(self._directory), str(step), "default"))
+    finally:
+      absl.setLevel(level)
+    return self._ocp.args.StandardRestore(jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+        saved.item_metadata.tree))
 
   def _newest(self, args, step: int | None):
     """``(step, what orbax restored)``: ``step``, or the newest that reads
-    back with ``args``."""
+    back with ``args`` (None: each whole on this process's device)."""
     steps = self.steps() if step is None else [step]
     if not steps:
       raise CheckpointError("The run has no checkpoint yet (none was saved).")
     unreadable = []  # (step, the error's type)
     for s in reversed(steps):
       try:
-        saved = self._manager.restore(s, args=args)
+        saved = self._manager.restore(
+            s, args=self._whole_here(s) if args is None else args)
       except Exception as e:  # noqa: BLE001 - any read failure falls back
         _quiet_aborted_restore()
         unreadable.append((s, type(e).__name__))
