@@ -263,16 +263,8 @@ def test_the_command_over_two_processes(measured):
   assert cli["config"]["runner"]["devices"] == 4
   # every update of every seed written once, as one process writes them
   key = [(m["update"], m["seed"]) for m in cli["metrics"]]
-  assert key == [(m["update"], m["seed"]) for m in single["metrics"]]
   assert len(set(key)) == len(key) == 4 * 4
-  for mine, ref in zip(cli["metrics"], single["metrics"]):
-    assert mine.keys() == ref.keys()
-    for k, v in ref.items():
-      if v is None:
-        assert mine[k] is None, k
-      else:
-        np.testing.assert_allclose(mine[k], v, rtol=1e-4, atol=1e-6,
-                                   err_msg=k)
+  _same_metrics(cli, single)
   for name, value in single["params"].items():
     np.testing.assert_allclose(cli["params"][name], value, atol=1e-6,
                                err_msg=name)
@@ -324,16 +316,7 @@ def _same_run(run, reference):
   and 2 seeds a process), so values are compared to rounding; here they
   were equal bit for bit. Seeds given another's keys or envs are far off
   (tried by hand: two processes both stepping seeds 0 and 1)."""
-  key = [(m["update"], m["seed"]) for m in run["metrics"]]
-  assert key == [(m["update"], m["seed"]) for m in reference["metrics"]]
-  for mine, ref in zip(run["metrics"], reference["metrics"]):
-    assert mine.keys() == ref.keys()
-    for k, v in ref.items():
-      if v is None:
-        assert mine[k] is None, k
-      else:
-        np.testing.assert_allclose(mine[k], v, rtol=1e-4, atol=1e-6,
-                                   err_msg=k)
+  _same_metrics(run, reference)
   drop = {"wall_seconds_this_session", "first_chunk_seconds"}
   summary = {k: v for k, v in run["summary"].items() if k not in drop}
   ref = {k: v for k, v in reference["summary"].items() if k not in drop}
@@ -379,6 +362,21 @@ def test_the_command_starts_its_own_job_with_processes(measured):
       "CartPole-v1 is JAX-native: its seeds spread over this machine's "
       "devices (--devices), not processes: drop --processes."), out
   assert not measured["native_dir"]
+
+
+def _same_metrics(run, reference):
+  """The same (update, seed) rows, each metric equal to rounding (None
+  where the reference's is)."""
+  key = [(m["update"], m["seed"]) for m in run["metrics"]]
+  assert key == [(m["update"], m["seed"]) for m in reference["metrics"]]
+  for mine, ref in zip(run["metrics"], reference["metrics"]):
+    assert mine.keys() == ref.keys()
+    for k, v in ref.items():
+      if v is None:
+        assert mine[k] is None, k
+      else:
+        np.testing.assert_allclose(mine[k], v, rtol=1e-4, atol=1e-6,
+                                   err_msg=k)
 
 
 def _error_line(err: str) -> str:
