@@ -134,6 +134,24 @@ def test_entry_point_joins_a_job_first_or_says_why_not(tmp_path, capsys,
   assert not os.path.exists(out)
 
 
+def test_entry_point_starts_a_local_job_only_when_asked():
+  """``--processes N`` (N >= 2) makes ``launch`` start a job on this
+  machine; not with job options (the command refuses a mismatch), a
+  value argparse must name, help, or another subcommand."""
+  from jaxrl_align.host import launch
+
+  local = launch.local_processes
+  assert local(["train", "--processes", "2"]) == 2
+  assert local(["train", "--processes=3", "--seeds", "3"]) == 3
+  assert local(["train", "--processes", "1"]) is None
+  assert local(["train", "--processes", "two"]) is None
+  assert local(["train", "--processes"]) is None
+  assert local(["train", "-h", "--processes", "2"]) is None
+  assert local(["train", "--processes", "2", "--coordinator", "h:1"]) is None
+  assert local(["eval", "--processes", "2"]) is None
+  assert local(["train", "--seeds", "2"]) is None
+
+
 def test_cli_help_lists_every_field_with_its_default(capsys):
   with pytest.raises(SystemExit):
     cli.main(["train", "--help"])

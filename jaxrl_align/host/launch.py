@@ -60,7 +60,8 @@ def local_processes(argv: list[str]) -> int | None:
   """The ``--processes N`` of a ``train`` command line when it asks this
   process to start a job on this machine: N >= 2 and no job option
   given; else None (the command checks what it was given)."""
-  if not argv or argv[0] != "train" or job_options(argv) or "--help" in argv:
+  if (not argv or argv[0] != "train" or job_options(argv)
+      or {"-h", "--help"} & set(argv)):
     return None
   for i, item in enumerate(argv):
     name, eq, value = item.partition("=")
