@@ -20,7 +20,7 @@ Usage: ``multihost_checks.py OUT_DIR PROCESS_ID PORT HOST_ARGS``
    through the command into ``OUT_DIR/host``, its four seeds spread over
    the two processes (two each, on one device of each), after refusing
    seeds that do not divide over them and a device count other than one
-   of each.
+   of each; then refuses ``--processes 2`` on a JAX-native task.
 
 Writes ``OUT_DIR/<id>.npz`` (step 3's parameters), ``OUT_DIR/<id>.json``
 (the devices, which environments this process stepped, the command's exit
@@ -165,6 +165,11 @@ def main():
                                       os.path.join(OUT, "never")])
   record["host_refused_dir"] = os.path.exists(os.path.join(OUT, "never"))
   record["host_run"] = command([*host, "--out", os.path.join(OUT, "host")])
+  # --processes 2 in this job of two (as `launch` makes it) on a JAX-native
+  # task: refused, its seeds spread over devices
+  record["native_processes"] = command([*TRAIN, "--processes", "2", "--out",
+                                        os.path.join(OUT, "never")])
+  record["native_dir"] = os.path.exists(os.path.join(OUT, "never"))
   with open(os.path.join(OUT, f"{WHO}.json"), "w") as f:
     json.dump(record, f)
   jax.distributed.shutdown()
