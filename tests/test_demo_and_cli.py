@@ -152,6 +152,32 @@ def test_entry_point_starts_a_local_job_only_when_asked():
   assert local(["train", "--seeds", "2"]) is None
 
 
+def test_a_local_job_ends_its_copies_when_process_0_fails(monkeypatch,
+                                                         tmp_path):
+  """A defect in process 0 (an uncaught exception) kills the copies it
+  started before its traceback, instead of leaving them waiting for it."""
+  from jaxrl_align.host import launch
+
+  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+  jobs = []
+  start = launch.start_local_job
+  monkeypatch.setattr(launch, "start_local_job",
+                      lambda *a: jobs.append(start(*a)) or jobs[-1])
+
+  def failing(argv):
+    assert "--process-id" in argv
+    assert [p.poll() for p in jobs[0][0].procs] == [None]  # still running
+    raise RuntimeError("a defect")
+
+  monkeypatch.setattr(launch, "_main", failing)
+  with pytest.raises(RuntimeError, match="a defect"):
+    launch.main(["train", "--processes", "2", "--out",
+                 str(tmp_path / "run")])
+  (proc,) = jobs[0][0].procs
+  assert proc.returncode is not None  # ended and reaped
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_cli_help_lists_every_field_with_its_default(capsys):
   with pytest.raises(SystemExit):
     cli.main(["train", "--help"])

@@ -126,6 +126,16 @@ class LocalJob:
 
     threading.Thread(target=run, daemon=True).start()
 
+  def kill(self) -> None:
+    """Ends the other processes at once (process 0 is failing: they would
+    wait for it until JAX's coordination gave up on it)."""
+    self._done.set()
+    for proc in self.procs:
+      proc.kill()
+    for proc, log in zip(self.procs, self.logs):
+      proc.wait()
+      log.close()
+
   def finish(self, code: int) -> int:
     """Waits for the other processes; process 0's exit code, or, when it
     succeeded and another did not, 1 with that process's last line."""
@@ -197,9 +207,13 @@ def main(argv: list[str] | None = None) -> int:
   local, n = None, local_processes(argv)
   if n is not None:  # this machine's job: start processes 1..n-1
     local, argv = start_local_job(argv, n)
-  code = _main(argv)
   if local is None:
-    return code
+    return _main(argv)
+  try:
+    code = _main(argv)
+  except BaseException:  # a defect's traceback: the copies end with it
+    local.kill()
+    raise
   import jax  # started by now
 
   if jax.distributed.is_initialized():  # its barrier meets the others'
